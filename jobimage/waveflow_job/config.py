@@ -1,0 +1,149 @@
+"""Every environment variable the job reads, in one place (CONTRACT.md §4).
+
+``JobConfig.from_env()`` is called once by the CLI; nothing else in the job looks at
+``os.environ`` (boto3 still reads its own credentials chain).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from waveflow_job.contract import MAX_NUM_PEAKS, WAVEFORM_PREFIX
+
+__all__ = ["ConfigError", "JobConfig"]
+
+GIB = 1024**3
+
+
+class ConfigError(ValueError):
+    """A required variable is missing or a value cannot be used; names the variable."""
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """The job's settings, read from the environment once per process."""
+
+    #: ``S3_BUCKET_NAME`` (required): the bucket holding uploads and waveform JSON.
+    bucket: str
+    #: ``WEBHOOK_URL`` (required): the backend's webhook base; ``/hash-check`` and
+    #: ``/completion`` are appended.
+    webhook_url: str
+    #: ``AWS_REGION`` (or ``AWS_DEFAULT_REGION``): passed to boto3 as ``region_name``.
+    region: str | None = None
+    #: ``AWS_ENDPOINT_URL``: an S3-compatible endpoint (moto, MinIO, LocalStack); unset on AWS.
+    endpoint_url: str | None = None
+    #: ``WEBHOOK_SECRET``: when set, every webhook carries ``X-WaveFlow-Signature``.
+    webhook_secret: str | None = None
+    #: ``UPLOAD_PREFIXES``: comma-separated key prefixes the duplicate stage may delete under;
+    #: empty means any key outside ``waveforms/``.
+    upload_prefixes: tuple[str, ...] = ()
+    #: ``LOG_LEVEL``: DEBUG, INFO (default), WARNING, ERROR.
+    log_level: str = "INFO"
+    #: ``WAVEFLOW_SUMMARY_FILE``: where the one-line JSON summary goes; unset means nowhere.
+    summary_file: Path | None = None
+    #: ``TMPDIR``: the only place the job writes scratch files (``/scratch`` in the image).
+    scratch_dir: Path = Path(tempfile.gettempdir())
+    #: ``WAVEFLOW_MAX_FILE_BYTES``: larger objects are rejected (FILE_TOO_LARGE). 2 GiB.
+    max_file_bytes: int = 2 * GIB
+    #: ``WAVEFLOW_MAX_DURATION_SECONDS``: longer audio is rejected (AUDIO_TOO_LONG). 4 hours;
+    #: ``0`` disables the limit.
+    max_duration_seconds: float | None = 4 * 3600.0
+    #: ``WAVEFLOW_MAX_NUM_PEAKS``: the largest ``num_peaks`` a message may ask for. 65536.
+    max_num_peaks: int = MAX_NUM_PEAKS
+    #: ``WAVEFLOW_WEBHOOK_TIMEOUT_SECONDS``: per-attempt read timeout of a webhook POST.
+    webhook_timeout: float = 10.0
+    #: ``WAVEFLOW_WEBHOOK_BUDGET_SECONDS``: total time for all attempts of one webhook.
+    webhook_budget: float = 60.0
+    #: ``WAVEFLOW_WEBHOOK_BACKOFF_SECONDS``: first retry's backoff ceiling (doubles, full jitter).
+    webhook_backoff: float = 0.5
+    #: ``WAVEFLOW_S3_CONNECT_TIMEOUT_SECONDS``: boto3 connect timeout.
+    s3_connect_timeout: float = 5.0
+    #: ``WAVEFLOW_S3_READ_TIMEOUT_SECONDS``: boto3 read timeout (per socket read).
+    s3_read_timeout: float = 60.0
+    #: ``WAVEFLOW_S3_MAX_ATTEMPTS``: boto3 "standard" retry mode's total attempts per call.
+    s3_max_attempts: int = 5
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> JobConfig:
+        """Read and check every setting; raises :class:`ConfigError` naming the variable."""
+        env = _Env(environ)
+        max_duration = env.number("WAVEFLOW_MAX_DURATION_SECONDS", 4 * 3600.0, minimum=0)
+        return cls(
+            bucket=env.required("S3_BUCKET_NAME"),
+            webhook_url=env.url("WEBHOOK_URL"),
+            region=env.text("AWS_REGION") or env.text("AWS_DEFAULT_REGION"),
+            endpoint_url=env.text("AWS_ENDPOINT_URL"),
+            webhook_secret=env.text("WEBHOOK_SECRET"),
+            upload_prefixes=_prefixes(env.text("UPLOAD_PREFIXES") or ""),
+            log_level=(env.text("LOG_LEVEL") or "INFO").upper(),
+            summary_file=Path(p) if (p := env.text("WAVEFLOW_SUMMARY_FILE")) else None,
+            scratch_dir=Path(env.text("TMPDIR") or tempfile.gettempdir()),
+            max_file_bytes=int(env.number("WAVEFLOW_MAX_FILE_BYTES", 2 * GIB, minimum=1,
+                                          integer=True)),
+            max_duration_seconds=max_duration or None,
+            max_num_peaks=int(env.number("WAVEFLOW_MAX_NUM_PEAKS", MAX_NUM_PEAKS, minimum=1,
+                                         maximum=MAX_NUM_PEAKS, integer=True)),
+            webhook_timeout=env.number("WAVEFLOW_WEBHOOK_TIMEOUT_SECONDS", 10.0, minimum=0.1),
+            webhook_budget=env.number("WAVEFLOW_WEBHOOK_BUDGET_SECONDS", 60.0, minimum=0.1),
+            webhook_backoff=env.number("WAVEFLOW_WEBHOOK_BACKOFF_SECONDS", 0.5, minimum=0),
+            s3_connect_timeout=env.number("WAVEFLOW_S3_CONNECT_TIMEOUT_SECONDS", 5.0,
+                                          minimum=0.1),
+            s3_read_timeout=env.number("WAVEFLOW_S3_READ_TIMEOUT_SECONDS", 60.0, minimum=0.1),
+            s3_max_attempts=int(env.number("WAVEFLOW_S3_MAX_ATTEMPTS", 5, minimum=1,
+                                           integer=True)),
+        )
+
+    def may_delete(self, key: str) -> bool:
+        """Whether ``key`` is somewhere the duplicate stage is allowed to delete (§6)."""
+        if key.startswith(WAVEFORM_PREFIX):
+            return False
+        return not self.upload_prefixes or key.startswith(self.upload_prefixes)
+
+
+def _prefixes(text: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in text.split(",") if p.strip())
+
+
+class _Env:
+    """Typed reads from a mapping, with errors that name the variable."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+
+    def text(self, name: str) -> str | None:
+        value = self._environ.get(name, "").strip()
+        return value or None
+
+    def required(self, name: str) -> str:
+        value = self.text(name)
+        if value is None:
+            raise ConfigError(f"{name} is required but not set")
+        return value
+
+    def url(self, name: str) -> str:
+        value = self.required(name)
+        if not value.startswith(("http://", "https://")):
+            raise ConfigError(f"{name} must be an http:// or https:// URL, got {value!r}")
+        return value.rstrip("/")
+
+    def number(self, name: str, default: float, *, minimum: float | None = None,
+               maximum: float | None = None, integer: bool = False) -> float:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        try:
+            value = float(int(raw)) if integer else float(raw)
+        except ValueError:
+            kind = "an integer" if integer else "a number"
+            raise ConfigError(f"{name} must be {kind}, got {raw!r}") from None
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ConfigError(f"{name} must be finite, got {raw!r}")
+        if minimum is not None and value < minimum:
+            raise ConfigError(f"{name} must be at least {minimum:g}, got {raw!r}")
+        if maximum is not None and value > maximum:
+            raise ConfigError(f"{name} must be at most {maximum:g}, got {raw!r}")
+        return value

@@ -1,0 +1,80 @@
+"""One JSON object per line on stderr, each carrying the message's stemId, task and id.
+
+Modules log with ``logging.getLogger(__name__)`` and never configure anything; the CLI calls
+:func:`configure` once and wraps the work in :func:`bind` so every line names the message it is
+about (Kubernetes keeps a Job's stderr; a log pipeline can index the fields directly).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, TextIO
+
+__all__ = ["JsonFormatter", "bind", "configure"]
+
+_context: ContextVar[dict[str, Any]] = ContextVar("waveflow_log_context", default={})  # noqa: B039
+
+#: Attributes every LogRecord has; anything else was passed with ``extra=`` and is logged too.
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime",
+                                                                          "taskName"}
+
+
+@contextmanager
+def bind(**fields: Any) -> Iterator[None]:
+    """Add ``fields`` (e.g. stemId, task, messageId) to every log line inside the block."""
+    token = _context.set({**_context.get(), **fields})
+    try:
+        yield
+    finally:
+        _context.reset(token)
+
+
+class JsonFormatter(logging.Formatter):
+    """Formats a record as one line of strict JSON: time, level, logger, message, context."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        document: dict[str, Any] = {
+            "time": _iso(record.created),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        document.update({k: v for k, v in _context.get().items() if v is not None})
+        for key, value in vars(record).items():
+            if key not in _STANDARD and not key.startswith("_"):
+                document[key] = value
+        if record.exc_info:
+            document["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(document, default=str, ensure_ascii=False)
+
+
+def configure(level: str = "INFO", stream: TextIO | None = None) -> None:
+    """Send every logger's records to ``stream`` (stderr) as JSON lines; safe to call again."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_waveflow", False):
+            root.removeHandler(handler)
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    handler._waveflow = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(_level(level))
+    # Libraries chatter at DEBUG about every connection; keep them one notch quieter.
+    for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
+        logging.getLogger(noisy).setLevel(max(root.level, logging.INFO))
+
+
+def _level(name: str) -> int:
+    value = logging.getLevelName(name.upper())
+    return value if isinstance(value, int) else logging.INFO
+
+
+def _iso(created: float) -> str:
+    seconds = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
+    return f"{seconds}.{int(created % 1 * 1000):03d}Z"
