@@ -1,0 +1,422 @@
+"""Open any supported audio file and stream its samples in bounded memory.
+
+Three readers, chosen by the file's signature (never its name):
+
+- uncompressed little-endian WAV, RF64/BW64 and Wave64 with 16/24/32-bit integer or 32-bit
+  float samples are read straight from disk with ``readinto`` into one reused buffer: no
+  conversion to float, 24-bit samples widened to int32 in one numpy pass;
+- everything else libsndfile can read (8-bit and 64-bit WAV, AIFF, FLAC, Ogg Vorbis/Opus/FLAC,
+  MP3) goes through soundfile, again into one reused buffer;
+- MP4/M4A/3GP (AAC, ALAC, AMR: phone recordings), Matroska/WebM and ADTS go through PyAV.
+
+Blocks are ``(frames, channels)`` arrays in the stream's native type (int16, int32 or
+float32) with :class:`~waveflow_job.audio.peaks.SampleScale` saying what full scale is. A
+block is a view of a reused buffer: consume it before asking for the next one.
+
+Declared lengths are checked here, not trusted: a WAV/AIFF data chunk that promises more than
+the file holds, an MP3 whose last frame is cut, an Ogg stream whose last page is incomplete are
+rejected as ``AUDIO_CORRUPT`` before decoding.
+"""
+
+from __future__ import annotations
+
+import logging
+import mmap
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from waveflow_job.audio import headers
+from waveflow_job.audio.peaks import SampleScale
+from waveflow_job.contract import ErrorCode
+from waveflow_job.errors import AudioError
+
+log = logging.getLogger(__name__)
+
+#: Samples (frames x channels) per block: ~0.5 MiB of int32, small enough to stay in cache.
+BLOCK_SAMPLES = 1 << 17
+
+#: PyAV demuxers we accept; anything else it might "recognise" in random bytes is refused.
+_PYAV_FORMATS = {"mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", "aac"}
+_PYAV_CONTAINERS = {"MP4": "M4A", "MATROSKA": "WEBM", "ADTS": "AAC"}
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    """Facts about the audio stream, known before decoding."""
+
+    container: str
+    codec: str
+    sample_format: str
+    bit_depth: int | None
+    sample_rate: int
+    channels: int
+    #: Frames the container declares (exact) or lets us estimate; None when it says nothing.
+    frames: int | None
+    #: True when ``frames`` is a promise: decoding fewer means the file is cut short.
+    frames_exact: bool
+    scale: SampleScale
+
+
+class AudioSource:
+    """An opened file: its facts, and its samples as often as they are asked for."""
+
+    def __init__(self, path: str, info: StreamInfo) -> None:
+        self.path = path
+        self.info = info
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        """Every frame of the stream from the start, in blocks; may be called again."""
+        raise NotImplementedError
+
+
+def block_frames(channels: int) -> int:
+    return max(1024, BLOCK_SAMPLES // channels)
+
+
+def open_audio(path: str | os.PathLike[str]) -> AudioSource:
+    """Identify the file by its bytes and return a reader for it (raises AudioError)."""
+    path = os.fspath(path)
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(64)
+            family = headers.sniff(head)
+            if family == "ID3":
+                f.seek(headers.id3v2_size(f.read(10) if len(head) < 10 else head))
+                family = headers.sniff(f.read(64))
+                family = "MP3" if family in (None, "MP3", "ADTS") else family
+    except OSError as exc:
+        raise AudioError(ErrorCode.AUDIO_CORRUPT, f"cannot read the file: {exc}") from exc
+    if size == 0:
+        raise AudioError(ErrorCode.AUDIO_EMPTY, "the file is empty (0 bytes)")
+    if family is None:
+        raise AudioError(ErrorCode.AUDIO_CORRUPT,
+                         "not an audio file: no known container signature in its first bytes")
+    if family in ("WAV", "W64", "AIFF"):
+        return _open_pcm(path, family)
+    if family in ("FLAC", "OGG", "MP3"):
+        return _open_sndfile(path, family)
+    return _open_pyav(path, family)
+
+
+# ----------------------------------------------------------------------------- raw PCM
+
+
+_PCM_NAMES = {8: "PCM_U8", 16: "PCM_16", 24: "PCM_24", 32: "PCM_32"}
+
+
+def _open_pcm(path: str, family: str) -> AudioSource:
+    try:
+        with open(path, "rb") as f:
+            layout = headers.read_pcm_layout(f, family)
+    except (headers.HeaderError, OSError, ValueError) as exc:
+        if family == "AIFF" or "RIFX" in str(exc):
+            return _open_sndfile(path, family)
+        raise AudioError(ErrorCode.AUDIO_CORRUPT, f"malformed {family} header: {exc}") from exc
+    if layout.truncated:
+        raise AudioError(
+            ErrorCode.AUDIO_CORRUPT,
+            f"cut short: the {layout.container} header declares {layout.declared_frames} frames, "
+            f"the file holds {layout.available_bytes // layout.block_align}")
+    if layout.declared_frames == 0:
+        raise AudioError(ErrorCode.AUDIO_EMPTY, f"the {layout.container} file holds no frames")
+    width = layout.bits // 8
+    fast = (
+        not layout.big_endian
+        and layout.block_align == layout.channels * width
+        and ((layout.format_tag == headers.WAVE_FORMAT_PCM and layout.bits in (16, 24, 32))
+             or (layout.format_tag == headers.WAVE_FORMAT_IEEE_FLOAT and layout.bits == 32))
+    )
+    if not fast:
+        return _open_sndfile(path, family, declared_frames=layout.declared_frames)
+    is_float = layout.format_tag == headers.WAVE_FORMAT_IEEE_FLOAT
+    scale = SampleScale.floating() if is_float else SampleScale.for_integer_bits(
+        layout.bits, 16 if layout.bits == 16 else 32)
+    info = StreamInfo(
+        container=layout.container,
+        codec="pcm",
+        sample_format="FLOAT" if is_float else _PCM_NAMES[layout.bits],
+        bit_depth=layout.bits,
+        sample_rate=layout.sample_rate,
+        channels=layout.channels,
+        frames=layout.declared_frames,
+        frames_exact=True,
+        scale=scale,
+    )
+    return RawPcmSource(path, info, layout)
+
+
+class RawPcmSource(AudioSource):
+    """Little-endian interleaved PCM read with ``readinto`` into one buffer."""
+
+    def __init__(self, path: str, info: StreamInfo, layout: headers.PcmLayout) -> None:
+        super().__init__(path, info)
+        self.layout = layout
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        lay = self.layout
+        ch, align, width = lay.channels, lay.block_align, lay.bits // 8
+        bframes = block_frames(ch)
+        remaining = lay.declared_frames * align
+        # 24-bit: one spare byte in front so sample i is the int32 at byte 3i (see below).
+        pad = 1 if width == 3 else 0
+        buf = bytearray(pad + bframes * align + pad)
+        view = memoryview(buf)
+        dtype = {2: "<i2", 4: "<f4" if self.info.sample_format == "FLOAT" else "<i4"}.get(width)
+        wide = np.empty(bframes * ch, dtype=np.int32) if width == 3 else None
+        with open(self.path, "rb", buffering=0) as f:
+            f.seek(lay.data_offset)
+            while remaining > 0:
+                got = _read_full(f, view[pad : pad + min(bframes * align, remaining)])
+                n = got // align
+                if n == 0:
+                    return
+                remaining -= n * align
+                if wide is not None:
+                    # The little-endian int32 at byte 3i is (sample_i << 8) | previous byte:
+                    # masking the low byte leaves the 24-bit sample left-aligned in 32 bits.
+                    raw = np.ndarray((n * ch,), dtype="<i4", buffer=buf, strides=(3,))
+                    out = wide[: n * ch]
+                    np.bitwise_and(raw, np.int32(-256), out=out)
+                    yield out.reshape(n, ch)
+                else:
+                    yield np.frombuffer(buf, dtype=dtype, count=n * ch).reshape(n, ch)
+                if got % align:
+                    return
+
+
+def _read_full(f: Any, view: memoryview) -> int:
+    """Fill ``view`` unless the file ends first; returns the bytes read."""
+    total = 0
+    while total < len(view):
+        got = f.readinto(view[total:])
+        if not got:
+            break
+        total += got
+    return total
+
+
+# ----------------------------------------------------------------------------- libsndfile
+
+
+_SF_CONTAINERS = {"WAV": "WAV", "WAVEX": "WAV", "RF64": "RF64", "W64": "W64", "AIFF": "AIFF",
+                  "FLAC": "FLAC", "OGG": "OGG", "MP3": "MP3"}
+_SF_CODECS = {"VORBIS": "vorbis", "OPUS": "opus", "MPEG_LAYER_III": "mp3",
+              "MPEG_LAYER_II": "mp2", "MPEG_LAYER_I": "mp1"}
+_SF_BITS = {"PCM_S8": 8, "PCM_U8": 8, "PCM_16": 16, "PCM_24": 24, "PCM_32": 32,
+            "FLOAT": 32, "DOUBLE": 64, "ULAW": 8, "ALAW": 8}
+
+
+def _open_sndfile(path: str, family: str, declared_frames: int | None = None) -> AudioSource:
+    import soundfile as sf
+
+    try:
+        with sf.SoundFile(path) as f:
+            fmt, subtype = f.format, f.subtype
+            rate, channels, sf_frames = f.samplerate, f.channels, f.frames
+    except (RuntimeError, TypeError, ValueError) as exc:
+        code = ErrorCode.AUDIO_CORRUPT
+        if family in ("WAV", "W64", "AIFF") and "format" in str(exc).lower():
+            code = ErrorCode.AUDIO_UNSUPPORTED
+        raise AudioError(code, f"cannot decode the {family} file: {exc}") from exc
+    container = _SF_CONTAINERS.get(fmt, fmt)
+    codec = _SF_CODECS.get(subtype, "flac" if fmt == "FLAC" or subtype == "FLAC" else "pcm")
+    bits = _SF_BITS.get(subtype)
+    lossy = codec in ("vorbis", "opus", "mp3", "mp2", "mp1")
+    if lossy or subtype in ("FLOAT", "DOUBLE"):
+        dtype, scale = "float32", SampleScale.floating()
+    elif bits is not None and bits > 16:
+        dtype, scale = "int32", SampleScale.for_integer_bits(bits, 32)
+    else:
+        dtype, scale = "int16", SampleScale.for_integer_bits(bits or 16, 16)
+
+    frames: int | None = sf_frames if 0 < sf_frames < (1 << 62) else None
+    exact = family in ("WAV", "W64", "AIFF", "FLAC")
+    if declared_frames is not None:
+        frames = declared_frames
+    if family == "OGG" and not _ogg_complete(path):
+        raise AudioError(ErrorCode.AUDIO_CORRUPT,
+                         "cut short: the Ogg stream does not end with a complete last page")
+    if family == "MP3":
+        scan = _scan_mp3(path)
+        if scan.truncated:
+            raise AudioError(ErrorCode.AUDIO_CORRUPT, "cut short: the last MP3 frame is incomplete")
+        if scan.frames == 0:
+            raise AudioError(ErrorCode.AUDIO_CORRUPT, "no MPEG audio frames in the file")
+        exact = scan.has_length_header
+        if not exact:
+            frames = scan.samples  # a decoder only estimates; this is what the frames hold
+    if exact and frames == 0:
+        raise AudioError(ErrorCode.AUDIO_EMPTY, f"the {container} file holds no frames")
+    info = StreamInfo(
+        container=container,
+        codec=codec,
+        sample_format="compressed" if lossy else subtype,
+        bit_depth=None if lossy else bits,
+        sample_rate=rate,
+        channels=channels,
+        frames=frames,
+        frames_exact=exact and frames is not None,
+        scale=scale,
+    )
+    return SndfileSource(path, info, dtype)
+
+
+def _ogg_complete(path: str) -> bool:
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        f.seek(max(0, size - 65536))
+        return headers.ogg_ends_cleanly(f.read(), size)
+
+
+def _scan_mp3(path: str) -> headers.Mp3Scan:
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        start = headers.id3v2_size(m[:10])
+        return headers.scan_mp3(memoryview(m), start)
+
+
+class SndfileSource(AudioSource):
+    """libsndfile reads (and decodes) into one reused buffer."""
+
+    def __init__(self, path: str, info: StreamInfo, dtype: str) -> None:
+        super().__init__(path, info)
+        self.dtype = dtype
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        import soundfile as sf
+
+        ch = self.info.channels
+        buf = np.empty((block_frames(ch), ch), dtype=self.dtype)
+        try:
+            with sf.SoundFile(self.path) as f:
+                while True:
+                    got = f.read(len(buf), dtype=self.dtype, out=buf)
+                    if len(got) == 0:
+                        return
+                    yield got
+        except RuntimeError as exc:
+            raise AudioError(ErrorCode.AUDIO_CORRUPT, f"decoding failed: {exc}") from exc
+
+
+# ----------------------------------------------------------------------------- PyAV
+
+
+_AV_DTYPES = {"flt": "float32", "fltp": "float32", "dbl": "float32", "dblp": "float32",
+              "s16": "int16", "s16p": "int16", "u8": "int16", "u8p": "int16",
+              "s32": "int32", "s32p": "int32"}
+_AV_LOSSLESS = {"alac", "flac", "pcm_s16le", "pcm_s24le", "pcm_s16be", "pcm_s24be"}
+
+
+def _open_pyav(path: str, family: str) -> AudioSource:
+    import av
+
+    try:
+        with av.open(path) as container:
+            if container.format.name not in _PYAV_FORMATS:
+                raise AudioError(ErrorCode.AUDIO_UNSUPPORTED,
+                                 f"unsupported container {container.format.name!r}")
+            if not container.streams.audio:
+                raise AudioError(ErrorCode.AUDIO_UNSUPPORTED, "the file has no audio stream")
+            stream = container.streams.audio[0]
+            ctx = stream.codec_context
+            codec, rate, channels = ctx.name, ctx.sample_rate, ctx.channels
+            fmt_name = ctx.format.name if ctx.format is not None else "fltp"
+            raw_bits = _alac_bits(ctx.extradata) if codec == "alac" else 0
+            frames = _pyav_frames(stream, container, rate)
+    except av.error.FFmpegError as exc:
+        raise AudioError(ErrorCode.AUDIO_CORRUPT,
+                         f"cannot decode the {family} file: {exc}") from exc
+    if not rate or not channels:
+        raise AudioError(ErrorCode.AUDIO_CORRUPT, "the audio stream declares no rate or channels")
+    dtype = _AV_DTYPES.get(fmt_name)
+    if dtype is None:
+        raise AudioError(ErrorCode.AUDIO_UNSUPPORTED, f"unsupported sample format {fmt_name!r}")
+    lossless = codec in _AV_LOSSLESS
+    if dtype == "float32":
+        scale = SampleScale.floating()
+    elif dtype == "int32":
+        scale = SampleScale.for_integer_bits(raw_bits if 16 < raw_bits <= 32 else 32, 32)
+    else:
+        scale = SampleScale.for_integer_bits(8 if fmt_name.startswith("u8") else 16, 16)
+    bits = (raw_bits or (16 if dtype == "int16" else 32)) if lossless else None
+    info = StreamInfo(
+        container=_PYAV_CONTAINERS[family],
+        codec=codec,
+        sample_format=(_PCM_NAMES.get(bits or 0, "PCM_32") if lossless else "compressed"),
+        bit_depth=bits,
+        sample_rate=rate,
+        channels=channels,
+        frames=frames,
+        frames_exact=False,
+        scale=scale,
+    )
+    return PyAVSource(path, info, dtype)
+
+
+def _alac_bits(extradata: bytes | None) -> int:
+    """Bit depth from ALAC's magic cookie (ALACSpecificConfig, maybe inside an 'alac' atom)."""
+    cookie = extradata or b""
+    if cookie[4:8] == b"alac":
+        cookie = cookie[12:]
+    return cookie[5] if len(cookie) > 5 else 0
+
+
+def _pyav_frames(stream: Any, container: Any, rate: int) -> int | None:
+    """The container's idea of the length, as an estimate (priming and edit lists vary)."""
+    if stream.duration is not None and stream.time_base is not None:
+        return round(float(stream.duration * stream.time_base) * rate)
+    if container.duration is not None:
+        return round(container.duration / 1_000_000 * rate)
+    return None
+
+
+class PyAVSource(AudioSource):
+    """FFmpeg decoding; frames are gathered into fixed blocks of the stream's type."""
+
+    def __init__(self, path: str, info: StreamInfo, dtype: str) -> None:
+        super().__init__(path, info)
+        self.dtype = dtype
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        import av
+
+        ch = self.info.channels
+        buf = np.empty((block_frames(ch), ch), dtype=self.dtype)
+        fill = 0
+        try:
+            with av.open(self.path) as container:
+                stream = container.streams.audio[0]
+                for frame in container.decode(stream):
+                    samples = self._frame_samples(frame)
+                    pos = 0
+                    while pos < len(samples):
+                        take = min(len(buf) - fill, len(samples) - pos)
+                        buf[fill : fill + take] = samples[pos : pos + take]
+                        fill += take
+                        pos += take
+                        if fill == len(buf):
+                            yield buf
+                            fill = 0
+        except av.error.FFmpegError as exc:
+            raise AudioError(ErrorCode.AUDIO_CORRUPT, f"decoding failed: {exc}") from exc
+        if fill:
+            yield buf[:fill]
+
+    def _frame_samples(self, frame: Any) -> np.ndarray:
+        """One decoded frame as ``(n, channels)`` in the source's dtype."""
+        ch = self.info.channels
+        if frame.layout.nb_channels != ch or frame.sample_rate != self.info.sample_rate:
+            raise AudioError(ErrorCode.AUDIO_UNSUPPORTED,
+                             "the channel count or sample rate changes inside the stream")
+        arr = frame.to_ndarray()
+        arr = arr.T if frame.format.is_planar else arr.reshape(-1, ch)
+        name = frame.format.name
+        if name.startswith("u8"):
+            return (arr.astype(np.int16) - 128) << 8
+        if arr.dtype != self.dtype:
+            return arr.astype(self.dtype)
+        return arr

@@ -1,0 +1,223 @@
+"""Streaming waveform reduction: old peaks, audiowaveform v2 min/max and levels in one pass.
+
+Pure: no I/O. The decoder feeds blocks of samples in the stream's native type (int16, int32 or
+float32, shape ``(frames, channels)``) and this module reduces them as they come, so memory
+stays bounded whatever the file's length.
+
+Why segments: the old ``peaks`` buckets (``[floor(i·N/P), floor((i+1)·N/P))``) and the
+audiowaveform points (``samples_per_pixel`` frames each) have different edges. Both sets of
+edges are known once N is; their union cuts the file into at most ``P + length`` segments.
+Each block is reduced per segment with one ``reduceat`` per statistic (C loops, no Python per
+sample), and a segment that straddles two blocks is merged with ``maximum``/``minimum``. At the
+end the segments are folded into each grid. Exact for any N, any block size.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Normalisation floor of the old peaks: a file quieter than -60 dBFS is not drawn at full height.
+SILENCE_FLOOR = 0.001
+
+
+class NonFiniteSamples(ValueError):
+    """A float source holds NaN or infinite samples: no truthful waveform exists."""
+
+
+class FrameCountExceeded(ValueError):
+    """More frames arrived than the accumulator was sized for."""
+
+
+@dataclass(frozen=True)
+class SampleScale:
+    """How a block's numbers map to digital full scale.
+
+    ``full_scale`` is the value that means 1.0; a sample is clipped when it is ``>= clip_high``
+    or ``<= clip_low`` (integer sources: the extreme codes; float sources: |x| >= 1.0).
+    """
+
+    full_scale: float
+    clip_high: float
+    clip_low: float
+
+    @classmethod
+    def for_integer_bits(cls, bits: int, container_bits: int) -> SampleScale:
+        """Integer samples of ``bits`` significant bits left-aligned in ``container_bits``."""
+        shift = container_bits - bits
+        top = (1 << (bits - 1)) - 1
+        full = float(1 << (container_bits - 1))
+        return cls(full, float(top << shift), -full)
+
+    @classmethod
+    def floating(cls) -> SampleScale:
+        return cls(1.0, 1.0, -1.0)
+
+
+@dataclass(frozen=True)
+class PeakResult:
+    """Everything the waveform document needs, in plain Python types."""
+
+    frames: int
+    channels: int
+    peaks: list[float]
+    samples_per_pixel: int
+    length: int
+    data: list[int]
+    peak_dbfs: float | None
+    rms_dbfs: float | None
+    clipped_samples: int
+
+
+def bucket_edges(frames: int, num_peaks: int) -> np.ndarray:
+    """Start frames of the old peaks buckets plus the final end: ``floor(i·N/P)``.
+
+    When N < P there is one bucket per frame (the rest of ``peaks`` is zeros).
+    """
+    count = min(frames, num_peaks)
+    i = np.arange(count + 1, dtype=np.int64)
+    return (i * frames) // count
+
+
+def pixel_geometry(frames: int, num_peaks: int) -> tuple[int, int]:
+    """audiowaveform grid: ``samples_per_pixel = ceil(N/P)``, ``length = ceil(N/spp)``."""
+    spp = max(1, -(-frames // num_peaks))
+    return spp, -(-frames // spp)
+
+
+class WaveformAccumulator:
+    """Reduces blocks of exactly ``frames`` frames into peaks, min/max pairs and levels."""
+
+    def __init__(self, *, frames: int, channels: int, num_peaks: int, scale: SampleScale) -> None:
+        if frames <= 0 or channels <= 0 or num_peaks <= 0:
+            raise ValueError("frames, channels and num_peaks must be positive")
+        self.frames = frames
+        self.channels = channels
+        self.num_peaks = num_peaks
+        self.scale = scale
+        self.position = 0
+        self._peak_edges = bucket_edges(frames, num_peaks)
+        self.samples_per_pixel, self.length = pixel_geometry(frames, num_peaks)
+        pixel_edges = np.arange(self.length + 1, dtype=np.int64) * self.samples_per_pixel
+        pixel_edges[-1] = frames
+        #: Union of both grids; segment j covers [edges[j], edges[j+1]).
+        self._edges = np.union1d(self._peak_edges, pixel_edges)
+        nseg = len(self._edges) - 1
+        self._seg_mono = np.zeros(nseg, dtype=np.float64)
+        self._seg_max = np.full((nseg, channels), -np.inf, dtype=np.float64)
+        self._seg_min = np.full((nseg, channels), np.inf, dtype=np.float64)
+        self._sum_squares = 0.0
+        self._clipped = 0
+        self._f32: np.ndarray | None = None
+        self._mono: np.ndarray | None = None
+
+    def add(self, block: np.ndarray) -> None:
+        """Reduce the next ``block`` (shape ``(n, channels)``) of the stream."""
+        n = block.shape[0]
+        if n == 0:
+            return
+        start, end = self.position, self.position + n
+        if end > self.frames:
+            raise FrameCountExceeded(f"frame {end} is past the expected {self.frames}")
+        edges = self._edges
+        lo = int(np.searchsorted(edges, start, side="right")) - 1
+        hi = int(np.searchsorted(edges, end, side="left"))
+        starts = edges[lo:hi] - start
+        starts[0] = 0
+
+        bmax = np.maximum.reduceat(block, starts, axis=0)
+        bmin = np.minimum.reduceat(block, starts, axis=0)
+        if block.dtype.kind == "f" and not (np.isfinite(bmax).all() and np.isfinite(bmin).all()):
+            raise NonFiniteSamples(f"NaN or infinite samples in frames {start}..{end}")
+        np.maximum(self._seg_max[lo:hi], bmax, out=self._seg_max[lo:hi])
+        np.minimum(self._seg_min[lo:hi], bmin, out=self._seg_min[lo:hi])
+
+        if bmax.max() >= self.scale.clip_high or bmin.min() <= self.scale.clip_low:
+            self._clipped += int(np.count_nonzero(block >= self.scale.clip_high))
+            self._clipped += int(np.count_nonzero(block <= self.scale.clip_low))
+
+        flat = self._as_float32(block)
+        self._sum_squares += float(np.dot(flat.ravel(), flat.ravel()))
+        mono = self._mono_sum(flat)
+        np.abs(mono, out=mono)
+        mono_max = np.maximum.reduceat(mono, starts)
+        np.maximum(self._seg_mono[lo:hi], mono_max, out=self._seg_mono[lo:hi])
+        self.position = end
+
+    def _as_float32(self, block: np.ndarray) -> np.ndarray:
+        """The block as float32 (a reused buffer for integer blocks)."""
+        if block.dtype == np.float32:
+            return block
+        n = block.shape[0]
+        if self._f32 is None or self._f32.shape[0] < n:
+            self._f32 = np.empty((n, self.channels), dtype=np.float32)
+        out = self._f32[:n]
+        np.copyto(out, block, casting="unsafe")
+        return out
+
+    def _mono_sum(self, flat: np.ndarray) -> np.ndarray:
+        """Sum of the channels (the mean times C) into a reused buffer."""
+        n = flat.shape[0]
+        if self._mono is None or self._mono.shape[0] < n:
+            self._mono = np.empty(n, dtype=np.float32)
+        mono = self._mono[:n]
+        if self.channels == 1:
+            np.copyto(mono, flat[:, 0])
+            return mono
+        np.add(flat[:, 0], flat[:, 1], out=mono)
+        for c in range(2, self.channels):
+            np.add(mono, flat[:, c], out=mono)
+        return mono
+
+    def finish(self) -> PeakResult:
+        """Fold the segments into both grids; call once every frame has been added."""
+        if self.position != self.frames:
+            raise ValueError(f"only {self.position} of {self.frames} frames were added")
+        fs = self.scale.full_scale
+        edges = self._edges
+
+        peak_starts = np.searchsorted(edges, self._peak_edges[:-1])
+        mono = np.maximum.reduceat(self._seg_mono, peak_starts) / (self.channels * fs)
+        peaks = normalise_peaks(mono, self.num_peaks)
+
+        pixel_starts = np.searchsorted(edges, np.arange(self.length) * self.samples_per_pixel)
+        pmax = np.maximum.reduceat(self._seg_max, pixel_starts, axis=0)
+        pmin = np.minimum.reduceat(self._seg_min, pixel_starts, axis=0)
+        pairs = np.stack([to_int8(pmin / fs), to_int8(pmax / fs)], axis=-1)  # (length, C, 2)
+
+        top = max(float(np.abs(pmax).max()), float(np.abs(pmin).max())) / fs
+        mean_square = self._sum_squares / (self.frames * self.channels * fs * fs)
+        return PeakResult(
+            frames=self.frames,
+            channels=self.channels,
+            peaks=peaks,
+            samples_per_pixel=self.samples_per_pixel,
+            length=self.length,
+            data=pairs.reshape(-1).tolist(),
+            peak_dbfs=to_dbfs(top),
+            rms_dbfs=to_dbfs(math.sqrt(mean_square)) if mean_square > 0 else None,
+            clipped_samples=self._clipped,
+        )
+
+
+def normalise_peaks(mono_peaks: np.ndarray, num_peaks: int) -> list[float]:
+    """Old-service normalisation: by the largest bucket, or by -60 dBFS for near-silence."""
+    top = float(mono_peaks.max()) if len(mono_peaks) else 0.0
+    out = np.zeros(num_peaks, dtype=np.float64)
+    if top > 0.0:
+        out[: len(mono_peaks)] = np.minimum(mono_peaks / max(top, SILENCE_FLOOR), 1.0)
+    return [round(float(v), 4) for v in out]
+
+
+def to_int8(normalised: np.ndarray) -> np.ndarray:
+    """audiowaveform's 8-bit value: the 16-bit sample divided by 256, truncated toward zero."""
+    return np.clip(np.trunc(normalised * 128.0), -128, 127).astype(np.int64)
+
+
+def to_dbfs(level: float) -> float | None:
+    """Level relative to full scale in dB, two decimals; None for digital silence."""
+    if level <= 0.0 or not math.isfinite(level):
+        return None
+    return round(20.0 * math.log10(level), 2)
