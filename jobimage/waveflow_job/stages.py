@@ -1,0 +1,249 @@
+"""The three tasks of the pipeline (CONTRACT.md §1-3, §6).
+
+Each stage does its work, POSTs its webhook and returns a :class:`StageResult` for the job's
+summary; anything that stops it is raised as an ``errors.Rejected`` (final) or
+``errors.Transient`` (retry) and turned into an exit code and, for rejections, a FAILURE
+completion by the CLI. Side effects are ordered so a retry after any failure is safe:
+re-hashing, re-uploading the same waveform key, re-tagging and re-deleting all converge, and
+every webhook repeat carries the same delivery id.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+from waveflow_job import contract
+from waveflow_job.contract import ErrorCode, StemMessage, Task, WebhookEvent
+from waveflow_job.errors import DeletionRefused, ObjectError
+
+if TYPE_CHECKING:
+    from waveflow_job.config import JobConfig
+    from waveflow_job.s3 import Storage
+    from waveflow_job.webhooks import WebhookClient
+
+__all__ = ["ANALYSED_TAG", "STEM_TAG", "Job", "StageResult", "run_stage"]
+
+log = logging.getLogger(__name__)
+
+#: Tag on an original after a successful analysis: the duplicate stage never deletes it.
+ANALYSED_TAG = "waveflow-analysed"
+#: Tag naming the stem an analysed original belongs to (value encoded for S3 if needed).
+STEM_TAG = "waveflow-stem-id"
+_SAFE_SUFFIX = re.compile(r"^\.[A-Za-z0-9]{1,10}$")
+
+
+@dataclass
+class StageResult:
+    """What the job's summary reports about a finished stage."""
+
+    bytes: int = 0
+    audio_seconds: float = 0.0
+    #: Seconds per phase (head, hash, download, analyse, upload, tag, delete, webhook).
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            spent = time.perf_counter() - started
+            self.timings[name] = round(self.timings.get(name, 0.0) + spent, 3)
+
+
+@dataclass
+class Job:
+    """One message and the clients it is processed with."""
+
+    message: StemMessage
+    #: The SQS body exactly as received: delivery ids fall back to a hash of it.
+    raw: str | bytes
+    config: JobConfig
+    storage: Storage
+    webhooks: WebhookClient
+
+    def post(self, event: WebhookEvent, body: Any) -> None:
+        """POST a webhook with this message's delivery id for ``event``."""
+        delivery = contract.delivery_id(event, self.message.message_id, self.raw)
+        self.webhooks.post(event, body, delivery=delivery)
+
+
+def run_stage(job: Job) -> StageResult:
+    """Run the task the message names."""
+    stages: dict[Task, Callable[[Job], StageResult]] = {
+        Task.HASH: generate_hash_and_webhook,
+        Task.DUPLICATE: process_duplicate_file,
+        Task.ANALYSIS: process_audio_analysis,
+    }
+    return stages[job.message.task](job)
+
+
+# --------------------------------------------------------------------------- hash
+
+
+def generate_hash_and_webhook(job: Job) -> StageResult:
+    """SHA-256 the upload (streamed, never on disk) and ask the backend about duplicates."""
+    message, result = job.message, StageResult()
+    with result.phase("head"):
+        info = job.storage.head(message.filepath, max_bytes=job.config.max_file_bytes)
+    with result.phase("hash"):
+        digest = job.storage.sha256(info, max_bytes=job.config.max_file_bytes)
+    result.bytes = digest.size
+    log.info("hashed", extra={"bytes": digest.size, "audio_hash": digest.sha256})
+    with result.phase("webhook"):
+        job.post(WebhookEvent.HASH_CHECK, contract.hash_check_body(message, digest.sha256))
+    return result
+
+
+# --------------------------------------------------------------------------- duplicate
+
+
+def process_duplicate_file(job: Job) -> StageResult:
+    """Delete a duplicate upload, unless anything suggests it is not one (CONTRACT.md §6).
+
+    An object that is already gone counts as deleted: a redelivered message, or a retry after
+    the completion webhook failed, must reach the same SUCCESS (same delivery id, so the
+    backend can drop the repeat). That is safe because nothing is deleted on that path: the
+    state the backend asked for — no such upload in the bucket — already holds.
+    """
+    message, result, key = job.message, StageResult(), job.message.filepath
+    if not job.config.may_delete(key):
+        raise DeletionRefused(
+            ErrorCode.KEY_OUTSIDE_PREFIXES,
+            f"{key} is not under the upload prefixes "
+            f"({', '.join(job.config.upload_prefixes) or 'any key outside waveforms/'})")
+    try:
+        with result.phase("head"):
+            info = job.storage.head(key, max_bytes=job.config.max_file_bytes)
+    except ObjectError as error:
+        if error.code is not ErrorCode.OBJECT_NOT_FOUND:
+            raise
+        log.info("duplicate already deleted; reporting it again", extra={"filepath": key})
+    else:
+        _refuse_originals(job, key)
+        with result.phase("hash"):
+            digest = job.storage.sha256(info, max_bytes=job.config.max_file_bytes)
+        result.bytes = digest.size
+        if digest.sha256 != message.audio_hash:
+            raise DeletionRefused(
+                ErrorCode.HASH_MISMATCH,
+                f"{key} has SHA-256 {digest.sha256}, not the message's {message.audio_hash}")
+        with result.phase("delete"):
+            job.storage.delete(key)
+        log.info("duplicate deleted", extra={"filepath": key, "bytes": digest.size})
+    with result.phase("webhook"):
+        job.post(WebhookEvent.COMPLETION, contract.duplicate_deleted_body(message))
+    return result
+
+
+def _refuse_originals(job: Job, key: str) -> None:
+    """Never delete an analysed original; stay silent when it is this very stem's."""
+    tags = job.storage.tags(key)
+    if ANALYSED_TAG not in tags and STEM_TAG not in tags:
+        return
+    owner = tags.get(STEM_TAG)
+    if owner == job.message.stem_id:
+        raise DeletionRefused(
+            ErrorCode.ORIGINAL_PROTECTED,
+            f"{key} is the analysed original of this stem; not deleted, and no FAILURE sent "
+            "(the stem already completed)", silent=True)
+    raise DeletionRefused(ErrorCode.ANALYSED_ORIGINAL,
+                          f"{key} is the analysed original of stem {owner or '(unknown)'}")
+
+
+# --------------------------------------------------------------------------- analysis
+
+
+def process_audio_analysis(job: Job) -> StageResult:
+    """Download (hashing on the way), analyse, store the waveform JSON, tag, report SUCCESS."""
+    from waveflow_job import waveform  # numpy and the decoders: only this stage needs them
+
+    message, result, config = job.message, StageResult(), job.config
+    with result.phase("head"):
+        info = job.storage.head(message.filepath, max_bytes=config.max_file_bytes)
+    workdir = Path(tempfile.mkdtemp(prefix="waveflow-", dir=config.scratch_dir))
+    try:
+        local = workdir / ("input" + _suffix(message.filepath))
+        with result.phase("download"), local.open("wb") as target:
+            digest = job.storage.download(info, target, max_bytes=config.max_file_bytes)
+        result.bytes = digest.size
+        if digest.sha256 != message.audio_hash:
+            log.warning("object changed since its hash-check; reporting the hash of what was "
+                        "analysed", extra={"audio_hash": message.audio_hash,
+                                           "analysed_hash": digest.sha256})
+        with result.phase("analyse"):
+            analysis = waveform.analyse_file(local, message.num_peaks,
+                                             max_duration_seconds=config.max_duration_seconds)
+            document = waveform.build_waveform_document(analysis,
+                                                        created_at=contract.utc_now_iso())
+        result.audio_seconds = float(analysis.duration)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    key = contract.waveform_key(message.stem_id, digest.sha256)
+    with result.phase("upload"):
+        job.storage.put_json(key, contract.dumps_strict(document))
+    with result.phase("tag"):
+        job.storage.merge_tags(message.filepath, {ANALYSED_TAG: "true",
+                                                  STEM_TAG: message.stem_id})
+    body = contract.analysis_success_body(message, _success_result(
+        analysis, audio_hash=digest.sha256, waveform_path=key, file_size=digest.size,
+        num_peaks=message.num_peaks))
+    log.info("analysed", extra={"waveform": key, "duration": analysis.duration,
+                                "bytes": digest.size})
+    with result.phase("webhook"):
+        job.post(WebhookEvent.COMPLETION, body)
+    return result
+
+
+def _success_result(analysis: Any, *, audio_hash: str, waveform_path: str, file_size: int,
+                    num_peaks: int) -> dict[str, Any]:
+    """The SUCCESS ``result``: the backend's six keys, then facts (finite numbers only)."""
+    result: dict[str, Any] = {
+        "audio_data_hash": audio_hash,
+        "waveform_data_path": waveform_path,
+        "file_size": int(file_size),
+        "duration": _finite(analysis.duration, 6) or 0.0,
+        "sample_rate": int(analysis.sample_rate),
+        "num_peaks": int(num_peaks),
+    }
+    extras = {
+        "channels": _integer(analysis.channels),
+        "format": analysis.container,
+        "codec": analysis.codec,
+        "sample_format": analysis.sample_format,
+        "bit_depth": _integer(analysis.bit_depth),
+        "frames": _integer(analysis.frames),
+        "peak_dbfs": _finite(analysis.peak_dbfs, 2),
+        "rms_dbfs": _finite(analysis.rms_dbfs, 2),
+        "clipped_samples": _integer(analysis.clipped_samples),
+    }
+    result.update({k: v for k, v in extras.items() if v is not None})
+    return result
+
+
+def _finite(value: Any, digits: int) -> float | None:
+    """A JSON-safe float, or None (left out) for missing, NaN or ±inf (e.g. silence's dBFS)."""
+    if value is None:
+        return None
+    number = float(value)
+    return round(number, digits) if math.isfinite(number) else None
+
+
+def _integer(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def _suffix(key: str) -> str:
+    """Keep a plain extension (decoders may look at it); never anything path-like."""
+    suffix = PurePosixPath(key).suffix
+    return suffix.lower() if _SAFE_SUFFIX.match(suffix) else ""
