@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -147,9 +148,20 @@ def make_world(aws: MotoEndpoint, bucket: str, webhooks: WebhookRecorder, tmp_pa
         "WAVEFLOW_S3_MAX_ATTEMPTS": "2",
         "LOG_LEVEL": "INFO",
     }
+    _restore_logging_after_test(monkeypatch)
     for name in ("WEBHOOK_SECRET", "UPLOAD_PREFIXES", "WAVEFLOW_MESSAGE",
                  "WAVEFLOW_MAX_FILE_BYTES", "WAVEFLOW_MAX_DURATION_SECONDS"):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return JobWorld(aws, bucket, webhooks, scratch, summary, env)
+
+
+def _restore_logging_after_test(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``cli.main`` configures logging for the process; undo that when the test ends."""
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", list(root.handlers))
+    monkeypatch.setattr(root, "level", root.level)
+    for name in ("botocore", "boto3", "urllib3", "s3transfer"):
+        logger = logging.getLogger(name)
+        monkeypatch.setattr(logger, "level", logger.level)

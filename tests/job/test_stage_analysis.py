@@ -1,0 +1,181 @@
+"""process_audio_analysis: waveform JSON in S3, the original tagged, SUCCESS or FAILURE."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support.aws import MotoEndpoint
+from support.jobrun import KWARGS, TIMESTAMP, JobWorld, json_message, make_world, wav_bytes
+from support.webhooks import WebhookRecorder
+from waveflow_job.contract import WebhookEvent, delivery_id, waveform_key
+from waveflow_job.s3 import decode_tag_value
+
+TASK = "process_audio_analysis"
+KEY = "audio/user123/녹음 2024-01-01 #3 (final).wav"
+
+
+@pytest.fixture
+def world(aws: MotoEndpoint, bucket: str, webhooks: WebhookRecorder, tmp_path: Path,
+          monkeypatch: pytest.MonkeyPatch) -> JobWorld:
+    return make_world(aws, bucket, webhooks, tmp_path, monkeypatch)
+
+
+def analysis(key: str = KEY, audio_hash: str = "0" * 64, **extra: Any) -> str:
+    return json_message(TASK, **KWARGS, filepath=key, audio_hash=audio_hash,
+                        timestamp=TIMESTAMP, original_filename="녹음.wav", **extra)
+
+
+def assert_rejected(world: JobWorld, code: str, key: str = KEY) -> dict[str, Any]:
+    """One FAILURE completion with ``code``; no waveform, original untagged, scratch empty."""
+    [request] = world.webhooks.received()
+    assert request.path == "/webhook/completion"
+    body = request.json()
+    message = body["result"]["error_message"]
+    assert isinstance(message, str) and message
+    assert body == {"stemId": "stem-789", "status": "FAILURE", "timestamp": body["timestamp"],
+                    "result": {"error_code": code, "error_message": message, "task": TASK,
+                               "retryable": False}}
+    assert not [k for k in world.object_keys() if k.startswith("waveforms/")]
+    if key in world.object_keys():
+        assert world.tags(key) == {}
+    assert world.scratch_entries() == []
+    assert (world.summary()["outcome"], world.summary()["error_code"]) == ("rejected", code)
+    return body
+
+
+def test_wav_is_analysed_stored_tagged_and_reported(world: JobWorld) -> None:
+    data = wav_bytes(seconds=0.5, sample_rate=8000)
+    sha = hashlib.sha256(data).hexdigest()
+    world.put(KEY, data, tags={"project": "demo", "owner": "user123"})
+    message = analysis(audio_hash=sha, num_peaks=100)
+
+    assert world.run(message) == 0
+
+    expected_key = waveform_key("stem-789", sha)
+    [request] = world.webhooks.received()
+    assert request.path == "/webhook/completion"
+    assert request.header("X-WaveFlow-Delivery") == delivery_id(
+        WebhookEvent.COMPLETION, "analysis-stem-789-1732600000000", message)
+    body = request.json()
+    result = body["result"]
+    assert body == {"stemId": "stem-789", "status": "SUCCESS", "timestamp": body["timestamp"],
+                    "result": result}
+    assert {k: result[k] for k in ("audio_data_hash", "waveform_data_path", "file_size",
+                                   "duration", "sample_rate", "num_peaks")} == {
+        "audio_data_hash": sha, "waveform_data_path": expected_key, "file_size": len(data),
+        "duration": 0.5, "sample_rate": 8000, "num_peaks": 100}
+    assert {k: result[k] for k in ("channels", "frames", "format", "codec", "sample_format",
+                                   "bit_depth", "clipped_samples")} == {
+        "channels": 1, "frames": 4000, "format": "WAV", "codec": "pcm",
+        "sample_format": "PCM_16", "bit_depth": 16, "clipped_samples": 0}
+    assert result["peak_dbfs"] == pytest.approx(-6.02, abs=0.05)
+    assert result["rms_dbfs"] == pytest.approx(-9.03, abs=0.1)
+    assert all(type(result[k]) is int for k in ("file_size", "sample_rate", "num_peaks"))
+    assert b"NaN" not in request.body and b"Infinity" not in request.body
+
+    assert world.object_keys() == sorted([KEY, expected_key])
+    stored = world.s3.get_object(Bucket=world.bucket, Key=expected_key)
+    assert stored["ContentType"] == "application/json"
+    document = json.loads(stored["Body"].read())
+    assert (document["num_peaks"], len(document["peaks"])) == (100, 100)
+    assert (document["sample_rate"], document["channels"], document["bits"]) == (8000, 1, 8)
+    assert max(document["peaks"]) == 1.0
+    assert world.read(KEY) == data
+    assert world.tags(KEY) == {"project": "demo", "owner": "user123",
+                               "waveflow-analysed": "true", "waveflow-stem-id": "stem-789"}
+    assert world.scratch_entries() == []
+    summary = world.summary()
+    assert (summary["outcome"], summary["bytes"], summary["audio_seconds"]) == (
+        "succeeded", len(data), 0.5)
+    assert {"download", "analyse", "upload", "tag", "webhook", "total"} <= set(summary["timings"])
+
+
+def test_default_num_peaks_is_1024_and_a_rerun_overwrites_the_same_key(world: JobWorld) -> None:
+    data = wav_bytes(seconds=1.0, sample_rate=16000, channels=2, subtype="FLOAT")
+    sha = hashlib.sha256(data).hexdigest()
+    world.put(KEY, data)
+
+    assert world.run(analysis(audio_hash=sha)) == 0
+    assert world.run(analysis(audio_hash=sha)) == 0
+
+    first, second = world.webhooks.bodies("/completion")
+    assert first["result"]["num_peaks"] == second["result"]["num_peaks"] == 1024
+    assert first["result"]["channels"] == 2
+    assert world.object_keys() == sorted([KEY, waveform_key("stem-789", sha)])
+
+
+def test_stem_id_that_s3_tags_cannot_hold_is_encoded_and_read_back(world: JobWorld) -> None:
+    data = wav_bytes(seconds=0.1)
+    world.put(KEY, data)
+    stem_id = "stem#1&2?=%"
+    message = json_message(TASK, **{**KWARGS, "stemId": stem_id}, filepath=KEY,
+                           audio_hash=hashlib.sha256(data).hexdigest())
+
+    assert world.run(message) == 0
+
+    stored = world.tags(KEY)["waveflow-stem-id"]
+    assert stored.startswith("b64:")
+    assert decode_tag_value(stored) == stem_id
+    [body] = world.webhooks.bodies("/completion")
+    assert body["stemId"] == stem_id
+    assert body["result"]["waveform_data_path"].startswith("waveforms/stem_1_2____waveform_")
+
+
+@pytest.mark.parametrize(("name", "content", "code"), [
+    ("text", b"this is a text file, not a wave\n" * 10, "AUDIO_CORRUPT"),
+    ("random", bytes(range(256)) * 20, "AUDIO_CORRUPT"),
+    ("zero bytes", b"", "AUDIO_EMPTY"),
+    ("truncated", wav_bytes(seconds=1.0)[:6000], "AUDIO_CORRUPT"),
+    ("zero frames", wav_bytes(seconds=0.0), "AUDIO_EMPTY"),
+])
+def test_file_that_is_not_truthful_audio_is_rejected(world: JobWorld, name: str,
+                                                     content: bytes, code: str) -> None:
+    world.put(KEY, content)
+
+    assert world.run(analysis(audio_hash=hashlib.sha256(content).hexdigest())) == 3
+
+    assert_rejected(world, code)
+    assert world.read(KEY) == content
+
+
+def test_audio_longer_than_the_limit_is_rejected(world: JobWorld,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WAVEFLOW_MAX_DURATION_SECONDS", "0.5")
+    world.put(KEY, wav_bytes(seconds=1.0))
+
+    assert world.run(analysis()) == 3
+
+    assert_rejected(world, "AUDIO_TOO_LONG")
+
+
+def test_missing_object_is_rejected_before_anything_is_written(world: JobWorld) -> None:
+    assert world.run(analysis()) == 3
+
+    body = assert_rejected(world, "OBJECT_NOT_FOUND")
+    assert body["result"]["error_message"] == f"s3://waveflow-test/{KEY} does not exist"
+
+
+@pytest.mark.parametrize("num_peaks", [0, -5, 65537, 10**9, "abc", 12.5, True])
+def test_bad_num_peaks_is_rejected_naming_the_field(world: JobWorld, num_peaks: object) -> None:
+    world.put(KEY, wav_bytes(seconds=0.1))
+
+    assert world.run(analysis(num_peaks=num_peaks)) == 3
+
+    body = assert_rejected(world, "NUM_PEAKS_INVALID")
+    assert body["result"]["error_message"].startswith("num_peaks: ")
+
+
+def test_scratch_dir_that_does_not_exist_fails_for_a_retry_without_failure(
+        world: JobWorld, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "gone"))
+    world.put(KEY, wav_bytes(seconds=0.1))
+
+    assert world.run(analysis()) == 1
+
+    assert world.webhooks.received() == []
+    assert world.summary()["error_code"] == "INTERNAL_ERROR"
+    assert world.tags(KEY) == {}
