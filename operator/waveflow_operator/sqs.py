@@ -1,0 +1,216 @@
+"""The SQS side of the runner: receive, change visibility, delete, dead-letter, queue depth.
+
+boto3 is synchronous; every call runs in a worker thread so the dispatcher's event loop never
+blocks. Errors are translated in one place into :class:`SqsError`, which says whether trying
+again later may help (throttling, 5xx, network) or not (a bad queue URL, missing permission) —
+the dispatcher backs off either way, but reports the second kind as a configuration problem.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from waveflow_operator.config import QueueSettings
+
+__all__ = ["QueueDepth", "ReceivedMessage", "SqsError", "SqsPoller"]
+
+log = logging.getLogger(__name__)
+
+#: Error codes that mean "later may work": throttling and the service's own trouble.
+_RETRYABLE_CODES = frozenset({
+    "Throttling", "ThrottlingException", "RequestThrottled", "TooManyRequestsException",
+    "ServiceUnavailable", "InternalError", "InternalFailure", "RequestTimeout",
+    "KmsThrottled", "AWS.SimpleQueueService.RequestThrottled", "SlowDown",
+})
+#: A DLQ message attribute value may not be empty and is kept short.
+_ATTRIBUTE_LIMIT = 1024
+
+
+class SqsError(Exception):
+    """An SQS call failed. ``retryable`` is False for configuration problems."""
+
+    def __init__(self, operation: str, message: str, *, retryable: bool,
+                 code: str | None = None) -> None:
+        super().__init__(f"{operation}: {message}")
+        self.operation = operation
+        self.retryable = retryable
+        self.code = code
+
+
+@dataclass(frozen=True)
+class ReceivedMessage:
+    """One message as SQS handed it over."""
+
+    message_id: str
+    receipt_handle: str
+    body: str
+    #: Epoch milliseconds when SQS accepted the message (``SentTimestamp``).
+    sent_timestamp_ms: int | None
+    #: How many times it has been received, this time included.
+    receive_count: int
+
+
+@dataclass(frozen=True)
+class QueueDepth:
+    """Approximate counts from GetQueueAttributes."""
+
+    visible: int
+    in_flight: int
+    delayed: int
+
+
+class SqsPoller:
+    """One queue (and its dead-letter queue) behind small async methods."""
+
+    def __init__(self, settings: QueueSettings, client: Any | None = None) -> None:
+        self.settings = settings
+        self.queue_url = settings.queue_url
+        read_timeout = settings.wait_time_seconds + 15
+        self._client = client or boto3.client(
+            "sqs", region_name=settings.region, endpoint_url=settings.endpoint_url,
+            config=Config(retries={"mode": "standard", "max_attempts": 3},
+                          connect_timeout=5, read_timeout=read_timeout,
+                          max_pool_connections=20))
+        self._dlq_url: str | None = settings.dlq_url
+
+    # ----------------------------------------------------------------- receive
+
+    async def receive(self, max_messages: int, wait_seconds: int | None = None
+                      ) -> list[ReceivedMessage]:
+        """Long-poll for up to ``max_messages`` (1..10) messages."""
+        count = max(1, min(10, max_messages))
+        wait = self.settings.wait_time_seconds if wait_seconds is None else wait_seconds
+        response = await self._call("receive", "receive_message",
+                                    QueueUrl=self.queue_url, MaxNumberOfMessages=count,
+                                    WaitTimeSeconds=wait,
+                                    VisibilityTimeout=self.settings.visibility_timeout_seconds,
+                                    MessageSystemAttributeNames=["SentTimestamp",
+                                                                 "ApproximateReceiveCount"])
+        return [_received(m) for m in response.get("Messages", [])]
+
+    # ----------------------------------------------------------------- settle
+
+    async def change_visibility(self, receipt_handle: str, seconds: int) -> None:
+        """Keep a message invisible for ``seconds`` more (0 makes it visible now)."""
+        await self._call("change_visibility", "change_message_visibility",
+                         QueueUrl=self.queue_url, ReceiptHandle=receipt_handle,
+                         VisibilityTimeout=int(seconds))
+
+    async def change_visibility_batch(self, entries: Mapping[str, tuple[str, int]]
+                                      ) -> dict[str, str]:
+        """``{id: (receipt_handle, seconds)}`` in batches of 10; returns ``{id: error}``."""
+        failed: dict[str, str] = {}
+        items = list(entries.items())
+        for start in range(0, len(items), 10):
+            chunk = items[start:start + 10]
+            ids = {f"m{i}": key for i, (key, _) in enumerate(chunk)}
+            response = await self._call(
+                "change_visibility", "change_message_visibility_batch",
+                QueueUrl=self.queue_url,
+                Entries=[{"Id": f"m{i}", "ReceiptHandle": handle, "VisibilityTimeout": int(secs)}
+                         for i, (_, (handle, secs)) in enumerate(chunk)])
+            for entry in response.get("Failed", []):
+                failed[ids[entry["Id"]]] = f"{entry.get('Code')}: {entry.get('Message', '')}"
+        return failed
+
+    async def delete(self, receipt_handle: str) -> None:
+        """Delete a message for good (its outcome is settled)."""
+        await self._call("delete", "delete_message", QueueUrl=self.queue_url,
+                         ReceiptHandle=receipt_handle)
+
+    async def dead_letter(self, body: str, *, reason: str, detail: str, message_id: str,
+                          receive_count: int, group_id: str | None = None) -> str:
+        """Copy ``body`` unchanged to the dead-letter queue with the reason as attributes.
+
+        The body stays byte-for-byte the original so a redrive re-runs the same message.
+        Returns the DLQ's MessageId. The caller deletes the original afterwards.
+        """
+        dlq_url = await self.dlq_url()
+        attributes = {
+            "WaveflowReason": reason, "WaveflowReasonDetail": detail,
+            "WaveflowSourceQueue": self.settings.name, "WaveflowSourceMessageId": message_id,
+        }
+        message_attributes: dict[str, Any] = {
+            key: {"DataType": "String", "StringValue": (value or "-")[:_ATTRIBUTE_LIMIT]}
+            for key, value in attributes.items()}
+        message_attributes["WaveflowReceiveCount"] = {"DataType": "Number",
+                                                      "StringValue": str(receive_count)}
+        params: dict[str, Any] = {"QueueUrl": dlq_url, "MessageBody": body,
+                                  "MessageAttributes": message_attributes}
+        if dlq_url.endswith(".fifo"):
+            params["MessageGroupId"] = group_id or message_id
+            params["MessageDeduplicationId"] = message_id
+        response = await self._call("send_dlq", "send_message", **params)
+        return str(response.get("MessageId", ""))
+
+    async def dlq_url(self) -> str:
+        """SQS_DLQ_URL, or the target of the queue's RedrivePolicy (looked up once)."""
+        if self._dlq_url:
+            return self._dlq_url
+        response = await self._call("dlq_lookup", "get_queue_attributes",
+                                    QueueUrl=self.queue_url, AttributeNames=["RedrivePolicy"])
+        policy = response.get("Attributes", {}).get("RedrivePolicy")
+        if not policy:
+            raise SqsError("dlq_lookup", f"{self.queue_url} has no RedrivePolicy and no "
+                           "dead-letter queue is configured (SQS_DLQ_URL / deadLetterQueueUrl)",
+                           retryable=False)
+        arn = json.loads(policy)["deadLetterTargetArn"]
+        name, account = arn.split(":")[-1], arn.split(":")[-2]
+        response = await self._call("dlq_lookup", "get_queue_url", QueueName=name,
+                                    QueueOwnerAWSAccountId=account)
+        self._dlq_url = str(response["QueueUrl"])
+        log.info("dead-letter queue of %s is %s (RedrivePolicy)", self.settings.name,
+                 self._dlq_url)
+        return self._dlq_url
+
+    # ----------------------------------------------------------------- depth
+
+    async def depth(self, queue_url: str | None = None) -> QueueDepth:
+        """Approximate visible / in-flight / delayed counts of the queue (or another one)."""
+        response = await self._call(
+            "depth", "get_queue_attributes", QueueUrl=queue_url or self.queue_url,
+            AttributeNames=["ApproximateNumberOfMessages",
+                            "ApproximateNumberOfMessagesNotVisible",
+                            "ApproximateNumberOfMessagesDelayed"])
+        attributes = response.get("Attributes", {})
+        return QueueDepth(
+            visible=int(attributes.get("ApproximateNumberOfMessages", 0)),
+            in_flight=int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0)),
+            delayed=int(attributes.get("ApproximateNumberOfMessagesDelayed", 0)))
+
+    # ----------------------------------------------------------------- plumbing
+
+    async def _call(self, operation: str, method: str, **params: Any) -> dict[str, Any]:
+        return await asyncio.to_thread(self._call_sync, operation, method, params)
+
+    def _call_sync(self, operation: str, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return getattr(self._client, method)(**params)  # type: ignore[no-any-return]
+        except ClientError as error:
+            code = str(error.response.get("Error", {}).get("Code", ""))
+            status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+            retryable = code in _RETRYABLE_CODES or status >= 500 or status == 429
+            raise SqsError(operation, str(error), retryable=retryable, code=code) from error
+        except BotoCoreError as error:
+            # Connection refused, timeouts, DNS: the endpoint may come back.
+            raise SqsError(operation, str(error), retryable=True) from error
+
+
+def _received(message: Mapping[str, Any]) -> ReceivedMessage:
+    attributes = message.get("Attributes", {})
+    sent = attributes.get("SentTimestamp")
+    return ReceivedMessage(
+        message_id=str(message["MessageId"]), receipt_handle=str(message["ReceiptHandle"]),
+        body=str(message.get("Body", "")),
+        sent_timestamp_ms=int(sent) if sent else None,
+        receive_count=int(attributes.get("ApproximateReceiveCount", 1)))
+

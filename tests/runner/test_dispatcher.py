@@ -1,0 +1,232 @@
+"""The dispatcher's own rules, against moto's SQS and a recording backend.
+
+The launcher here is scripted (jobs finish when the test says so); everything else is real:
+SQS over HTTP, the webhook client, the dead-letter queue. The local launcher's end-to-end
+tests live in test_local_runner.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import re
+
+import pytest
+from support.aws import MotoEndpoint
+from support.queues import Queues, backend_message, make_queues
+from support.runner import ScriptedLauncher, eventually, queue_settings
+from support.webhooks import WebhookRecorder
+from waveflow_job.contract import Outcome, Task
+from waveflow_operator.dispatcher import Dispatcher, JobResult, job_name_for
+from waveflow_operator.metrics import Metrics
+
+HASH = "a" * 64
+
+
+@pytest.fixture
+def queues(aws: MotoEndpoint) -> Queues:
+    return make_queues(aws)
+
+
+def dispatcher_for(queues: Queues, webhooks: WebhookRecorder, launcher: ScriptedLauncher,
+                   **overrides: object) -> Dispatcher:
+    return Dispatcher(queue_settings(queues, webhooks.url, **overrides), launcher,
+                      metrics=Metrics())
+
+
+def test_job_names_are_deterministic_dns_labels() -> None:
+    names = {job_name_for(task, "0f1e2d3c-aaaa-bbbb-cccc-1234567890ab") for task in Task}
+    again = {job_name_for(task, "0f1e2d3c-aaaa-bbbb-cccc-1234567890ab") for task in Task}
+    assert names == again and len(names) == 3
+    for name in names:
+        assert len(name) <= 63
+        assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", name)
+    assert job_name_for(Task.HASH, "x") != job_name_for(Task.HASH, "y")
+
+
+async def test_poison_message_goes_to_the_dlq_with_its_reason_and_never_becomes_a_job(
+        queues: Queues, webhooks: WebhookRecorder) -> None:
+    launcher = ScriptedLauncher()
+    dispatcher = dispatcher_for(queues, webhooks, launcher)
+    bad_task = {"task": "app.tasks.make_coffee", "id": "x-1", "args": [],
+                "kwargs": {"stemId": "stem-poison", "userId": "u", "trackId": "t"}}
+    queues.send(bad_task)
+    queues.send("not json at all {")
+    await dispatcher.start()
+    try:
+        await eventually(lambda: dispatcher.status.dead_lettered == 2, message="2 dead letters")
+        await eventually(lambda: queues.counts() == (0, 0), message="main queue empty")
+    finally:
+        await dispatcher.stop(1)
+    assert launcher.launched == []
+    dead = sorted(queues.drain_dlq(), key=lambda m: m["MessageAttributes"]["WaveflowReason"]
+                  ["StringValue"])
+    reasons = [m["MessageAttributes"]["WaveflowReason"]["StringValue"] for m in dead]
+    assert reasons == ["MESSAGE_INVALID", "UNKNOWN_TASK"]
+    assert dead[1]["Body"] == json.dumps(bad_task)
+    assert "make_coffee" in dead[1]["MessageAttributes"]["WaveflowReasonDetail"]["StringValue"]
+    # The backend hears about the stem it could identify, as a final (non-retryable) failure.
+    [failure] = webhooks.bodies("/completion")
+    assert failure["stemId"] == "stem-poison" and failure["status"] == "FAILURE"
+    assert failure["result"]["error_code"] == "UNKNOWN_TASK"
+    assert failure["result"]["retryable"] is False
+    metrics = dispatcher.metrics
+    assert metrics.value("waveflow_messages_dead_lettered_total", queue="test",
+                         reason="UNKNOWN_TASK") == 1
+    assert metrics.total("waveflow_jobs_created_total") == 0
+
+
+async def test_receives_only_up_to_the_in_flight_maximum(
+        queues: Queues, webhooks: WebhookRecorder) -> None:
+    launcher = ScriptedLauncher()
+    dispatcher = dispatcher_for(queues, webhooks, launcher, max_in_flight=2)
+    for i in range(5):
+        queues.send(backend_message("generate_hash_and_webhook", f"stem-{i}"))
+    await dispatcher.start()
+    try:
+        await eventually(lambda: len(launcher.launched) == 2, message="two launches")
+        await asyncio.sleep(1.5)  # more polls would happen here if backpressure were broken
+        assert len(launcher.launched) == 2
+        assert queues.counts() == (3, 2)  # the rest waits in SQS, not in memory
+        await launcher.finish(launcher.launched[0].job_name, Outcome.SUCCEEDED)
+        await eventually(lambda: len(launcher.launched) == 3, message="a third launch")
+        assert dispatcher.in_flight == 2
+    finally:
+        await dispatcher.stop(0)
+    # Stopping returned the unfinished messages at once: 4 are visible again.
+    assert queues.counts() == (4, 0)
+
+
+async def test_outcomes_settle_as_the_contract_says(
+        queues: Queues, webhooks: WebhookRecorder) -> None:
+    launcher = ScriptedLauncher()
+    dispatcher = dispatcher_for(queues, webhooks, launcher)
+    for stem in ("ok", "rejected", "failed"):
+        queues.send(backend_message("process_audio_analysis", f"stem-{stem}", audio_hash=HASH))
+    await dispatcher.start()
+    try:
+        await eventually(lambda: len(launcher.launched) == 3, message="three launches")
+        by_stem = {d.message.stem_id: d for d in launcher.launched}
+        await launcher.finish(by_stem["stem-ok"].job_name, Outcome.SUCCEEDED)
+        await launcher.finish(by_stem["stem-rejected"].job_name, Outcome.REJECTED,
+                              "AUDIO_CORRUPT")
+        await launcher.finish(by_stem["stem-failed"].job_name, Outcome.FAILED,
+                              "JOB_DEADLINE_EXCEEDED", "ran past its 600 s deadline")
+        await eventually(lambda: queues.counts() == (0, 0), message="every message deleted")
+    finally:
+        await dispatcher.stop(1)
+    # Only the failed job produces a runner FAILURE (the rejecting job told the backend itself).
+    [request] = webhooks.received("/completion")
+    body = request.json()
+    assert body["stemId"] == "stem-failed" and body["status"] == "FAILURE"
+    assert body["result"] == {"error_code": "JOB_DEADLINE_EXCEEDED",
+                              "error_message": "ran past its 600 s deadline",
+                              "task": "process_audio_analysis", "retryable": True}
+    assert request.header("X-WaveFlow-Event") == "completion"
+    assert request.header("X-WaveFlow-Delivery", ).startswith("completion-")
+    [dead] = queues.drain_dlq()
+    assert dead["MessageAttributes"]["WaveflowReason"]["StringValue"] == "JOB_DEADLINE_EXCEEDED"
+    assert json.loads(dead["Body"])["kwargs"]["stemId"] == "stem-failed"
+    assert (dispatcher.status.succeeded, dispatcher.status.rejected,
+            dispatcher.status.failed) == (1, 1, 1)
+    metrics = dispatcher.metrics
+    assert metrics.value("waveflow_jobs_finished_total", queue="test",
+                         task="process_audio_analysis", outcome="failed") == 1
+    assert metrics.value("waveflow_dispatch_latency_seconds_count", queue="test") == 3
+
+
+async def test_heartbeat_keeps_a_long_job_invisible_past_its_visibility_timeout(
+        queues: Queues, webhooks: WebhookRecorder) -> None:
+    launcher = ScriptedLauncher()
+    dispatcher = dispatcher_for(queues, webhooks, launcher, visibility_timeout_seconds=2)
+    queues.send(backend_message("generate_hash_and_webhook", "stem-long"))
+    await dispatcher.start()
+    try:
+        await eventually(lambda: launcher.launched, message="a launch")
+        await asyncio.sleep(5)  # 2.5 visibility timeouts
+        assert queues.counts() == (0, 1)
+        assert dispatcher.status.received == 1  # never redelivered
+        await launcher.finish(launcher.launched[0].job_name, Outcome.SUCCEEDED)
+        await eventually(lambda: queues.counts() == (0, 0), message="deletion")
+    finally:
+        await dispatcher.stop(1)
+    assert dispatcher.metrics.total("waveflow_heartbeat_errors_total") == 0
+
+
+async def test_a_result_from_an_earlier_run_settles_the_redelivered_message_once(
+        queues: Queues, webhooks: WebhookRecorder) -> None:
+    message_id = queues.send(backend_message("process_audio_analysis", "stem-r",
+                                             audio_hash=HASH))
+    name = job_name_for(Task.ANALYSIS, message_id)
+    earlier = {name: JobResult(name, Outcome.FAILED, "JOB_BACKOFF_LIMIT", "failed 3 times")}
+    launcher = ScriptedLauncher(earlier)
+    dispatcher = dispatcher_for(queues, webhooks, launcher)
+    await dispatcher.start()
+    try:
+        await eventually(lambda: queues.counts() == (0, 0), message="settlement")
+        await asyncio.sleep(1.2)
+    finally:
+        await dispatcher.stop(1)
+    assert launcher.launched == [] and launcher.adopted == []
+    assert len(webhooks.bodies("/completion")) == 1
+    assert len(queues.drain_dlq()) == 1
+    assert dispatcher.status.failed == 1
+
+
+async def test_a_redelivered_running_job_is_adopted_not_launched_again(
+        queues: Queues, webhooks: WebhookRecorder) -> None:
+    message_id = queues.send(backend_message("generate_hash_and_webhook", "stem-a"))
+    name = job_name_for(Task.HASH, message_id)
+    launcher = ScriptedLauncher({name: None})
+    dispatcher = dispatcher_for(queues, webhooks, launcher)
+    await dispatcher.start()
+    try:
+        await eventually(lambda: launcher.adopted, message="adoption")
+        await launcher.finish(name, Outcome.SUCCEEDED)
+        await eventually(lambda: queues.counts() == (0, 0), message="deletion")
+    finally:
+        await dispatcher.stop(1)
+    assert launcher.launched == []
+    assert dispatcher.metrics.total("waveflow_jobs_created_total") == 0
+
+
+async def test_every_envelope_form_is_dispatched(
+        queues: Queues, webhooks: WebhookRecorder) -> None:
+    kwargs = {"userId": "u", "trackId": "t", "stemId": "stem-k", "filepath": "audio/a.wav"}
+    inner = base64.b64encode(json.dumps([[], kwargs, {}]).encode()).decode()
+    kombu = base64.b64encode(json.dumps({
+        "body": inner, "headers": {"task": "app.tasks.generate_hash_and_webhook",
+                                   "id": "hash-stem-k-1"},
+        "properties": {"body_encoding": "base64"}}).encode()).decode()
+    queues.send(kombu)
+    queues.send({"task": "generate_hash_and_webhook", **{**kwargs, "stemId": "stem-f"}})
+    queues.send(backend_message("generate_hash_and_webhook", "stem-j"))
+    launcher = ScriptedLauncher()
+    dispatcher = dispatcher_for(queues, webhooks, launcher)
+    await dispatcher.start()
+    try:
+        await eventually(lambda: len(launcher.launched) == 3, message="three launches")
+    finally:
+        await dispatcher.stop(0)
+    assert sorted(d.message.stem_id for d in launcher.launched) == ["stem-f", "stem-j", "stem-k"]
+    # The job gets the body byte-for-byte, whatever its envelope.
+    assert kombu in {d.body for d in launcher.launched}
+
+
+async def test_an_unreachable_queue_is_reported_without_crashing(
+        aws: MotoEndpoint, webhooks: WebhookRecorder) -> None:
+    queues = Queues(aws, f"{aws.url}/123456789012/does-not-exist",
+                    f"{aws.url}/123456789012/nor-this")
+    launcher = ScriptedLauncher()
+    dispatcher = dispatcher_for(queues, webhooks, launcher)
+    await dispatcher.start()
+    try:
+        await eventually(lambda: dispatcher.status.last_error, message="an error")
+    finally:
+        await dispatcher.stop(0)
+    assert dispatcher.status.polling is False
+    assert dispatcher.status.last_error_retryable is False
+    assert "NonExistentQueue" in (dispatcher.status.last_error or "")
+    assert dispatcher.metrics.value("waveflow_sqs_errors_total", queue="test",
+                                    operation="receive") >= 1

@@ -1,0 +1,94 @@
+"""SQS queues on the moto server, shaped like production: a main queue and its dead-letter queue."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from support.aws import MotoEndpoint
+
+
+@dataclass(frozen=True)
+class Queues:
+    """A main queue whose RedrivePolicy names ``dlq_url``."""
+
+    endpoint: MotoEndpoint
+    url: str
+    dlq_url: str
+
+    def client(self) -> Any:
+        return self.endpoint.client("sqs")
+
+    def send(self, body: str | dict[str, Any]) -> str:
+        """Send one message (a dict is JSON-encoded like the backend does); returns its id."""
+        text = body if isinstance(body, str) else json.dumps(body)
+        return str(self.client().send_message(QueueUrl=self.url, MessageBody=text)["MessageId"])
+
+    def counts(self, url: str | None = None) -> tuple[int, int]:
+        """(visible, not visible) messages, as SQS reports them."""
+        attributes = self.client().get_queue_attributes(
+            QueueUrl=url or self.url,
+            AttributeNames=["ApproximateNumberOfMessages",
+                            "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
+        return (int(attributes["ApproximateNumberOfMessages"]),
+                int(attributes["ApproximateNumberOfMessagesNotVisible"]))
+
+    def drain_dlq(self) -> list[dict[str, Any]]:
+        """Receive (and delete) everything in the dead-letter queue, with message attributes."""
+        client = self.client()
+        found: list[dict[str, Any]] = []
+        while True:
+            response = client.receive_message(QueueUrl=self.dlq_url, MaxNumberOfMessages=10,
+                                              MessageAttributeNames=["All"], WaitTimeSeconds=0)
+            messages = response.get("Messages", [])
+            if not messages:
+                return found
+            for message in messages:
+                found.append(message)
+                client.delete_message(QueueUrl=self.dlq_url,
+                                      ReceiptHandle=message["ReceiptHandle"])
+
+
+def make_queues(endpoint: MotoEndpoint, name: str = "waveflow-test", *,
+                visibility_timeout: int = 30, max_receive_count: int = 10) -> Queues:
+    """Create ``name`` and ``name-dlq`` with a RedrivePolicy between them."""
+    client = endpoint.client("sqs")
+    dlq_url = client.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
+    arn = client.get_queue_attributes(QueueUrl=dlq_url,
+                                      AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    url = client.create_queue(QueueName=name, Attributes={
+        "VisibilityTimeout": str(visibility_timeout),
+        "RedrivePolicy": json.dumps({"deadLetterTargetArn": arn,
+                                     "maxReceiveCount": str(max_receive_count)}),
+    })["QueueUrl"]
+    return Queues(endpoint, url, dlq_url)
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05,
+             message: str = "condition") -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {message}")
+        time.sleep(interval)
+
+
+def backend_message(task: str, stem_id: str, *, filepath: str = "audio/stem.wav",
+                    audio_hash: str | None = None, user_id: str = "user-1",
+                    track_id: str = "track-1", **extra: Any) -> dict[str, Any]:
+    """A body exactly as the backend sends it: ``{"task", "id", "args", "kwargs"}``."""
+    prefix = {"generate_hash_and_webhook": "hash", "process_duplicate_file": "duplicate",
+              "process_audio_analysis": "analysis"}[task]
+    kwargs: dict[str, Any] = {"userId": user_id, "trackId": track_id, "stemId": stem_id,
+                              "filepath": filepath, **extra}
+    if audio_hash is not None:
+        kwargs["audio_hash"] = audio_hash
+    return {"task": f"app.tasks.{task}", "id": f"{prefix}-{stem_id}-{int(time.time() * 1000)}",
+            "args": [], "kwargs": kwargs}

@@ -1,0 +1,78 @@
+"""Runner-side helpers: queue settings for tests and a scripted launcher for dispatcher tests."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from waveflow_job.contract import Outcome
+from waveflow_operator.config import QueueSettings
+from waveflow_operator.dispatcher import Delivery, JobResult, ResultCallback
+
+from support.aws import BUCKET, REGION
+from support.queues import Queues
+
+
+def queue_settings(queues: Queues, webhook_url: str, **overrides: Any) -> QueueSettings:
+    """Settings for tests: short long-polls and timeouts so nothing waits long."""
+    values: dict[str, Any] = {
+        "name": "test", "queue_url": queues.url, "bucket": BUCKET, "webhook_url": webhook_url,
+        "region": REGION, "endpoint_url": queues.endpoint.url, "wait_time_seconds": 1,
+        "visibility_timeout_seconds": 30, "max_in_flight": 4, "backoff_limit": 0,
+        "depth_poll_seconds": 1.0,
+        "job_env": {"WAVEFLOW_WEBHOOK_BUDGET_SECONDS": "5", "WAVEFLOW_WEBHOOK_BACKOFF_SECONDS":
+                    "0.05", "WAVEFLOW_S3_MAX_ATTEMPTS": "2"},
+    }
+    values.update(overrides)
+    return QueueSettings(**values)
+
+
+class ScriptedLauncher:
+    """A launcher whose jobs finish when the test says so (for the dispatcher's own rules)."""
+
+    def __init__(self, earlier: Mapping[str, JobResult | None] | None = None) -> None:
+        self.launched: list[Delivery] = []
+        self.adopted: list[Delivery] = []
+        self.jobs: dict[str, Delivery] = {}
+        self.finished: set[str] = set()
+        self.earlier = dict(earlier or {})
+        self.on_result: ResultCallback | None = None
+
+    async def start(self, on_result: ResultCallback) -> None:
+        self.on_result = on_result
+
+    async def launch(self, delivery: Delivery) -> bool:
+        if delivery.job_name in self.jobs or delivery.job_name in self.earlier:
+            self.adopted.append(delivery)
+            self.jobs.setdefault(delivery.job_name, delivery)
+            return False
+        self.jobs[delivery.job_name] = delivery
+        self.launched.append(delivery)
+        return True
+
+    async def running(self) -> Mapping[str, JobResult | None]:
+        return dict(self.earlier)
+
+    async def stop(self, grace_seconds: float) -> list[str]:
+        return [name for name in self.jobs if name not in self.finished]
+
+    async def finish(self, job_name: str, outcome: Outcome, code: str | None = None,
+                     message: str | None = None) -> None:
+        assert self.on_result is not None
+        self.finished.add(job_name)
+        await self.on_result(JobResult(job_name, outcome, code, message))
+
+
+async def eventually(predicate: Callable[[], Any], timeout: float = 20.0,
+                     message: str = "condition") -> Any:
+    """Async polling: wait until ``predicate()`` is truthy or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {message}")
+        await asyncio.sleep(0.05)
