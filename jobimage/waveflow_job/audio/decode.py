@@ -40,8 +40,8 @@ log = logging.getLogger(__name__)
 BLOCK_SAMPLES = 1 << 17
 
 #: PyAV demuxers we accept; anything else it might "recognise" in random bytes is refused.
-_PYAV_FORMATS = {"mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", "aac"}
-_PYAV_CONTAINERS = {"MP4": "M4A", "MATROSKA": "WEBM", "ADTS": "AAC"}
+_PYAV_FORMATS = {"mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", "aac", "mp3"}
+_PYAV_CONTAINERS = {"MP4": "M4A", "MATROSKA": "WEBM", "ADTS": "AAC", "MP3": "MP3"}
 
 
 @dataclass(frozen=True)
@@ -235,7 +235,7 @@ def _open_sndfile(path: str, family: str, declared_frames: int | None = None) ->
         dtype, scale = "int16", SampleScale.for_integer_bits(bits or 16, 16)
 
     frames: int | None = sf_frames if 0 < sf_frames < (1 << 62) else None
-    exact = family in ("WAV", "W64", "AIFF", "FLAC")
+    exact = family in ("WAV", "W64", "AIFF", "FLAC", "MP3")  # MP3: only with a Xing header
     if declared_frames is not None:
         frames = declared_frames
     if family == "OGG" and not _ogg_complete(path):
@@ -245,11 +245,12 @@ def _open_sndfile(path: str, family: str, declared_frames: int | None = None) ->
         scan = _scan_mp3(path)
         if scan.truncated:
             raise AudioError(ErrorCode.AUDIO_CORRUPT, "cut short: the last MP3 frame is incomplete")
-        if scan.frames == 0:
-            raise AudioError(ErrorCode.AUDIO_CORRUPT, "no MPEG audio frames in the file")
-        exact = scan.has_length_header
-        if not exact:
-            frames = scan.samples  # a decoder only estimates; this is what the frames hold
+        if scan.frames == 0 or scan.junk_bytes * 2 > scan.audio_bytes:
+            raise AudioError(ErrorCode.AUDIO_CORRUPT, "not an MPEG audio stream")
+        if not scan.has_length_header:
+            # libsndfile stops at mpg123's length estimate, which for a VBR file without a
+            # Xing/Info header can be a third of the stream: FFmpeg decodes to the end.
+            return _open_pyav(path, "MP3", frames_estimate=scan.samples)
     if exact and frames == 0:
         raise AudioError(ErrorCode.AUDIO_EMPTY, f"the {container} file holds no frames")
     info = StreamInfo(
@@ -308,10 +309,11 @@ class SndfileSource(AudioSource):
 _AV_DTYPES = {"flt": "float32", "fltp": "float32", "dbl": "float32", "dblp": "float32",
               "s16": "int16", "s16p": "int16", "u8": "int16", "u8p": "int16",
               "s32": "int32", "s32p": "int32"}
+_AV_CODECS = {"mp3float": "mp3", "libopus": "opus", "aac_fixed": "aac"}
 _AV_LOSSLESS = {"alac", "flac", "pcm_s16le", "pcm_s24le", "pcm_s16be", "pcm_s24be"}
 
 
-def _open_pyav(path: str, family: str) -> AudioSource:
+def _open_pyav(path: str, family: str, frames_estimate: int | None = None) -> AudioSource:
     import av
 
     try:
@@ -323,10 +325,11 @@ def _open_pyav(path: str, family: str) -> AudioSource:
                 raise AudioError(ErrorCode.AUDIO_UNSUPPORTED, "the file has no audio stream")
             stream = container.streams.audio[0]
             ctx = stream.codec_context
-            codec, rate, channels = ctx.name, ctx.sample_rate, ctx.channels
+            codec = _AV_CODECS.get(ctx.name, ctx.name)
+            rate, channels = ctx.sample_rate, ctx.channels
             fmt_name = ctx.format.name if ctx.format is not None else "fltp"
             raw_bits = _alac_bits(ctx.extradata) if codec == "alac" else 0
-            frames = _pyav_frames(stream, container, rate)
+            frames = frames_estimate or _pyav_frames(stream, container, rate)
     except av.error.FFmpegError as exc:
         raise AudioError(ErrorCode.AUDIO_CORRUPT,
                          f"cannot decode the {family} file: {exc}") from exc
@@ -412,8 +415,16 @@ class PyAVSource(AudioSource):
         if frame.layout.nb_channels != ch or frame.sample_rate != self.info.sample_rate:
             raise AudioError(ErrorCode.AUDIO_UNSUPPORTED,
                              "the channel count or sample rate changes inside the stream")
-        arr = frame.to_ndarray()
-        arr = arr.T if frame.format.is_planar else arr.reshape(-1, ch)
+        if frame.format.is_planar:
+            # Not to_ndarray(): PyAV reports 9 planes for 8 planar channels.
+            dtype = frame.format.name.rstrip("p")
+            np_type = {"flt": np.float32, "dbl": np.float64, "s16": np.int16, "s32": np.int32,
+                       "u8": np.uint8}[dtype]
+            n = frame.samples
+            arr = np.stack([np.frombuffer(frame.planes[c], dtype=np_type, count=n)
+                            for c in range(ch)], axis=1)
+        else:
+            arr = frame.to_ndarray().reshape(-1, ch)
         name = frame.format.name
         if name.startswith("u8"):
             return (arr.astype(np.int16) - 128) << 8

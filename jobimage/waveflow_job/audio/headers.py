@@ -268,6 +268,8 @@ class Mp3Scan:
     samples: int  # PCM frames those decode to, before any gapless trimming
     has_length_header: bool  # Xing/Info/VBRI: decoders know the exact length
     truncated: bool  # the last frame runs past the end of the audio data
+    junk_bytes: int  # bytes between frames that are not frames (random data is all junk)
+    audio_bytes: int  # from the first byte scanned to the end of the audio data
 
 
 def scan_mp3(data: bytes | memoryview, start: int) -> Mp3Scan:
@@ -277,14 +279,16 @@ def scan_mp3(data: bytes | memoryview, start: int) -> Mp3Scan:
         end -= 128
     if end >= 32 and bytes(data[end - 32 : end - 24]) == b"APETAGEX":
         end -= 32 + struct.unpack("<I", bytes(data[end - 20 : end - 16]))[0]
-    pos, frames, samples, has_header, truncated = start, 0, 0, False, False
+    pos, frames, samples, has_header, truncated, junk = start, 0, 0, False, False, 0
     first = True
     while pos + 4 <= end:
         frame = mp3_frame(bytes(data[pos : pos + 4]))
         if frame is None or frame.length < 4:
             nxt = _resync(data, pos + 1, end)
             if nxt is None:
+                junk += end - pos
                 break
+            junk += nxt - pos
             pos = nxt
             continue
         if pos + frame.length > end:
@@ -300,7 +304,7 @@ def scan_mp3(data: bytes | memoryview, start: int) -> Mp3Scan:
         frames += 1
         samples += frame.samples
         pos += frame.length
-    return Mp3Scan(frames, samples, has_header, truncated)
+    return Mp3Scan(frames, samples, has_header, truncated, junk, max(0, end - start))
 
 
 def _resync(data: bytes | memoryview, pos: int, end: int) -> int | None:

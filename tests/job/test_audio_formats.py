@@ -1,0 +1,165 @@
+"""Every supported format, written here from numpy, decodes to the waveform it should."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import pytest
+import soundfile as sf
+
+from job.audio_helpers import assert_peaks_close, reference_pairs, reference_peaks
+from waveflow_job.audio import synth
+from waveflow_job.contract import json_schemas
+from waveflow_job.waveform import (
+    analyse_file,
+    build_waveform_document,
+    write_waveform_file,
+)
+
+#: (format, channels, rate) cases: every format, every channel count it takes, rates from 8 kHz
+#: to 192 kHz where the codec allows. Half a second each keeps the whole matrix quick.
+CASES = [
+    *[("wav-16", ch, rate) for ch in (1, 2, 6, 8) for rate in (8000, 44100, 96000, 192000)],
+    *[(fmt, ch, 44100) for fmt in ("wav-u8", "wav-24", "wav-32", "wav-float", "wav-double",
+                                   "rf64-24", "w64-16", "aiff-16", "aiff-24", "flac-16",
+                                   "flac-24", "m4a-alac-16", "m4a-alac-24", "ogg-vorbis")
+      for ch in (1, 2, 6, 8) if ch <= synth.FORMATS[fmt].max_channels],
+    ("wav-24", 2, 192000), ("flac-24", 2, 96000), ("flac-16", 1, 8000), ("aiff-24", 2, 96000),
+    ("ogg-vorbis", 2, 8000), ("ogg-vorbis", 2, 96000),
+    *[("opus", ch, rate) for ch in (1, 2, 6, 8) for rate in (48000,)], ("opus", 1, 8000),
+    *[(fmt, ch, rate) for fmt in ("mp3-cbr", "mp3-vbr", "mp3-cbr-noheader", "mp3-vbr-noheader",
+                                  "mp3-id3") for ch in (1, 2) for rate in (8000, 44100)],
+    *[("m4a-aac", ch, rate) for ch in (1, 2, 6) for rate in (44100,)], ("m4a-aac", 1, 8000),
+    ("m4a-aac", 2, 96000),
+]
+CONTAINERS = {"wav": "WAV", "rf64": "RF64", "w64": "W64", "aiff": "AIFF", "flac": "FLAC",
+              "ogg": "OGG", "opus": "OGG", "mp3": "MP3", "m4a": "M4A"}
+PEAKS = 200
+
+
+def make(tmp_path: Path, fmt: str, channels: int, rate: int, seconds: float = 0.5) -> tuple[
+        Path, np.ndarray]:
+    samples = synth.tone(int(rate * seconds) + 17, rate, channels)
+    path = synth.write_audio(tmp_path / f"in{synth.FORMATS[fmt].suffix}", fmt, samples, rate)
+    return path, samples
+
+
+@pytest.mark.parametrize(("fmt", "channels", "rate"), CASES,
+                         ids=[f"{f}-{c}ch-{r}" for f, c, r in CASES])
+def test_every_format_decodes_to_its_facts_and_a_faithful_waveform(
+        tmp_path: Path, fmt: str, channels: int, rate: int) -> None:
+    path, samples = make(tmp_path, fmt, channels, rate)
+    spec = synth.FORMATS[fmt]
+    a = analyse_file(path, PEAKS)
+
+    assert a.container == CONTAINERS[fmt.split("-")[0]]
+    assert (a.channels, a.sample_rate) == (channels, rate)
+    assert len(a.peaks) == PEAKS and max(a.peaks) == 1.0
+    assert len(a.data) == a.length * channels * 2
+    assert a.samples_per_pixel == -(-a.frames // PEAKS)
+    assert a.duration == pytest.approx(a.frames / rate)
+    assert a.peak_dbfs is not None and a.rms_dbfs is not None
+    source_peak = 20 * np.log10(np.abs(samples).max())
+    source_rms = 10 * np.log10(np.mean(samples**2))
+    if spec.lossy:
+        # Encoder delay and padding may add up to a few codec frames; never lose audio. Low
+        # bit rates overshoot on the first transient, so the peak may rise, the RMS barely.
+        assert len(samples) <= a.frames <= len(samples) + 4096
+        assert a.sample_format == "compressed" and a.bit_depth is None
+        assert a.rms_dbfs == pytest.approx(source_rms, abs=2.0)
+        assert source_peak - 1.0 <= a.peak_dbfs <= source_peak + 7.0
+    else:
+        assert a.frames == len(samples)
+        assert a.peak_dbfs == pytest.approx(source_peak, abs=0.3 if fmt == "wav-u8" else 0.02)
+        assert a.rms_dbfs == pytest.approx(source_rms, abs=0.1)
+        assert a.bit_depth in (8, 16, 24, 32, 64)
+
+
+@pytest.mark.parametrize("fmt", ["wav-u8", "wav-16", "wav-24", "wav-32", "wav-float",
+                                 "wav-double", "rf64-24", "w64-16", "aiff-16", "aiff-24",
+                                 "flac-16", "flac-24"])
+def test_lossless_files_match_the_whole_array_reference_exactly(tmp_path: Path, fmt: str) -> None:
+    path, _ = make(tmp_path, fmt, 2, 44100, seconds=1.3)
+    decoded, _ = sf.read(path, dtype="float64", always_2d=True)  # an independent reader
+    a = analyse_file(path, 1000)
+    assert_peaks_close(a.peaks, reference_peaks(decoded, 1000))
+    spp, length, data = reference_pairs(decoded, 1000)
+    assert (a.samples_per_pixel, a.length) == (spp, length)
+    differing = sum(x != y for x, y in zip(a.data, data, strict=True))
+    assert differing == 0
+
+
+@pytest.mark.parametrize(("fmt", "twin"), [("m4a-alac-16", "wav-16"), ("m4a-alac-24", "wav-24"),
+                                           ("flac-24", "aiff-24")])
+def test_lossless_codecs_agree_with_the_same_samples_in_another_container(
+        tmp_path: Path, fmt: str, twin: str) -> None:
+    ints = np.round(synth.tone(30_011, 44100, 2) * 32767).astype(np.int16)
+    samples = ints if twin == "wav-16" else ints.astype(np.int32) << 16
+    a = analyse_file(synth.write_audio(tmp_path / f"a{synth.FORMATS[fmt].suffix}", fmt,
+                                       samples, 44100), 300)
+    b = analyse_file(synth.write_audio(tmp_path / f"b{synth.FORMATS[twin].suffix}", twin,
+                                       samples, 44100), 300)
+    assert (a.frames, a.peaks, a.data, a.peak_dbfs, a.clipped_samples) == (
+        b.frames, b.peaks, b.data, b.peak_dbfs, b.clipped_samples)
+    assert a.rms_dbfs == pytest.approx(b.rms_dbfs, abs=0.01)
+
+
+def test_a_vbr_mp3_without_length_header_is_decoded_to_its_last_frame(tmp_path: Path) -> None:
+    samples = synth.tone(44100 * 3, 44100, 2)
+    with_header = synth.write_audio(tmp_path / "h.mp3", "mp3-vbr", samples, 44100)
+    without = synth.write_audio(tmp_path / "n.mp3", "mp3-vbr-noheader", samples, 44100)
+    a, b = analyse_file(with_header, 100), analyse_file(without, 100)
+    assert a.frames == len(samples)
+    # Without the LAME tag nothing says how much encoder delay to trim: b keeps it, all of it.
+    assert len(samples) <= b.frames <= len(samples) + 2 * 1152
+    assert b.peaks[-5:] != [0.0] * 5
+
+
+def test_mp3_with_id3_tags_and_cover_art_decodes_like_the_untagged_file(tmp_path: Path) -> None:
+    samples = synth.tone(44100, 44100, 2)
+    tagged = synth.write_audio(tmp_path / "t.mp3", "mp3-id3", samples, 44100)
+    plain = synth.write_audio(tmp_path / "p.mp3", "mp3-vbr", samples, 44100)
+    assert tagged.read_bytes()[:3] == b"ID3" and tagged.stat().st_size > 150_000
+    a, b = analyse_file(tagged, 100), analyse_file(plain, 100)
+    assert (a.frames, a.peaks, a.data) == (b.frames, b.peaks, b.data)
+
+
+def test_float_wav_above_full_scale_counts_clipping_and_keeps_its_scale(tmp_path: Path) -> None:
+    samples = np.zeros((10_000, 1))
+    samples[1000] = 1.5
+    samples[2000] = -2.0
+    samples[3000] = 0.5
+    path = synth.write_audio(tmp_path / "hot.wav", "wav-float", samples, 44100)
+    a = analyse_file(path, 10)
+    assert a.clipped_samples == 2
+    assert a.peak_dbfs == pytest.approx(6.02, abs=0.01)
+    assert a.peaks[:4] == [0.0, 0.75, 1.0, 0.25]
+
+
+def test_waveform_document_matches_the_contract_schema(tmp_path: Path) -> None:
+    path, _ = make(tmp_path, "flac-24", 2, 48000)
+    document = build_waveform_document(analyse_file(path, 256),
+                                       created_at="2026-11-26T08:36:48.817Z")
+    jsonschema.validate(document, json_schemas()["waveform.json"])
+    assert document["version"] == 2 and document["bits"] == 8 and document["channels"] == 2
+    assert document["num_peaks"] == 256 and document["duration"] == pytest.approx(24017 / 48000)
+
+
+def test_waveform_command_writes_the_document_and_refuses_bad_audio(tmp_path: Path) -> None:
+    path, _ = make(tmp_path, "wav-16", 1, 8000)
+    out = tmp_path / "out.json"
+    ok = subprocess.run([sys.executable, "-m", "waveflow_job.waveform", str(path), "-o",
+                         str(out), "--peaks", "64"], capture_output=True, text=True, check=False)
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(out.read_text())["peaks"] == write_waveform_file(path, None, 64)["peaks"]
+    bad = tmp_path / "bad.wav"
+    bad.write_text("not audio at all")
+    refused = subprocess.run([sys.executable, "-m", "waveflow_job.waveform", str(bad)],
+                             capture_output=True, text=True, check=False)
+    assert refused.returncode == 3
+    assert "AUDIO_CORRUPT" in refused.stderr
