@@ -321,6 +321,10 @@ def _open_pyav(path: str, family: str, frames_estimate: int | None = None) -> Au
             if container.format.name not in _PYAV_FORMATS:
                 raise AudioError(ErrorCode.AUDIO_UNSUPPORTED,
                                  f"unsupported container {container.format.name!r}")
+            if not container.streams:
+                # An MP4 cut before its sample table (moov) still opens, with nothing in it.
+                raise AudioError(ErrorCode.AUDIO_CORRUPT,
+                                 "no readable stream: the file is cut short or damaged")
             if not container.streams.audio:
                 raise AudioError(ErrorCode.AUDIO_UNSUPPORTED, "the file has no audio stream")
             stream = container.streams.audio[0]
