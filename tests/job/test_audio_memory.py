@@ -1,0 +1,52 @@
+"""Decoding is block by block: peak memory does not grow with the length of the file.
+
+Measured as the peak RSS of a fresh process analysing a short file and one four times longer:
+a ratio, not a timing, so it holds on any machine.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from waveflow_job.audio import synth
+
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec() from the (large) pytest parent.
+CHILD = """
+import sys
+from waveflow_job.waveform import analyse_file
+analysis = analyse_file(sys.argv[1], 1024)
+hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(analysis.frames, hwm.split()[1])
+"""
+
+MIB = 1024
+
+
+def peak_rss_kib(path: Path) -> tuple[int, int]:
+    done = subprocess.run([sys.executable, "-c", CHILD, str(path)], capture_output=True,
+                          text=True, check=True)
+    frames, rss = done.stdout.split()
+    return int(frames), int(rss)
+
+
+@pytest.mark.parametrize(("fmt", "seconds", "rate"), [
+    ("wav-24", 15, 96000),  # 8.6 MB vs 34.6 MB on disk, 23 MB vs 92 MB as float64
+    ("flac-16", 20, 44100),
+    ("mp3-vbr-noheader", 10, 44100),  # PyAV, length estimated
+    ("m4a-aac", 15, 44100),
+])
+def test_peak_memory_does_not_grow_with_file_length(tmp_path: Path, fmt: str, seconds: int,
+                                                    rate: int) -> None:
+    suffix = synth.FORMATS[fmt].suffix
+    short = synth.write_tone(tmp_path / f"short{suffix}", fmt, seconds, rate, 2)
+    long = synth.write_tone(tmp_path / f"long{suffix}", fmt, 4 * seconds, rate, 2)
+    short_frames, short_rss = peak_rss_kib(short)
+    long_frames, long_rss = peak_rss_kib(long)
+    assert long_frames >= 4 * short_frames - 4096
+    # Four times the audio may cost a few buffers more, never four times the memory.
+    assert long_rss <= short_rss * 1.1 + 2 * MIB, (short_rss, long_rss)
+    assert long_rss < 64 * MIB
