@@ -247,7 +247,8 @@ class _VersionAction(argparse.Action):
     def __call__(self, parser: argparse.ArgumentParser, *_: object, **__: object) -> None:
         from waveflow_job.webhooks import user_agent
 
-        parser.exit(message=user_agent().replace("waveflow/", "waveflow-job ") + "\n")
+        print(user_agent().replace("waveflow/", "waveflow-job "))
+        parser.exit()
 
 
 if __name__ == "__main__":

@@ -148,7 +148,7 @@ def make_world(aws: MotoEndpoint, bucket: str, webhooks: WebhookRecorder, tmp_pa
         "WAVEFLOW_S3_MAX_ATTEMPTS": "2",
         "LOG_LEVEL": "INFO",
     }
-    _restore_logging_after_test(monkeypatch)
+    restore_logging_after_test(monkeypatch)
     for name in ("WEBHOOK_SECRET", "UPLOAD_PREFIXES", "WAVEFLOW_MESSAGE",
                  "WAVEFLOW_MAX_FILE_BYTES", "WAVEFLOW_MAX_DURATION_SECONDS"):
         monkeypatch.delenv(name, raising=False)
@@ -157,7 +157,7 @@ def make_world(aws: MotoEndpoint, bucket: str, webhooks: WebhookRecorder, tmp_pa
     return JobWorld(aws, bucket, webhooks, scratch, summary, env)
 
 
-def _restore_logging_after_test(monkeypatch: pytest.MonkeyPatch) -> None:
+def restore_logging_after_test(monkeypatch: pytest.MonkeyPatch) -> None:
     """``cli.main`` configures logging for the process; undo that when the test ends."""
     root = logging.getLogger()
     monkeypatch.setattr(root, "handlers", list(root.handlers))
