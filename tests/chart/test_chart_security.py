@@ -139,7 +139,7 @@ def test_the_operator_has_no_cluster_wide_or_wildcard_permissions(
 def test_the_role_matches_the_calls_the_operator_declares(default_manifests: Manifests) -> None:
     permissions = pytest.importorskip(
         "waveflow_operator.k8s_permissions",
-        reason="the operator does not list its API calls yet (waveflow_operator/k8s_permissions.py)",
+        reason="the operator does not list its API calls yet (waveflow_operator.k8s_permissions)",
     )
     declared = {
         (group, resource, verb)
