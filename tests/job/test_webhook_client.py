@@ -5,12 +5,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
+import shutil
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from email.utils import formatdate
+from pathlib import Path
 
 import pytest
+
 from support.webhooks import WebhookRecorder
 from waveflow_job.contract import WebhookEvent, dumps_strict
 from waveflow_job.errors import WebhookUndelivered
@@ -170,3 +175,55 @@ def test_signature_is_hmac_sha256_of_timestamp_dot_body() -> None:
 ])
 def test_retry_after_header_values(header: str | None, expected: float | None) -> None:
     assert retry_after(header) == expected
+
+
+# --------------------------------------------------------------------------- the guide's snippet
+
+GUIDE = Path(__file__).resolve().parents[2] / "docs" / "INTEGRATION.md"
+
+
+def typescript_snippet_as_javascript() -> str:
+    """The guide's TypeScript verifier with its few type annotations removed, for plain node."""
+    [snippet] = re.findall(r"```ts\n(.*?)```", GUIDE.read_text(encoding="utf-8"), re.S)
+    code = snippet.replace('import { createHmac, timingSafeEqual } from "node:crypto";',
+                           'const { createHmac, timingSafeEqual } = require("node:crypto");')
+    code = code.replace("export function", "function").replace("): boolean {", ") {")
+    return re.sub(r"^(\s+\w+): [\w| ]+?(?=( =|,))", r"\1", code, flags=re.M)
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def test_integration_guide_typescript_verifier_accepts_real_signatures_only(
+        webhooks: WebhookRecorder) -> None:
+    with WebhookClient(webhooks.url, "shared-secret") as client:
+        client.post(WebhookEvent.COMPLETION, BODY, delivery=DELIVERY)
+    [request] = webhooks.received()
+    header = request.header("X-WaveFlow-Signature")
+    now = int(header.split(",")[0].removeprefix("t="))
+    checks = {
+        "genuine": (request.body, header, "shared-secret", now),
+        "clock skew within tolerance": (request.body, header, "shared-secret", now + 299),
+        "tampered body": (request.body.replace(b"30.5", b"31.5"), header, "shared-secret", now),
+        "wrong secret": (request.body, header, "other-secret", now),
+        "replayed late": (request.body, header, "shared-secret", now + 301),
+        "missing header": (request.body, "", "shared-secret", now),
+        "garbage header": (request.body, "t=x,v1=zz", "shared-secret", now),
+    }
+    cases = [{"name": name, "body": body.hex(), "header": hdr, "secret": secret, "now": at}
+             for name, (body, hdr, secret, at) in checks.items()]
+    program = typescript_snippet_as_javascript() + """
+const cases = JSON.parse(process.argv[1]);
+const out = {};
+for (const c of cases) {
+  out[c.name] = verifyWaveflowSignature(Buffer.from(c.body, "hex"), c.header || undefined,
+                                        c.secret, 300, c.now);
+}
+console.log(JSON.stringify(out));
+"""
+    done = subprocess.run(["node", "-e", program, json.dumps(cases)], capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {
+        "genuine": True, "clock skew within tolerance": True, "tampered body": False,
+        "wrong secret": False, "replayed late": False, "missing header": False,
+        "garbage header": False,
+    }
