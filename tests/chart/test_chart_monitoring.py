@@ -111,7 +111,7 @@ def test_the_dashboard_configmap_is_labelled_for_grafanas_sidecar(
     assert len({panel["id"] for panel in board["panels"]}) == len(board["panels"])
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def scraped_series() -> Iterator[set[str]]:
     """Series names from a real scrape of the operator's `/metrics` endpoint over loopback."""
     metrics = pytest.importorskip(

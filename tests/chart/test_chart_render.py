@@ -222,3 +222,23 @@ def test_kind_values_point_the_queue_at_the_in_cluster_emulator_and_sink(
             for container in manifest["spec"]["template"]["spec"]["containers"]:
                 if container["image"].startswith("waveflow/"):
                     assert container["imagePullPolicy"] == "Never"  # loaded by `kind load`
+
+
+def notes(*values: Path) -> str:
+    result = run_helm(
+        "install", "waveflow", str(CHART), "-n", "waveflow", "--dry-run=client", *value_args(values)
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split("NOTES:", 1)[1]
+
+
+def test_notes_tell_the_user_what_to_run_next(default_manifests: Manifests) -> None:
+    deployment = find(default_manifests, "Deployment", "-operator")["metadata"]["name"]
+    complete = notes(CI_VALUES / "all-on-values.yaml")
+    assert f"rollout status deployment/{deployment}" in complete
+    assert "helm test waveflow -n waveflow" in complete
+    assert "get jobs -l app.kubernetes.io/managed-by=waveflow-operator" in complete
+    assert "No WaveflowQueue" not in complete and "no IRSA role" not in complete
+    bare = notes()
+    assert "No WaveflowQueue was created: set queue.queueUrl" in bare
+    assert "no IRSA role is set" in bare
