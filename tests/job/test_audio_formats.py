@@ -13,8 +13,10 @@ import pytest
 import soundfile as sf
 
 from job.audio_helpers import assert_peaks_close, reference_pairs, reference_peaks
+from waveflow_job import waveform
 from waveflow_job.audio import synth
-from waveflow_job.contract import json_schemas
+from waveflow_job.contract import ErrorCode, json_schemas
+from waveflow_job.errors import AudioError
 from waveflow_job.waveform import (
     analyse_file,
     build_waveform_document,
@@ -163,3 +165,25 @@ def test_waveform_command_writes_the_document_and_refuses_bad_audio(tmp_path: Pa
                              capture_output=True, text=True, check=False)
     assert refused.returncode == 3
     assert "AUDIO_CORRUPT" in refused.stderr
+
+
+@pytest.mark.parametrize("fmt", ["wav-16", "wav-24", "wav-float", "flac-16", "flac-24",
+                                 "mp3-vbr", "mp3-cbr"])
+def test_ranges_decoded_side_by_side_give_the_sequential_result_exactly(
+        tmp_path: Path, fmt: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(waveform, "PARALLEL_MIN_FRAMES", 0)
+    path = synth.write_tone(tmp_path / f"x{synth.FORMATS[fmt].suffix}", fmt, 3.0, 48000, 2)
+    sequential = analyse_file(path, 500, workers=1)
+    for workers in (2, 3):
+        assert analyse_file(path, 500, workers=workers) == sequential
+
+
+@pytest.mark.parametrize("fmt", ["wav-24", "flac-16", "mp3-vbr"])
+def test_a_cut_file_is_rejected_on_the_parallel_path_too(
+        tmp_path: Path, fmt: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(waveform, "PARALLEL_MIN_FRAMES", 0)
+    path = synth.write_tone(tmp_path / f"x{synth.FORMATS[fmt].suffix}", fmt, 3.0, 48000, 2)
+    synth.truncate(path, 0.6)
+    with pytest.raises(AudioError) as caught:
+        analyse_file(path, 100, workers=2)
+    assert caught.value.code == ErrorCode.AUDIO_CORRUPT

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from waveflow_job.audio import synth
 from waveflow_job.contract import ErrorCode
 from waveflow_job.errors import AudioError, Rejected

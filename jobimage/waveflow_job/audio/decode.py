@@ -64,12 +64,19 @@ class StreamInfo:
 class AudioSource:
     """An opened file: its facts, and its samples as often as they are asked for."""
 
+    #: True when ``blocks(start, stop)`` lands on exactly frame ``start`` (so ranges can be
+    #: decoded side by side and add up to the whole stream, sample for sample).
+    seekable = False
+
     def __init__(self, path: str, info: StreamInfo) -> None:
         self.path = path
         self.info = info
 
-    def blocks(self) -> Iterator[np.ndarray]:
-        """Every frame of the stream from the start, in blocks; may be called again."""
+    def blocks(self, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
+        """Frames ``[start, stop)`` (default: all) in blocks; may be called again.
+
+        ``start`` other than 0 is only allowed when :attr:`seekable`.
+        """
         raise NotImplementedError
 
 
@@ -153,15 +160,18 @@ def _open_pcm(path: str, family: str) -> AudioSource:
 class RawPcmSource(AudioSource):
     """Little-endian interleaved PCM read with ``readinto`` into one buffer."""
 
+    seekable = True
+
     def __init__(self, path: str, info: StreamInfo, layout: headers.PcmLayout) -> None:
         super().__init__(path, info)
         self.layout = layout
 
-    def blocks(self) -> Iterator[np.ndarray]:
+    def blocks(self, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
         lay = self.layout
         ch, align, width = lay.channels, lay.block_align, lay.bits // 8
         bframes = block_frames(ch)
-        remaining = lay.declared_frames * align
+        end = lay.declared_frames if stop is None else min(stop, lay.declared_frames)
+        remaining = max(0, end - start) * align
         # 24-bit: one spare byte in front so sample i is the int32 at byte 3i (see below).
         pad = 1 if width == 3 else 0
         buf = bytearray(pad + bframes * align + pad)
@@ -169,7 +179,7 @@ class RawPcmSource(AudioSource):
         dtype = {2: "<i2", 4: "<f4" if self.info.sample_format == "FLOAT" else "<i4"}.get(width)
         wide = np.empty(bframes * ch, dtype=np.int32) if width == 3 else None
         with open(self.path, "rb", buffering=0) as f:
-            f.seek(lay.data_offset)
+            f.seek(lay.data_offset + start * align)
             while remaining > 0:
                 got = _read_full(f, view[pad : pad + min(bframes * align, remaining)])
                 n = got // align
@@ -286,18 +296,28 @@ class SndfileSource(AudioSource):
     def __init__(self, path: str, info: StreamInfo, dtype: str) -> None:
         super().__init__(path, info)
         self.dtype = dtype
+        # FLAC seeks to the exact sample (libFLAC decodes from the frame that holds it); so
+        # does mpg123 for an MP3 with a Xing/Info header (it decodes from a few frames before
+        # to refill the bit reservoir): identical samples, checked by the tests.
+        self.seekable = info.container in ("FLAC", "MP3") and info.frames_exact
 
-    def blocks(self) -> Iterator[np.ndarray]:
+    def blocks(self, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
         import soundfile as sf
 
         ch = self.info.channels
         buf = np.empty((block_frames(ch), ch), dtype=self.dtype)
+        left = None if stop is None else stop - start
         try:
             with sf.SoundFile(self.path) as f:
-                while True:
-                    got = f.read(len(buf), dtype=self.dtype, out=buf)
+                if start:
+                    f.seek(start)
+                while left is None or left > 0:
+                    want = len(buf) if left is None else min(len(buf), left)
+                    got = f.read(want, dtype=self.dtype, out=buf[:want])
                     if len(got) == 0:
                         return
+                    if left is not None:
+                        left -= len(got)
                     yield got
         except RuntimeError as exc:
             raise AudioError(ErrorCode.AUDIO_CORRUPT, f"decoding failed: {exc}") from exc
@@ -388,9 +408,11 @@ class PyAVSource(AudioSource):
         super().__init__(path, info)
         self.dtype = dtype
 
-    def blocks(self) -> Iterator[np.ndarray]:
+    def blocks(self, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
         import av
 
+        if start or stop is not None:
+            raise ValueError("PyAV sources are decoded whole")
         ch = self.info.channels
         buf = np.empty((block_frames(ch), ch), dtype=self.dtype)
         fill = 0

@@ -88,16 +88,23 @@ def pixel_geometry(frames: int, num_peaks: int) -> tuple[int, int]:
 
 
 class WaveformAccumulator:
-    """Reduces blocks of exactly ``frames`` frames into peaks, min/max pairs and levels."""
+    """Reduces blocks of exactly ``frames`` frames into peaks, min/max pairs and levels.
 
-    def __init__(self, *, frames: int, channels: int, num_peaks: int, scale: SampleScale) -> None:
+    Blocks arrive in order from ``start`` (0 unless several accumulators share the work: each
+    then takes its own range and :meth:`merge` combines them; max, min and sums commute).
+    """
+
+    def __init__(self, *, frames: int, channels: int, num_peaks: int, scale: SampleScale,
+                 start: int = 0) -> None:
         if frames <= 0 or channels <= 0 or num_peaks <= 0:
             raise ValueError("frames, channels and num_peaks must be positive")
         self.frames = frames
         self.channels = channels
         self.num_peaks = num_peaks
         self.scale = scale
-        self.position = 0
+        self.position = start
+        #: Frames reduced so far, merged accumulators included.
+        self.added = 0
         self._peak_edges = bucket_edges(frames, num_peaks)
         self.samples_per_pixel, self.length = pixel_geometry(frames, num_peaks)
         pixel_edges = np.arange(self.length + 1, dtype=np.int64) * self.samples_per_pixel
@@ -145,6 +152,19 @@ class WaveformAccumulator:
         mono_max = np.maximum.reduceat(mono, starts)
         np.maximum(self._seg_mono[lo:hi], mono_max, out=self._seg_mono[lo:hi])
         self.position = end
+        self.added += n
+
+    def merge(self, other: WaveformAccumulator) -> None:
+        """Fold in an accumulator of the same geometry that reduced another range."""
+        if (other.frames, other.channels, other.num_peaks) != (
+                self.frames, self.channels, self.num_peaks):
+            raise ValueError("cannot merge accumulators of different geometry")
+        np.maximum(self._seg_mono, other._seg_mono, out=self._seg_mono)
+        np.maximum(self._seg_max, other._seg_max, out=self._seg_max)
+        np.minimum(self._seg_min, other._seg_min, out=self._seg_min)
+        self._sum_squares += other._sum_squares
+        self._clipped += other._clipped
+        self.added += other.added
 
     def _as_float32(self, block: np.ndarray) -> np.ndarray:
         """The block as float32 (a reused buffer for integer blocks)."""
@@ -173,8 +193,8 @@ class WaveformAccumulator:
 
     def finish(self) -> PeakResult:
         """Fold the segments into both grids; call once every frame has been added."""
-        if self.position != self.frames:
-            raise ValueError(f"only {self.position} of {self.frames} frames were added")
+        if self.added != self.frames:
+            raise ValueError(f"{self.added} of {self.frames} frames were added")
         fs = self.scale.full_scale
         edges = self._edges
 

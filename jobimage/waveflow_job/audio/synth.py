@@ -13,6 +13,7 @@ import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -151,7 +152,7 @@ def _write_pyav(path: Path, pieces: Iterator[Samples], rate: int, channels: int,
 
     layout = _LAYOUTS[channels]
     with av.open(str(path), "w", format="ipod") as out:
-        stream = out.add_stream(codec, rate=rate, layout=layout)
+        stream: Any = out.add_stream(codec, rate=rate, layout=layout)
         stream.format = sample_fmt
         for piece in pieces:
             for start in range(0, len(piece), 4096):
