@@ -15,9 +15,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -94,13 +96,33 @@ def _run(args: argparse.Namespace) -> int:
     except ConfigError as error:
         log.error("configuration error: %s", error, extra={"error_code": "CONFIG_INVALID"})
         return USAGE_ERROR
-    exit_code, summary = _process(raw, config)
+    with _terminate_cleanly():
+        exit_code, summary = _process(raw, config)
     summary.timings["total"] = round(time.perf_counter() - started, 3)
     log.info("job finished", extra={"outcome": summary.outcome.value, "exit_code": exit_code,
                                     "error_code": summary.error_code})
     if config.summary_file is not None:
         _write_summary(config.summary_file, summary)
     return exit_code
+
+
+@contextmanager
+def _terminate_cleanly() -> Iterator[None]:
+    """SIGTERM (deadline, eviction) unwinds like an exception, so ``finally`` blocks empty the
+    scratch directory; the process then exits 143 as if killed (the runner retries)."""
+    def terminate(signum: int, _frame: object) -> None:
+        log.warning("terminated by signal %d", signum)
+        sys.exit(128 + signum)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, terminate)
+    except ValueError:  # not the main thread (an embedding test harness): leave it alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _read_message(args: argparse.Namespace) -> str | bytes | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from waveflow_job.contract import MAX_NUM_PEAKS, WAVEFORM_PREFIX
@@ -46,7 +46,7 @@ class JobConfig:
     #: ``WAVEFLOW_SUMMARY_FILE``: where the one-line JSON summary goes; unset means nowhere.
     summary_file: Path | None = None
     #: ``TMPDIR``: the only place the job writes scratch files (``/scratch`` in the image).
-    scratch_dir: Path = Path(tempfile.gettempdir())
+    scratch_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()))
     #: ``WAVEFLOW_MAX_FILE_BYTES``: larger objects are rejected (FILE_TOO_LARGE). 2 GiB.
     max_file_bytes: int = 2 * GIB
     #: ``WAVEFLOW_MAX_DURATION_SECONDS``: longer audio is rejected (AUDIO_TOO_LONG). 4 hours;

@@ -6,13 +6,17 @@ import hashlib
 import hmac
 import io
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+
 from support.aws import MotoEndpoint
 from support.jobrun import (
     KWARGS,
@@ -23,6 +27,7 @@ from support.jobrun import (
     make_world,
     restore_logging_after_test,
     wav_bytes,
+    waveflow_job_command,
 )
 from support.webhooks import WebhookRecorder
 from waveflow_job import cli
@@ -342,3 +347,29 @@ def test_real_command_help_and_version(world: JobWorld) -> None:
     version = world.run_process("--version")
     assert version.returncode == 0
     assert version.stdout.startswith("waveflow-job 0.")
+
+
+@pytest.mark.slow
+def test_sigterm_while_waiting_for_the_backend_exits_143_without_a_failure(
+        world: JobWorld) -> None:
+    world.put(KEY, DATA)
+    world.webhooks.fail_next(1, 503, {"Retry-After": "60"})
+    env = {**world.env, "PATH": os.environ.get("PATH", ""),
+           "WAVEFLOW_WEBHOOK_BUDGET_SECONDS": "120"}
+    process = subprocess.Popen([waveflow_job_command(), "run", "--message", hash_message()],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    try:
+        while not world.webhooks.received() and process.poll() is None:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+    assert process.returncode == 143, stderr
+    assert [r.path for r in world.webhooks.received()] == ["/webhook/hash-check"]
+    assert "terminated by signal 15" in stderr
+    assert world.scratch_entries() == []

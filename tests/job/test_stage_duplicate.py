@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from support.aws import MotoEndpoint
 from support.jobrun import KWARGS, JobWorld, json_message, make_world, wav_bytes
 from support.webhooks import WebhookRecorder

@@ -7,6 +7,7 @@ import socket
 from pathlib import Path
 
 import pytest
+
 from support.aws import MotoEndpoint
 from support.jobrun import (
     KWARGS,
@@ -168,3 +169,13 @@ def test_backend_down_past_the_budget_exits_for_a_retry_and_sends_no_failure(
     assert len(world.webhooks.received("/hash-check")) >= 1
     assert world.summary()["error_code"] == "WEBHOOK_UNDELIVERED"
     assert world.object_keys() == [KEY]
+
+
+def test_missing_bucket_is_not_mistaken_for_a_missing_object(
+        world: JobWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("S3_BUCKET_NAME", "no-such-bucket")
+
+    assert world.run(json_message(TASK, **hash_kwargs())) == 1
+
+    assert world.webhooks.received() == []
+    assert world.summary()["error_code"] == "STORAGE_UNAVAILABLE"
