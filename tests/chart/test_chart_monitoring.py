@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 import yaml
 
@@ -209,3 +210,99 @@ def test_monitoring_objects_are_off_by_default(default_manifests: Manifests) -> 
 def test_the_operator_exports_every_documented_metric(scraped_series: set[str]) -> None:
     missing = documented_series(ARCHITECTURE) - scraped_series
     assert not missing, f"documented in ARCHITECTURE.md but not exported: {missing}"
+
+
+#: The parts of prometheus-operator's CRDs (monitoring.coreos.com/v1) the chart uses: no
+#: built-in schema exists for them, so their structure is checked here instead.
+_DURATION = {"type": "string", "pattern": "^([0-9]+(ms|s|m|h))+$"}
+_STRINGS = {"type": "object", "additionalProperties": {"type": "string"}}
+PROMETHEUS_RULE_SCHEMA = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"},
+        "spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["groups"],
+            "properties": {
+                "groups": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["name", "rules"],
+                        "properties": {
+                            "name": {"type": "string"},
+                            "rules": {
+                                "type": "array",
+                                "items": {
+                                    "type": "object",
+                                    "additionalProperties": False,
+                                    "required": ["alert", "expr"],
+                                    "properties": {
+                                        "alert": {"type": "string"},
+                                        "expr": {"type": "string"},
+                                        "for": _DURATION,
+                                        "labels": _STRINGS,
+                                        "annotations": _STRINGS,
+                                    },
+                                },
+                            },
+                        },
+                    },
+                }
+            },
+        },
+    },
+}
+SERVICE_MONITOR_SCHEMA = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"},
+        "spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["selector", "endpoints"],
+            "properties": {
+                "selector": {
+                    "type": "object",
+                    "properties": {"matchLabels": _STRINGS},
+                    "additionalProperties": False,
+                },
+                "namespaceSelector": {
+                    "type": "object",
+                    "properties": {"matchNames": {"type": "array", "items": {"type": "string"}}},
+                    "additionalProperties": False,
+                },
+                "endpoints": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["port"],
+                        "properties": {
+                            "port": {"type": "string"},
+                            "path": {"type": "string"},
+                            "interval": _DURATION,
+                            "scrapeTimeout": _DURATION,
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+
+
+def test_the_prometheus_operator_objects_have_the_expected_structure(
+    all_on_manifests: Manifests,
+) -> None:
+    jsonschema.Draft7Validator(PROMETHEUS_RULE_SCHEMA).validate(
+        find(all_on_manifests, "PrometheusRule")
+    )
+    jsonschema.Draft7Validator(SERVICE_MONITOR_SCHEMA).validate(
+        find(all_on_manifests, "ServiceMonitor")
+    )
