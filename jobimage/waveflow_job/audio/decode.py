@@ -93,7 +93,7 @@ def open_audio(path: str | os.PathLike[str]) -> AudioSource:
             head = f.read(64)
             family = headers.sniff(head)
             if family == "ID3":
-                f.seek(headers.id3v2_size(f.read(10) if len(head) < 10 else head))
+                f.seek(headers.id3v2_size(head))
                 family = headers.sniff(f.read(64))
                 family = "MP3" if family in (None, "MP3", "ADTS") else family
     except OSError as exc:
@@ -393,7 +393,14 @@ def _alac_bits(extradata: bytes | None) -> int:
 
 
 def _pyav_frames(stream: Any, container: Any, rate: int) -> int | None:
-    """The container's idea of the length, as an estimate (priming and edit lists vary)."""
+    """The container's idea of the length, as an estimate (priming and edit lists vary).
+
+    Fixed-size codecs (AAC: 1024) decode every packet whole, priming included, so packets x
+    frame size is what comes out unless an edit list trims it; otherwise the duration.
+    """
+    frame_size = stream.codec_context.frame_size
+    if frame_size and stream.frames:
+        return int(stream.frames) * int(frame_size)
     if stream.duration is not None and stream.time_base is not None:
         return round(float(stream.duration * stream.time_base) * rate)
     if container.duration is not None:
@@ -402,7 +409,11 @@ def _pyav_frames(stream: Any, container: Any, rate: int) -> int | None:
 
 
 class PyAVSource(AudioSource):
-    """FFmpeg decoding; frames are gathered into fixed blocks of the stream's type."""
+    """FFmpeg decoding; frames are gathered into fixed blocks of the stream's type.
+
+    The buffer is planar ``(channels, n)`` like the decoders' output (row copies, no per-frame
+    transposition); blocks are its transposed, Fortran-ordered ``(n, channels)`` views.
+    """
 
     def __init__(self, path: str, info: StreamInfo, dtype: str) -> None:
         super().__init__(path, info)
@@ -414,46 +425,45 @@ class PyAVSource(AudioSource):
         if start or stop is not None:
             raise ValueError("PyAV sources are decoded whole")
         ch = self.info.channels
-        buf = np.empty((block_frames(ch), ch), dtype=self.dtype)
+        size = block_frames(ch)
+        buf = np.empty((ch, size), dtype=self.dtype)
         fill = 0
         try:
             with av.open(self.path) as container:
                 stream = container.streams.audio[0]
                 for frame in container.decode(stream):
-                    samples = self._frame_samples(frame)
-                    pos = 0
-                    while pos < len(samples):
-                        take = min(len(buf) - fill, len(samples) - pos)
-                        buf[fill : fill + take] = samples[pos : pos + take]
+                    planes = self._frame_planes(frame)
+                    n, pos = planes.shape[1], 0
+                    while pos < n:
+                        take = min(size - fill, n - pos)
+                        buf[:, fill : fill + take] = planes[:, pos : pos + take]
                         fill += take
                         pos += take
-                        if fill == len(buf):
-                            yield buf
+                        if fill == size:
+                            yield buf.T
                             fill = 0
         except av.error.FFmpegError as exc:
             raise AudioError(ErrorCode.AUDIO_CORRUPT, f"decoding failed: {exc}") from exc
         if fill:
-            yield buf[:fill]
+            yield buf[:, :fill].T
 
-    def _frame_samples(self, frame: Any) -> np.ndarray:
-        """One decoded frame as ``(n, channels)`` in the source's dtype."""
+    def _frame_planes(self, frame: Any) -> np.ndarray:
+        """One decoded frame as ``(channels, n)`` in the source's dtype."""
         ch = self.info.channels
         if frame.layout.nb_channels != ch or frame.sample_rate != self.info.sample_rate:
             raise AudioError(ErrorCode.AUDIO_UNSUPPORTED,
                              "the channel count or sample rate changes inside the stream")
-        if frame.format.is_planar:
-            # Not to_ndarray(): PyAV reports 9 planes for 8 planar channels.
-            dtype = frame.format.name.rstrip("p")
-            np_type = {"flt": np.float32, "dbl": np.float64, "s16": np.int16, "s32": np.int32,
-                       "u8": np.uint8}[dtype]
-            n = frame.samples
-            arr = np.stack([np.frombuffer(frame.planes[c], dtype=np_type, count=n)
-                            for c in range(ch)], axis=1)
-        else:
-            arr = frame.to_ndarray().reshape(-1, ch)
         name = frame.format.name
+        if not frame.format.is_planar:
+            arr = frame.to_ndarray().reshape(-1, ch).T
+        elif ch < 8:
+            arr = frame.to_ndarray()
+        else:
+            # Not to_ndarray(): PyAV reports 9 planes for 8 planar channels.
+            np_type = {"flt": np.float32, "dbl": np.float64, "s16": np.int16, "s32": np.int32,
+                       "u8": np.uint8}[name.rstrip("p")]
+            arr = np.stack([np.frombuffer(frame.planes[c], dtype=np_type, count=frame.samples)
+                            for c in range(ch)])
         if name.startswith("u8"):
             return (arr.astype(np.int16) - 128) << 8
-        if arr.dtype != self.dtype:
-            return arr.astype(self.dtype)
         return arr

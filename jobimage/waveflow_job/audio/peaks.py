@@ -146,7 +146,8 @@ class WaveformAccumulator:
             self._clipped += int(np.count_nonzero(block <= self.scale.clip_low))
 
         flat = self._as_float32(block)
-        self._sum_squares += float(np.dot(flat.ravel(), flat.ravel()))
+        samples = flat.ravel(order="K")  # a view for C- and Fortran-ordered blocks alike
+        self._sum_squares += float(np.dot(samples, samples))
         mono = self._mono_sum(flat)
         np.abs(mono, out=mono)
         mono_max = np.maximum.reduceat(mono, starts)
