@@ -91,7 +91,9 @@ def running_webhook_recorder() -> Iterator[WebhookRecorder]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(recorder))
     server.daemon_threads = True
     recorder.url = f"http://127.0.0.1:{server.server_address[1]}/webhook"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # A short poll interval: shutdown() waits for the serving loop to notice, once per test.
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02},
+                              daemon=True)
     thread.start()
     try:
         yield recorder
