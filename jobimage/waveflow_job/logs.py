@@ -65,9 +65,11 @@ def configure(level: str = "INFO", stream: TextIO | None = None) -> None:
     handler._waveflow = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(_level(level))
-    # Libraries chatter at DEBUG about every connection; keep them one notch quieter.
+    # Libraries chatter about every connection and credential lookup: warnings only, unless
+    # LOG_LEVEL=DEBUG asks for everything.
+    quiet = logging.DEBUG if root.level <= logging.DEBUG else logging.WARNING
     for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
-        logging.getLogger(noisy).setLevel(max(root.level, logging.INFO))
+        logging.getLogger(noisy).setLevel(quiet)
 
 
 def _level(name: str) -> int:
