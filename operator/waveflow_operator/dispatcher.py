@@ -51,7 +51,6 @@ from waveflow_job.contract import (
     failure_body,
     parse_message,
 )
-
 from waveflow_operator.config import SQS_MAX_VISIBILITY_SECONDS, QueueSettings
 from waveflow_operator.metrics import Metrics
 from waveflow_operator.sqs import ReceivedMessage, SqsError, SqsPoller
@@ -347,6 +346,16 @@ class Dispatcher:
     async def hurry(self) -> None:
         """A second signal: abandon the grace period (the launcher kills what still runs)."""
         await self.launcher.stop(0.0)
+
+    def alive(self) -> tuple[bool, str]:
+        """For a liveness probe: is the receive loop running (or stopping on purpose)?"""
+        if self._poll_task is None:
+            return False, "not started"
+        if self._poll_task.done() and not self._stopping.is_set():
+            return False, "the receive loop ended unexpectedly"
+        if not self.status.polling and self.status.last_error:
+            return True, f"running; last error: {self.status.last_error}"
+        return True, "running"
 
     @property
     def in_flight(self) -> int:

@@ -13,6 +13,7 @@ import json
 import re
 
 import pytest
+
 from support.aws import MotoEndpoint
 from support.queues import Queues, backend_message, make_queues
 from support.runner import ScriptedLauncher, eventually, queue_settings

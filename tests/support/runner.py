@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from support.aws import BUCKET, REGION, MotoEndpoint
+from support.queues import Queues
 from waveflow_job.contract import Outcome
 from waveflow_operator.config import QueueSettings
+from waveflow_operator.devbackend import DevBackend
 from waveflow_operator.dispatcher import Delivery, JobResult, ResultCallback
-
-from support.aws import BUCKET, REGION
-from support.queues import Queues
 
 
 def queue_settings(queues: Queues, webhook_url: str, **overrides: Any) -> QueueSettings:
@@ -76,3 +78,27 @@ async def eventually(predicate: Callable[[], Any], timeout: float = 20.0,
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {message}")
         await asyncio.sleep(0.05)
+
+
+#: Every runner test signs its webhooks; the reference backend refuses unsigned ones.
+SECRET = "runner-test-secret"
+
+
+@dataclass(frozen=True)
+class Stack:
+    """Everything a runner talks to: SQS queues, the bucket, the backend; and its scratch."""
+
+    aws: MotoEndpoint
+    queues: Queues
+    bucket: str
+    backend: DevBackend
+    scratch: Path
+
+    def settings(self, **overrides: Any) -> QueueSettings:
+        """Test queue settings pointed at this stack (signed webhooks)."""
+        return queue_settings(self.queues, self.backend.webhook_url,
+                              **{"webhook_secret": SECRET, **overrides})
+
+    def leftovers(self) -> list[str]:
+        """Scratch entries still present (must be none once jobs have ended)."""
+        return sorted(p.name for p in self.scratch.iterdir()) if self.scratch.exists() else []

@@ -1,0 +1,403 @@
+"""``waveflow dev-backend``: the NestJS backend's side of the contract, small and documented.
+
+For the demo, the end-to-end tests and the backend team (CONTRACT.md §2 and §7):
+
+``POST /upload-complete``
+    ``{"userId", "trackId", "stemId", "filepath", "original_filename"?}`` → registers the stem and
+    sends ``generate_hash_and_webhook`` to SQS, as the backend does after an upload.
+``POST /webhook/hash-check``
+    Verifies ``X-WaveFlow-Signature`` when a secret is set (401 otherwise), validates the body
+    (400 with NestJS's message shape), then decides duplicate by (userId, trackId, audio_hash)
+    against the hashes of stems whose analysis SUCCEEDED — the same stem included — and sends
+    ``process_duplicate_file`` or ``process_audio_analysis``.
+``POST /webhook/completion``
+    Verifies and validates, records the result; a SUCCESS analysis stores the stem's hash.
+``GET /state``
+    Every stem, webhook and message sent, as JSON.
+``POST /dev/fail-next``
+    ``{"count": N, "status": 503}``: answer the next N webhooks with that status (an outage).
+
+Successful POSTs answer **201** ``{"status":"success"}`` like NestJS. A webhook delivery
+(``X-WaveFlow-Delivery``) seen before is acknowledged but not acted on again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import re
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import boto3
+
+__all__ = ["DevBackend", "StemRecord"]
+
+log = logging.getLogger(__name__)
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+#: How far a signature's timestamp may be from now.
+SIGNATURE_TOLERANCE_SECONDS = 300
+DEFAULT_NUM_PEAKS = 1024
+
+
+def _now_iso() -> str:
+    moment = datetime.now(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+@dataclass
+class StemRecord:
+    """What the backend's database knows about one stem."""
+
+    stemId: str
+    userId: str
+    trackId: str
+    filepath: str
+    original_filename: str
+    #: uploaded → hashed → analysis_requested | duplicate_requested → completed |
+    #: duplicate_deleted | failed
+    status: str = "uploaded"
+    #: The hash reported by hash-check (not yet a stored hash).
+    reported_hash: str | None = None
+    #: The stored hash: set only by a SUCCESS analysis completion (``audio_data_hash``).
+    audio_hash: str | None = None
+    #: ``analysis`` or ``duplicate``: what the hash-check decided.
+    decision: str | None = None
+    result: dict[str, Any] | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    #: Every status change, in order: ``[[iso time, status], ...]``.
+    history: list[list[str]] = field(default_factory=list)
+
+    def move(self, status: str) -> None:
+        self.status = status
+        self.history.append([_now_iso(), status])
+
+
+class _BadRequest(Exception):
+    def __init__(self, status: int, messages: list[str]) -> None:
+        super().__init__("; ".join(messages))
+        self.status = status
+        self.messages = messages
+
+
+class DevBackend:
+    """The reference backend on a loopback (or any) port; thread-safe, in memory."""
+
+    def __init__(self, queue_url: str, *, secret: str | None = None, region: str | None = None,
+                 endpoint_url: str | None = None, host: str = "127.0.0.1", port: int = 0,
+                 num_peaks: int = DEFAULT_NUM_PEAKS, sqs_client: Any | None = None) -> None:
+        self.queue_url = queue_url
+        self.secret = secret or None
+        self.num_peaks = num_peaks
+        self._sqs = sqs_client or boto3.client("sqs", region_name=region,
+                                               endpoint_url=endpoint_url)
+        self._lock = threading.RLock()
+        self.stems: dict[str, StemRecord] = {}
+        self.webhooks: list[dict[str, Any]] = []
+        self.sent: list[dict[str, Any]] = []
+        self._deliveries: set[str] = set()
+        self._fail_script: list[int] = []
+        self._server = ThreadingHTTPServer((host, port), _handler_for(self))
+        self._server.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    @property
+    def webhook_url(self) -> str:
+        """The WEBHOOK_URL a runner should use."""
+        return f"{self.url}/webhook"
+
+    def start(self) -> DevBackend:
+        self._thread = threading.Thread(target=self._server.serve_forever, name="dev-backend",
+                                        daemon=True)
+        self._thread.start()
+        log.info("dev backend on %s (webhooks at %s)", self.url, self.webhook_url)
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> DevBackend:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    def serve_forever(self) -> None:
+        """Serve in the calling thread (the CLI)."""
+        self._server.serve_forever()
+
+    # ------------------------------------------------------------------ actions
+
+    def upload_complete(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Register a stem and send ``generate_hash_and_webhook`` (the backend after upload)."""
+        values = _require(body, ("userId", "trackId", "stemId", "filepath"))
+        original = body.get("original_filename") or values["filepath"].rsplit("/", 1)[-1]
+        with self._lock:
+            stem = self.stems.get(values["stemId"])
+            if stem is None:
+                stem = StemRecord(values["stemId"], values["userId"], values["trackId"],
+                                  values["filepath"], str(original))
+                self.stems[stem.stemId] = stem
+            # A re-sent upload (user retry, replayed event) keeps the stem's stored hash.
+            stem.filepath, stem.original_filename = values["filepath"], str(original)
+            stem.move("uploaded")
+        return self._send("generate_hash_and_webhook", "hash", stem.stemId, {
+            "userId": stem.userId, "trackId": stem.trackId, "stemId": stem.stemId,
+            "filepath": stem.filepath, "timestamp": _now_iso(),
+            "original_filename": stem.original_filename})
+
+    def hash_check(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Decide duplicate or not and send the next stage."""
+        values = _require(body, ("stemId", "userId", "trackId", "filepath", "audio_hash",
+                                 "timestamp", "original_filename", "status"))
+        if values["status"] != "hash_generated":
+            raise _BadRequest(400, ["status must be one of the following values: "
+                                    "hash_generated"])
+        audio_hash = values["audio_hash"]
+        if not _SHA256.match(audio_hash):
+            raise _BadRequest(400, ["audio_hash must be a lowercase hex SHA-256"])
+        with self._lock:
+            stem = self.stems.get(values["stemId"])
+            if stem is None:  # an upload the dev backend did not see: adopt it
+                stem = StemRecord(values["stemId"], values["userId"], values["trackId"],
+                                  values["filepath"], values["original_filename"])
+                self.stems[stem.stemId] = stem
+            stem.reported_hash = audio_hash
+            duplicate = any(other.audio_hash == audio_hash and other.userId == values["userId"]
+                            and other.trackId == values["trackId"]
+                            for other in self.stems.values())
+            stem.decision = "duplicate" if duplicate else "analysis"
+            stem.move("duplicate_requested" if duplicate else "analysis_requested")
+        common = {"userId": values["userId"], "trackId": values["trackId"],
+                  "stemId": values["stemId"], "filepath": values["filepath"],
+                  "audio_hash": audio_hash}
+        if duplicate:
+            return self._send("process_duplicate_file", "duplicate", values["stemId"], common)
+        return self._send("process_audio_analysis", "analysis", values["stemId"], {
+            **common, "timestamp": values["timestamp"],
+            "original_filename": values["original_filename"], "num_peaks": self.num_peaks})
+
+    def completion(self, body: dict[str, Any]) -> None:
+        """Record a completion; SUCCESS with ``audio_data_hash`` stores the stem's hash."""
+        values = _require(body, ("stemId", "status", "timestamp"))
+        result = body.get("result")
+        if not isinstance(result, dict):
+            raise _BadRequest(400, ["result must be an object"])
+        if values["status"] not in ("SUCCESS", "FAILURE"):
+            raise _BadRequest(400, ["status must be one of the following values: SUCCESS, "
+                                    "FAILURE"])
+        if values["status"] == "FAILURE":
+            _require(result, ("error_code", "error_message"), where="result.")
+        elif "audio_data_hash" in result:
+            _check_analysis(result)
+        with self._lock:
+            stem = self.stems.setdefault(values["stemId"], StemRecord(
+                values["stemId"], "", "", str(result.get("filepath", "")), ""))
+            stem.result = result
+            if values["status"] == "FAILURE":
+                stem.error_code = str(result["error_code"])
+                stem.error_message = str(result["error_message"])
+                stem.move("failed")
+            elif result.get("status") == "duplicate_file_deleted":
+                stem.move("duplicate_deleted")
+            else:
+                stem.audio_hash = str(result["audio_data_hash"])
+                stem.move("completed")
+
+    def fail_next(self, count: int, status: int = 503) -> None:
+        """Answer the next ``count`` webhooks with ``status`` (simulate an outage)."""
+        with self._lock:
+            self._fail_script.extend([status] * count)
+
+    def state(self) -> dict[str, Any]:
+        with self._lock:
+            return {"stems": {k: asdict(v) for k, v in self.stems.items()},
+                    "webhooks": list(self.webhooks), "sent": list(self.sent)}
+
+    def _send(self, task: str, prefix: str, stem_id: str, kwargs: dict[str, Any]
+              ) -> dict[str, Any]:
+        """Send in the backend's exact envelope; on a FIFO queue the group is the stemId."""
+        message = {"task": f"app.tasks.{task}", "id": f"{prefix}-{stem_id}-{int(time.time()*1000)}",
+                   "args": [], "kwargs": kwargs}
+        params: dict[str, Any] = {"QueueUrl": self.queue_url, "MessageBody": json.dumps(message)}
+        if self.queue_url.endswith(".fifo"):
+            params["MessageGroupId"] = stem_id
+            params["MessageDeduplicationId"] = message["id"]
+        self._sqs.send_message(**params)
+        with self._lock:
+            self.sent.append(message)
+        log.info("sent %s for stem %s", task, stem_id)
+        return message
+
+    # ------------------------------------------------------------------ webhooks
+
+    def handle_webhook(self, event: str, raw: bytes, headers: dict[str, str]) -> tuple[int, Any]:
+        """Verify, deduplicate by delivery id, then act; returns (status, answer)."""
+        with self._lock:
+            record = {"event": event, "headers": headers, "received_at": _now_iso(),
+                      "body": _json_or_text(raw)}
+            self.webhooks.append(record)
+            if self._fail_script:
+                status = self._fail_script.pop(0)
+                record["answered"] = status
+                return status, {"statusCode": status, "message": "simulated outage"}
+        problem = self._verify(raw, headers)
+        if problem:
+            record["answered"] = 401
+            return 401, {"statusCode": 401, "message": problem, "error": "Unauthorized"}
+        if headers.get("content-type", "").split(";")[0].strip() != "application/json":
+            record["answered"] = 400
+            return 400, {"statusCode": 400, "message": ["Content-Type must be application/json"],
+                         "error": "Bad Request"}
+        delivery = headers.get("x-waveflow-delivery")
+        with self._lock:
+            if delivery and delivery in self._deliveries:
+                record["answered"] = 201
+                record["repeat"] = True
+                return 201, {"status": "success"}
+        try:
+            body = json.loads(raw, parse_constant=_no_constants)
+            if not isinstance(body, dict):
+                raise _BadRequest(400, ["body must be a JSON object"])
+            if event == "hash-check":
+                self.hash_check(body)
+            else:
+                self.completion(body)
+        except _BadRequest as error:
+            record["answered"] = error.status
+            return error.status, {"statusCode": error.status, "message": error.messages,
+                                  "error": "Bad Request"}
+        except ValueError as error:
+            record["answered"] = 400
+            return 400, {"statusCode": 400, "message": [f"invalid JSON: {error}"],
+                         "error": "Bad Request"}
+        with self._lock:
+            if delivery:
+                self._deliveries.add(delivery)
+            record["answered"] = 201
+        return 201, {"status": "success"}
+
+    def _verify(self, raw: bytes, headers: dict[str, str]) -> str | None:
+        if not self.secret:
+            return None
+        header = headers.get("x-waveflow-signature", "")
+        parts = dict(p.split("=", 1) for p in header.split(",") if "=" in p)
+        try:
+            timestamp = int(parts.get("t", ""))
+        except ValueError:
+            return "missing or malformed X-WaveFlow-Signature"
+        if abs(time.time() - timestamp) > SIGNATURE_TOLERANCE_SECONDS:
+            return "X-WaveFlow-Signature timestamp is too old"
+        expected = hmac.new(self.secret.encode(), f"{timestamp}.".encode() + raw,
+                            hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(expected, parts.get("v1", "")):
+            return "X-WaveFlow-Signature does not match"
+        return None
+
+
+def _require(body: dict[str, Any], names: tuple[str, ...], where: str = "") -> dict[str, str]:
+    problems = [f"{where}{n} must be a string" for n in names
+                if not isinstance(body.get(n), str) or not body.get(n)]
+    if problems:
+        raise _BadRequest(400, problems)
+    return {n: str(body[n]) for n in names}
+
+
+def _check_analysis(result: dict[str, Any]) -> None:
+    problems = []
+    if not _SHA256.match(str(result.get("audio_data_hash", ""))):
+        problems.append("result.audio_data_hash must be a lowercase hex SHA-256")
+    for name in ("file_size", "sample_rate", "num_peaks"):
+        value = result.get(name)
+        if not isinstance(value, int) or isinstance(value, bool):
+            problems.append(f"result.{name} must be an integer number")
+    duration = result.get("duration")
+    if not isinstance(duration, int | float) or isinstance(duration, bool):
+        problems.append("result.duration must be a number")
+    if not isinstance(result.get("waveform_data_path"), str):
+        problems.append("result.waveform_data_path must be a string")
+    if problems:
+        raise _BadRequest(400, problems)
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed")
+
+
+def _json_or_text(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw.decode("utf-8", "replace")
+
+
+def _handler_for(backend: DevBackend) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "waveflow-dev-backend"
+
+        def do_GET(self) -> None:
+            if self.path.rstrip("/") in ("/state", ""):
+                self._answer(200, backend.state())
+            elif self.path.rstrip("/") == "/healthz":
+                self._answer(200, {"status": "ok"})
+            else:
+                self._answer(404, {"statusCode": 404, "message": f"Cannot GET {self.path}"})
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length)
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            path = self.path.split("?", 1)[0].rstrip("/")
+            if path in ("/webhook/hash-check", "/webhook/completion"):
+                status, answer = backend.handle_webhook(path.rsplit("/", 1)[-1], raw, headers)
+                self._answer(status, answer)
+                return
+            try:
+                body = json.loads(raw or b"{}")
+                if not isinstance(body, dict):
+                    raise _BadRequest(400, ["body must be a JSON object"])
+                if path == "/upload-complete":
+                    backend.upload_complete(body)
+                elif path == "/dev/fail-next":
+                    backend.fail_next(int(body.get("count", 1)), int(body.get("status", 503)))
+                else:
+                    self._answer(404, {"statusCode": 404, "message": f"Cannot POST {self.path}"})
+                    return
+            except _BadRequest as error:
+                self._answer(400, {"statusCode": 400, "message": error.messages,
+                                   "error": "Bad Request"})
+                return
+            except ValueError as error:
+                self._answer(400, {"statusCode": 400, "message": [str(error)],
+                                   "error": "Bad Request"})
+                return
+            self._answer(201, {"status": "success"})
+
+        def _answer(self, status: int, document: Any) -> None:
+            payload = json.dumps(document, ensure_ascii=False).encode("utf-8")
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json; charset=utf-8")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            log.debug("%s %s", self.address_string(), format % args)
+
+    return Handler

@@ -1,0 +1,332 @@
+"""The local launcher: each message runs ``waveflow-job run`` as a child process.
+
+What a Kubernetes Job gives the job, a child process gets here too:
+
+- the same environment (:func:`waveflow_operator.jobenv.job_env`), plus ``TMPDIR`` pointing at a
+  fresh scratch directory and ``WAVEFLOW_SUMMARY_FILE`` at a summary file of its own beside it
+  (``<scratch root>/wfjob-<job name>-<random>/{tmp/, summary.json}``);
+- emptyDir semantics: that directory is removed when the process ends, whatever happens;
+- ``backoffLimit``: a failing attempt (exit code other than 0 and 3) is retried with exponential
+  backoff; exit 3 is final (``podFailurePolicy: FailJob``);
+- ``activeDeadlineSeconds``: the whole job, retries included, is killed at its task's deadline
+  and reported as failed with ``JOB_DEADLINE_EXCEEDED``.
+
+On start it sweeps scratch directories a crashed run left behind: only ``wfjob-*`` directories,
+removed when older than 30 minutes and their owner process is gone, or older than 2 hours in any
+case (the old service's clean-up rule). Children run in their own session, so a Ctrl-C aimed at
+``waveflow local`` reaches them only through :meth:`LocalLauncher.stop`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import tempfile
+import time
+from collections import OrderedDict, deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from waveflow_job.contract import ErrorCode, ExitCode, JobSummary, Outcome
+from waveflow_operator.config import QueueSettings, RunnerConfig, default_job_command
+from waveflow_operator.dispatcher import (
+    Delivery,
+    Dispatcher,
+    FailureNotifier,
+    JobResult,
+    LaunchError,
+    ResultCallback,
+)
+from waveflow_operator.jobenv import job_env
+from waveflow_operator.metrics import Metrics
+
+__all__ = ["SCRATCH_PREFIX", "LocalLauncher", "local_dispatcher", "sweep_scratch"]
+
+log = logging.getLogger(__name__)
+job_log = logging.getLogger(f"{__name__}.job")
+
+#: Every scratch directory this launcher creates starts with this; the sweep touches nothing else.
+SCRATCH_PREFIX = "wfjob-"
+#: Older than this and not owned by a live process: removed at start (the old 30-minute rule).
+STALE_SECONDS = 30 * 60
+#: Older than this: removed whatever its owner (the old 2-hour rule).
+FORCED_SECONDS = 2 * 3600
+#: The longest wait between two attempts (Kubernetes caps its own backoff at 6 minutes).
+MAX_RETRY_DELAY = 360.0
+_OWNER_FILE = "owner.pid"
+_FINISHED_MEMORY = 10_000
+_TAIL_LINES = 20
+
+
+@dataclass
+class _Job:
+    delivery: Delivery
+    started: float
+    task: asyncio.Task[None] | None = None
+    process: asyncio.subprocess.Process | None = None
+    attempts: int = 0
+    tail: deque[str] = field(default_factory=lambda: deque(maxlen=_TAIL_LINES))
+
+
+class LocalLauncher:
+    """Runs jobs as child processes; implements the dispatcher's ``Launcher`` protocol."""
+
+    def __init__(self, settings: QueueSettings, scratch_root: Path, *,
+                 job_command: Sequence[str] | None = None, retry_backoff_seconds: float = 1.0,
+                 kill_grace_seconds: float = 2.0,
+                 base_env: Mapping[str, str] | None = None) -> None:
+        self.settings = settings
+        self.scratch_root = Path(scratch_root)
+        self.job_command = tuple(job_command or default_job_command())
+        self.retry_backoff_seconds = retry_backoff_seconds
+        self.kill_grace_seconds = kill_grace_seconds
+        #: The parent's environment (credentials, PATH); the job's own variables override it.
+        self.base_env = dict(os.environ if base_env is None else base_env)
+        self._on_result: ResultCallback | None = None
+        self._jobs: dict[str, _Job] = {}
+        self._finished: OrderedDict[str, JobResult] = OrderedDict()
+        self._slots = asyncio.Semaphore(settings.max_in_flight)
+        self._stopping = False
+        self._stop_by: float | None = None
+        self._hurry = asyncio.Event()
+
+    # ------------------------------------------------------------------ protocol
+
+    async def start(self, on_result: ResultCallback) -> None:
+        """Remember the callback, create the scratch root and sweep what a crash left."""
+        self._on_result = on_result
+        self.scratch_root.mkdir(parents=True, exist_ok=True)
+        removed = await asyncio.to_thread(sweep_scratch, self.scratch_root)
+        if removed:
+            log.info("removed %d stale scratch director%s", len(removed),
+                     "y" if len(removed) == 1 else "ies")
+
+    async def launch(self, delivery: Delivery) -> bool:
+        """Start the job; a job of that name already running (or finished) is adopted."""
+        name = delivery.job_name
+        if self._stopping:
+            raise LaunchError("the runner is stopping", retryable=True)
+        if name in self._jobs:
+            return False
+        if name in self._finished:
+            result = self._finished[name]
+            asyncio.get_running_loop().create_task(self._report(result))
+            return False
+        job = _Job(delivery, time.monotonic())
+        self._jobs[name] = job
+        job.task = asyncio.create_task(self._run(job), name=f"job {name}")
+        return True
+
+    async def running(self) -> Mapping[str, JobResult | None]:
+        """Running jobs (None) and the results of finished ones this process remembers."""
+        known: dict[str, JobResult | None] = dict(self._finished)
+        known.update({name: None for name in self._jobs})
+        return known
+
+    async def stop(self, grace_seconds: float) -> list[str]:
+        """Wait up to ``grace_seconds`` for running jobs, then kill the rest (no result is
+        reported for them) and return their names. A second call with a smaller grace period
+        (the second signal) cuts the first one short."""
+        self._stopping = True
+        stop_by = time.monotonic() + max(0.0, grace_seconds)
+        if self._stop_by is None or stop_by < self._stop_by:
+            self._stop_by = stop_by
+            self._hurry.set()
+        while self._jobs:
+            self._hurry.clear()
+            remaining = self._stop_by - time.monotonic()
+            if remaining <= 0:
+                break
+            tasks = {job.task for job in self._jobs.values() if job.task is not None}
+            hurry = asyncio.ensure_future(self._hurry.wait())
+            await asyncio.wait(tasks | {hurry}, timeout=remaining,
+                               return_when=asyncio.FIRST_COMPLETED)
+            hurry.cancel()
+        abandoned = sorted(self._jobs)
+        doomed = [job.task for job in self._jobs.values() if job.task is not None]
+        for task in doomed:
+            task.cancel()
+        for task in doomed:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if abandoned:
+            log.warning("abandoned %d unfinished job(s): %s", len(abandoned),
+                        ", ".join(abandoned))
+        return abandoned
+
+    # ------------------------------------------------------------------ one job
+
+    async def _run(self, job: _Job) -> None:
+        delivery = job.delivery
+        deadline_seconds = self.settings.deadline(delivery.message.task)
+        deadline = job.started + deadline_seconds
+        async with self._slots:
+            result = await self._attempts(job, deadline, deadline_seconds)
+        self._jobs.pop(delivery.job_name, None)
+        self._finished[delivery.job_name] = result
+        while len(self._finished) > _FINISHED_MEMORY:
+            self._finished.popitem(last=False)
+        await self._report(result)
+
+    async def _attempts(self, job: _Job, deadline: float, deadline_seconds: float) -> JobResult:
+        name = job.delivery.job_name
+        limit = self.settings.backoff_limit
+        while True:
+            job.attempts += 1
+            code, summary = await self._attempt(job, deadline)
+            elapsed = time.monotonic() - job.started
+            if code is None:
+                return JobResult(name, Outcome.FAILED, ErrorCode.JOB_DEADLINE_EXCEEDED.value,
+                                 f"killed at its {deadline_seconds:g} s deadline after "
+                                 f"{job.attempts} attempt(s)", summary, elapsed)
+            if code == ExitCode.DONE:
+                return JobResult(name, Outcome.SUCCEEDED, None, None, summary, elapsed)
+            if code == ExitCode.REJECTED:
+                return JobResult(name, Outcome.REJECTED, summary.error_code if summary else None,
+                                 self._last_words(job), summary, elapsed)
+            detail = f"exit {code}" + (f" ({summary.error_code})"
+                                       if summary and summary.error_code else "")
+            if job.attempts > limit:
+                error = (ErrorCode.JOB_OOM_KILLED if code == -signal.SIGKILL
+                         else ErrorCode.JOB_BACKOFF_LIMIT)
+                return JobResult(name, Outcome.FAILED, error.value,
+                                 f"failed {job.attempts} time(s); last attempt: {detail}. "
+                                 f"{self._last_words(job)}".strip(), summary, elapsed)
+            delay = min(MAX_RETRY_DELAY, self.retry_backoff_seconds * 2 ** (job.attempts - 1))
+            log.warning("job %s attempt %d failed (%s); retrying in %.1fs", name, job.attempts,
+                        detail, delay)
+            if time.monotonic() + delay >= deadline:
+                await asyncio.sleep(max(0.0, deadline - time.monotonic()))
+                return JobResult(name, Outcome.FAILED, ErrorCode.JOB_DEADLINE_EXCEEDED.value,
+                                 f"deadline of {deadline_seconds:g} s reached while waiting to "
+                                 f"retry after {detail}", summary, time.monotonic() - job.started)
+            await asyncio.sleep(delay)
+
+    async def _attempt(self, job: _Job, deadline: float) -> tuple[int | None, JobSummary | None]:
+        """One process in a fresh scratch directory; (exit code or None at the deadline,
+        summary). The directory is gone when this returns or is cancelled."""
+        workdir = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{job.delivery.job_name}-",
+                                        dir=self.scratch_root))
+        summary_path = workdir / "summary.json"
+        try:
+            (workdir / _OWNER_FILE).write_text(str(os.getpid()))
+            scratch = workdir / "tmp"
+            scratch.mkdir()
+            env = {**self.base_env, **job_env(job.delivery, self.settings),
+                   "TMPDIR": str(scratch), "WAVEFLOW_SUMMARY_FILE": str(summary_path)}
+            process = await asyncio.create_subprocess_exec(
+                *self.job_command, env=env, cwd=scratch, stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True)
+            job.process = process
+            relay = asyncio.create_task(self._relay(process, job))
+            try:
+                code: int | None = await asyncio.wait_for(
+                    process.wait(), timeout=max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                log.warning("job %s ran past its deadline; killing it", job.delivery.job_name)
+                await self._kill(process)
+                code = None
+            finally:
+                if process.returncode is None:  # cancelled: the runner is stopping
+                    await asyncio.shield(self._kill(process))
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.shield(relay)
+            return code, _read_summary(summary_path)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+            job.process = None
+
+    async def _kill(self, process: asyncio.subprocess.Process) -> None:
+        """SIGTERM the job's process group, SIGKILL it after the kill grace period."""
+        for sig, wait in ((signal.SIGTERM, self.kill_grace_seconds), (signal.SIGKILL, 5.0)):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, sig)
+            try:
+                await asyncio.wait_for(process.wait(), timeout=wait)
+                break
+            except TimeoutError:
+                continue
+        # Orphaned grandchildren die with the group.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+
+    async def _relay(self, process: asyncio.subprocess.Process, job: _Job) -> None:
+        """The job's output (JSON log lines) into our log at DEBUG; keep a tail for errors."""
+        assert process.stdout is not None
+        while line := await process.stdout.readline():
+            text = line.decode("utf-8", "replace").rstrip()
+            job.tail.append(text)
+            job_log.debug("%s: %s", job.delivery.job_name, text)
+
+    def _last_words(self, job: _Job) -> str:
+        return job.tail[-1][:500] if job.tail else ""
+
+    async def _report(self, result: JobResult) -> None:
+        if self._on_result is not None:
+            await self._on_result(result)
+
+
+def _read_summary(path: Path) -> JobSummary | None:
+    try:
+        return JobSummary.from_json(path.read_text(encoding="utf-8"))
+    except OSError:
+        return None
+
+
+def sweep_scratch(root: Path, *, now: float | None = None, stale_seconds: float = STALE_SECONDS,
+                  forced_seconds: float = FORCED_SECONDS) -> list[Path]:
+    """Remove ``wfjob-*`` directories left by crashed runs (30-minute / 2-hour rule)."""
+    moment = time.time() if now is None else now
+    removed: list[Path] = []
+    if not root.is_dir():
+        return removed
+    for entry in root.iterdir():
+        if not entry.name.startswith(SCRATCH_PREFIX) or not entry.is_dir() \
+                or entry.is_symlink():
+            continue
+        age = moment - _newest_mtime(entry)
+        if age > forced_seconds or (age > stale_seconds and not _owner_alive(entry)):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
+
+
+def _newest_mtime(directory: Path) -> float:
+    newest = directory.lstat().st_mtime
+    for base, dirs, files in os.walk(directory):
+        for name in dirs + files:
+            with contextlib.suppress(OSError):
+                newest = max(newest, os.lstat(os.path.join(base, name)).st_mtime)
+    return newest
+
+
+def _owner_alive(directory: Path) -> bool:
+    try:
+        pid = int((directory / _OWNER_FILE).read_text().strip())
+    except (OSError, ValueError):
+        return False
+    if pid == os.getpid():
+        return False  # a previous process that had our pid; ours are not swept
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def local_dispatcher(config: RunnerConfig, *, metrics: Metrics | None = None,
+                     notifier: FailureNotifier | None = None,
+                     base_env: Mapping[str, str] | None = None) -> Dispatcher:
+    """The dispatcher with a local launcher, as ``waveflow local`` and ``waveflow demo`` run it."""
+    launcher = LocalLauncher(config.queue, config.scratch_root, job_command=config.job_command,
+                             retry_backoff_seconds=config.retry_backoff_seconds,
+                             kill_grace_seconds=config.kill_grace_seconds, base_env=base_env)
+    return Dispatcher(config.queue, launcher, metrics=metrics, notifier=notifier)

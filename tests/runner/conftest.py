@@ -1,0 +1,24 @@
+"""Fixtures for the runner's tests: queues, the reference backend and a scratch root."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from support.aws import REGION, MotoEndpoint
+from support.queues import make_queues
+from support.runner import SECRET, Stack
+from waveflow_operator.devbackend import DevBackend
+
+
+@pytest.fixture
+def stack(aws: MotoEndpoint, bucket: str, tmp_path: Path) -> Iterator[Stack]:
+    """Queues with a dead-letter queue, the bucket and a signed reference backend."""
+    queues = make_queues(aws)
+    backend = DevBackend(queues.url, secret=SECRET, region=REGION, endpoint_url=aws.url).start()
+    try:
+        yield Stack(aws, queues, bucket, backend, tmp_path / "scratch")
+    finally:
+        backend.stop()

@@ -1,0 +1,262 @@
+"""End to end through the local runner: moto (server mode), the reference backend, and the real
+``waveflow-job`` as child processes — or, where a job must hang or fail on purpose, the
+``tests/support/fakejob.py`` stand-in given as the job command (``WAVEFLOW_JOB_COMMAND``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from support.queues import backend_message
+from support.runner import Stack, eventually
+from waveflow_job.audio import synth
+from waveflow_job.contract import Task
+from waveflow_operator.dispatcher import Dispatcher
+from waveflow_operator.launch_local import LocalLauncher, sweep_scratch
+from waveflow_operator.metrics import Metrics
+
+FAKEJOB = Path(__file__).resolve().parents[1] / "support" / "fakejob.py"
+FAKE_COMMAND = (sys.executable, str(FAKEJOB))
+pytestmark = pytest.mark.slow
+
+
+@asynccontextmanager
+async def running(stack: Stack, *, job_command: tuple[str, ...] | None = None,
+                  env: dict[str, str] | None = None, **overrides: Any
+                  ) -> AsyncIterator[Dispatcher]:
+    """A started dispatcher + local launcher; stopped (grace 5 s) on exit."""
+    settings = stack.settings(**overrides)
+    launcher = LocalLauncher(settings, stack.scratch, job_command=job_command,
+                             retry_backoff_seconds=0.1, kill_grace_seconds=0.5,
+                             base_env={**os.environ, **(env or {})})
+    dispatcher = Dispatcher(settings, launcher, metrics=Metrics())
+    await dispatcher.start()
+    try:
+        yield dispatcher
+    finally:
+        await dispatcher.stop(5)
+
+
+def upload(stack: Stack, key: str, data: bytes | None, stem: str, **extra: str) -> None:
+    """Put the object in S3 (unless ``data`` is None: a replayed event) and tell the backend,
+    as the platform does after an upload."""
+    if data is not None:
+        stack.aws.client("s3").put_object(Bucket=stack.bucket, Key=key, Body=data)
+    answer = requests.post(f"{stack.backend.url}/upload-complete", timeout=10, json={
+        "userId": extra.get("user", "user-1"), "trackId": extra.get("track", "track-1"),
+        "stemId": stem, "filepath": key})
+    assert answer.status_code == 201 and answer.json() == {"status": "success"}
+
+
+def audio_bytes(tmp_path: Path, fmt: str, seconds: float, rate: int, channels: int) -> bytes:
+    path = synth.write_audio(tmp_path / f"in-{fmt}-{channels}{synth.FORMATS[fmt].suffix}", fmt,
+                             synth.tone(int(seconds * rate), rate, channels), rate)
+    return path.read_bytes()
+
+
+def stem_status(stack: Stack, stem: str) -> Callable[[], str | None]:
+    return lambda: getattr(stack.backend.stems.get(stem), "status", None)
+
+
+def keys(stack: Stack) -> set[str]:
+    listing = stack.aws.client("s3").list_objects_v2(Bucket=stack.bucket)
+    return {o["Key"] for o in listing.get("Contents", [])}
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+async def test_three_stages_then_a_duplicate_is_deleted_and_the_original_stays_protected(
+        stack: Stack, tmp_path: Path) -> None:
+    original = audio_bytes(tmp_path, "flac-16", 1.0, 44100, 2)
+    corrupt = audio_bytes(tmp_path, "wav-16", 1.0, 22050, 1)[:200] + b"\x00garbage" * 64
+    async with running(stack) as dispatcher:
+        upload(stack, "audio/original.flac", original, "stem-a")
+        upload(stack, "audio/broken.wav", corrupt, "stem-c")
+        await eventually(lambda: stem_status(stack, "stem-a")() == "completed", 60, "analysis")
+        await eventually(lambda: stem_status(stack, "stem-c")() == "failed", 60, "failure")
+        # The same bytes uploaded again for another stem of the same track: a duplicate.
+        upload(stack, "audio/copy.flac", original, "stem-b")
+        await eventually(lambda: stem_status(stack, "stem-b")() == "duplicate_deleted", 60,
+                         "duplicate deletion")
+        # A re-sent upload for the analysed stem comes back as a delete of its own original.
+        upload(stack, "audio/original.flac", None, "stem-a")
+        await eventually(lambda: dispatcher.status.rejected == 2, 60, "the refusal")
+        await eventually(lambda: stack.queues.counts() == (0, 0), 10, "an empty queue")
+
+    digest = hashlib.sha256(original).hexdigest()
+    a = stack.backend.stems["stem-a"]
+    assert a.audio_hash == digest
+    assert a.result is not None and a.result["audio_data_hash"] == digest
+    assert a.result["sample_rate"] == 44100 and a.result["file_size"] == len(original)
+    waveform_key = a.result["waveform_data_path"]
+    assert keys(stack) == {"audio/original.flac", "audio/broken.wav", waveform_key}
+    sent = [m["task"].rsplit(".", 1)[-1] for m in stack.backend.sent
+            if m["kwargs"]["stemId"] == "stem-a"]
+    assert sent == ["generate_hash_and_webhook", "process_audio_analysis",
+                    "generate_hash_and_webhook", "process_duplicate_file"]
+    # The refusal to delete stem-a's own original sent no FAILURE: stem-a stays completed.
+    completions = [w["body"] for w in stack.backend.webhooks if w["event"] == "completion"]
+    assert [c["status"] for c in completions if c["stemId"] == "stem-a"] == ["SUCCESS"]
+    c = stack.backend.stems["stem-c"]
+    assert (c.error_code, c.result and c.result["retryable"]) == ("AUDIO_CORRUPT", False)
+    assert all(w["answered"] == 201 for w in stack.backend.webhooks)  # all signed correctly
+    assert stack.queues.drain_dlq() == []
+    assert (dispatcher.status.succeeded, dispatcher.status.rejected,
+            dispatcher.status.failed) == (6, 2, 0)
+    metrics = dispatcher.metrics
+    assert metrics.value("waveflow_audio_seconds_processed_total", queue="test") == \
+        pytest.approx(1.0, abs=0.01)
+    assert metrics.total("waveflow_jobs_created_total") == 8
+    assert stack.leftovers() == []
+
+
+async def test_a_webhook_outage_is_retried_then_delivered_once(
+        stack: Stack, tmp_path: Path) -> None:
+    data = audio_bytes(tmp_path, "wav-24", 0.5, 48000, 1)
+    stack.backend.fail_next(8)  # longer than one job's webhook budget: the runner retries too
+    job_env = {"WAVEFLOW_WEBHOOK_BUDGET_SECONDS": "1", "WAVEFLOW_WEBHOOK_BACKOFF_SECONDS": "0.2"}
+    async with running(stack, backoff_limit=4, job_env=job_env) as dispatcher:
+        upload(stack, "audio/out.wav", data, "stem-o")
+        await eventually(lambda: stem_status(stack, "stem-o")() == "completed", 90, "analysis")
+        await eventually(lambda: stack.queues.counts() == (0, 0), 10, "an empty queue")
+    checks = [w for w in stack.backend.webhooks if w["event"] == "hash-check"]
+    assert [w["answered"] for w in checks] == [503] * 8 + [201]
+    assert len({w["headers"]["x-waveflow-delivery"] for w in checks}) == 1
+    analyses = [m for m in stack.backend.sent if m["task"].endswith("process_audio_analysis")]
+    assert len(analyses) == 1  # delivered once: the backend acted once
+    assert dispatcher.status.succeeded == 2 and dispatcher.status.failed == 0
+    assert stack.queues.drain_dlq() == []
+    assert stack.leftovers() == []
+
+
+async def test_a_hanging_job_is_killed_at_its_deadline_then_failed_and_dead_lettered(
+        stack: Stack, tmp_path: Path) -> None:
+    log = tmp_path / "jobs.log"
+    env = {"FAKEJOB_LOG": str(log), "FAKEJOB_HANG_STEMS": "stem-h", "FAKEJOB_IGNORE_TERM": "1"}
+    async with running(stack, job_command=FAKE_COMMAND, env=env, backoff_limit=2,
+                       deadlines={Task.HASH: 1.5}) as dispatcher:
+        stack.queues.send(backend_message("generate_hash_and_webhook", "stem-h"))
+        await eventually(lambda: dispatcher.status.failed == 1, 30, "the failure")
+        await eventually(lambda: stack.queues.counts() == (0, 0), 10, "an empty queue")
+    assert lines(log) == ["start stem-h"]  # killed once; a deadline is not retried
+    [failure] = [w["body"] for w in stack.backend.webhooks if w["event"] == "completion"]
+    assert failure["stemId"] == "stem-h" and failure["status"] == "FAILURE"
+    assert failure["result"]["error_code"] == "JOB_DEADLINE_EXCEEDED"
+    assert failure["result"]["retryable"] is True
+    [dead] = stack.queues.drain_dlq()
+    assert dead["MessageAttributes"]["WaveflowReason"]["StringValue"] == "JOB_DEADLINE_EXCEEDED"
+    assert stack.leftovers() == []
+
+
+async def test_a_failing_job_is_retried_up_to_the_backoff_limit_then_dead_lettered(
+        stack: Stack, tmp_path: Path) -> None:
+    log = tmp_path / "jobs.log"
+    env = {"FAKEJOB_LOG": str(log), "FAKEJOB_EXIT": "1"}
+    async with running(stack, job_command=FAKE_COMMAND, env=env, backoff_limit=2) as dispatcher:
+        stack.queues.send(backend_message("generate_hash_and_webhook", "stem-f"))
+        await eventually(lambda: dispatcher.status.failed == 1, 30, "the failure")
+    assert lines(log).count("start stem-f") == 3
+    [failure] = [w["body"] for w in stack.backend.webhooks if w["event"] == "completion"]
+    assert failure["result"]["error_code"] == "JOB_BACKOFF_LIMIT"
+    assert "failed 3 time(s)" in failure["result"]["error_message"]
+    [dead] = stack.queues.drain_dlq()
+    assert dead["MessageAttributes"]["WaveflowReason"]["StringValue"] == "JOB_BACKOFF_LIMIT"
+    assert stack.queues.counts() == (0, 0)
+    assert stack.leftovers() == []
+
+
+async def test_a_long_job_keeps_its_message_invisible_through_heartbeats(
+        stack: Stack, tmp_path: Path) -> None:
+    log = tmp_path / "jobs.log"
+    env = {"FAKEJOB_LOG": str(log), "FAKEJOB_SLEEP": "5"}
+    async with running(stack, job_command=FAKE_COMMAND, env=env,
+                       visibility_timeout_seconds=2) as dispatcher:
+        stack.queues.send(backend_message("generate_hash_and_webhook", "stem-l"))
+        await eventually(lambda: dispatcher.status.succeeded == 1, 30, "success")
+        await eventually(lambda: stack.queues.counts() == (0, 0), 10, "an empty queue")
+    assert lines(log) == ["start stem-l", "done stem-l"]
+    assert dispatcher.status.received == 1
+    assert dispatcher.metrics.value("waveflow_bytes_processed_total", queue="test",
+                                    task="generate_hash_and_webhook") == 4096
+    assert stack.leftovers() == []
+
+
+async def test_at_the_in_flight_maximum_no_more_jobs_start(stack: Stack, tmp_path: Path) -> None:
+    log = tmp_path / "jobs.log"
+    env = {"FAKEJOB_LOG": str(log), "FAKEJOB_HANG_STEMS": "s0,s1"}
+    async with running(stack, job_command=FAKE_COMMAND, env=env, max_in_flight=2) as dispatcher:
+        for i in range(4):
+            stack.queues.send(backend_message("generate_hash_and_webhook", f"s{i}"))
+        await eventually(lambda: len(lines(log)) == 2, 30, "two jobs")
+        await asyncio.sleep(2)  # two more long polls: nothing else may be received
+        assert sorted(lines(log)) == ["start s0", "start s1"]
+        assert stack.queues.counts() == (2, 2)
+        assert dispatcher.in_flight == 2
+    # Stopping returned the two unfinished messages at once.
+    assert stack.queues.counts() == (4, 0)
+    assert stack.leftovers() == []
+
+
+def test_the_startup_sweep_removes_only_stale_scratch_of_its_own(tmp_path: Path) -> None:
+    now = time.time()
+
+    def make(name: str, age: float, owner: int | None = None) -> Path:
+        path = tmp_path / name
+        (path / "tmp").mkdir(parents=True)
+        (path / "tmp" / "audio.wav").write_bytes(b"x")
+        if owner is not None:
+            (path / "owner.pid").write_text(str(owner))
+        for p in [*sorted(path.rglob("*"), reverse=True), path]:
+            os.utime(p, (now - age, now - age))
+        return path
+
+    make("wfjob-ancient-1", 3 * 3600, owner=os.getppid())      # > 2 h: always
+    make("wfjob-stale-dead-1", 40 * 60, owner=2**22 + 12345)   # > 30 min, owner gone
+    alive = make("wfjob-stale-alive-1", 40 * 60, owner=os.getppid())
+    fresh = make("wfjob-fresh-1", 60)
+    other = make("someone-elses-dir", 5 * 3600)
+    removed = sweep_scratch(tmp_path, now=now)
+    assert sorted(p.name for p in removed) == ["wfjob-ancient-1", "wfjob-stale-dead-1"]
+    assert alive.exists() and fresh.exists() and other.exists()
+
+
+def test_job_scratch_and_summary_live_in_a_fresh_directory_removed_afterwards(
+        stack: Stack, tmp_path: Path) -> None:
+    """The environment a child gets mirrors a Job's: TMPDIR and a summary file of its own."""
+    probe = tmp_path / "probe.py"
+    out = tmp_path / "env.txt"
+    probe.write_text(
+        "import os, pathlib\n"
+        f"pathlib.Path({str(out)!r}).write_text('\\n'.join(f'{{k}}={{os.environ.get(k)}}' for "
+        "k in ['TMPDIR', 'WAVEFLOW_SUMMARY_FILE', 'S3_BUCKET_NAME', 'WEBHOOK_SECRET', "
+        "'WAVEFLOW_JOB_NAME', 'AWS_ENDPOINT_URL']) + '\\n' + os.getcwd())\n")
+
+    async def scenario() -> None:
+        async with running(stack, job_command=(sys.executable, str(probe))) as dispatcher:
+            stack.queues.send(backend_message("generate_hash_and_webhook", "stem-e"))
+            await eventually(lambda: dispatcher.status.succeeded == 1, 30, "success")
+
+    asyncio.run(scenario())
+    values = dict(line.split("=", 1) for line in out.read_text().splitlines()[:-1])
+    tmpdir = Path(values["TMPDIR"])
+    assert tmpdir.parent.parent == stack.scratch and tmpdir.name == "tmp"
+    assert tmpdir.parent.name.startswith("wfjob-" + values["WAVEFLOW_JOB_NAME"])
+    assert Path(values["WAVEFLOW_SUMMARY_FILE"]) == tmpdir.parent / "summary.json"
+    assert out.read_text().splitlines()[-1] == str(tmpdir)
+    assert values["S3_BUCKET_NAME"] == stack.bucket
+    assert values["WEBHOOK_SECRET"] == "runner-test-secret"
+    assert values["AWS_ENDPOINT_URL"] == stack.aws.url
+    assert stack.leftovers() == []
