@@ -1,0 +1,215 @@
+"""One WaveflowQueue at run time: its dispatcher, its Kubernetes launcher and its status.
+
+``serve_queue`` is what the kopf daemon of each WaveflowQueue runs (handlers.py stays thin):
+read the webhook Secret, build the settings from the spec, start the dispatcher with a
+:class:`KubernetesLauncher`, and write the resource's status every few seconds until kopf says
+stop (the resource is deleted, or the operator exits). A spec change restarts the dispatcher
+with the new settings.
+
+Nothing here crash-loops: a missing Secret, an invalid spec or an API error shows in the status
+(``Ready=False`` with a reason) and the logs, and is retried after a delay (``NotReady``); a bad
+queue URL or missing SQS permission is the dispatcher's own retry loop, shown the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from waveflow_operator.config import ConfigError
+from waveflow_operator.dispatcher import Dispatcher, DispatcherStatus
+from waveflow_operator.jobs import SPEC_DEFAULTS, spec_to_settings
+from waveflow_operator.kubeapi import KubeApi, KubeApiError
+from waveflow_operator.launch_k8s import KubernetesLauncher
+from waveflow_operator.metrics import Metrics
+
+__all__ = ["NotReady", "OperatorRuntime", "QueueStatus", "serve_queue"]
+
+log = logging.getLogger(__name__)
+
+#: Seconds between two status writes of a running queue.
+STATUS_INTERVAL = 2.0
+
+
+class NotReady(Exception):
+    """The queue cannot run yet (Secret missing, spec invalid, API down): retry after ``delay``."""
+
+    def __init__(self, reason: str, message: str, delay: float = 30.0) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.delay = delay
+
+
+@dataclass
+class OperatorRuntime:
+    """What the kopf handlers share (kept in kopf's ``memo``)."""
+
+    api: KubeApi
+    metrics: Metrics
+    #: (namespace, queue name) → the launcher waiting for that queue's Job events.
+    launchers: dict[tuple[str, str], KubernetesLauncher] = field(default_factory=dict)
+    #: (namespace, queue name) → the running dispatcher (for the liveness probe).
+    dispatchers: dict[tuple[str, str], Dispatcher] = field(default_factory=dict)
+
+    async def observe_job(self, namespace: str, queue: str | None, job: Mapping[str, Any]) -> None:
+        """Route one Job event to its queue's launcher (Jobs of other queues are ignored)."""
+        launcher = self.launchers.get((namespace, queue or ""))
+        if launcher is not None:
+            await launcher.observe(job)
+
+    def liveness(self) -> dict[str, str]:
+        """Each queue's receive loop; raises when one died unexpectedly."""
+        report = {}
+        for (namespace, name), dispatcher in self.dispatchers.items():
+            alive, detail = dispatcher.alive()
+            if not alive:
+                raise RuntimeError(f"queue {namespace}/{name}: {detail}")
+            report[f"{namespace}/{name}"] = detail
+        return report
+
+    async def close(self) -> None:
+        await self.api.close()
+
+
+@dataclass
+class QueueStatus:
+    """Builds the ``status`` of a WaveflowQueue; keeps lastTransitionTime across writes."""
+
+    conditions: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def condition(self, kind: str, ok: bool | None, reason: str, message: str) -> None:
+        status = "Unknown" if ok is None else ("True" if ok else "False")
+        previous = self.conditions.get(kind)
+        since = (previous["lastTransitionTime"] if previous and previous["status"] == status
+                 else _now())
+        self.conditions[kind] = {"type": kind, "status": status, "reason": reason,
+                                 "message": message, "lastTransitionTime": since}
+
+    def from_dispatcher(self, status: DispatcherStatus, max_in_flight: int) -> dict[str, Any]:
+        """Ready and Polling from what the dispatcher saw last."""
+        if status.polling:
+            self.condition("Ready", True, "Polling", "receiving messages")
+        elif status.last_error and not status.last_error_retryable:
+            self.condition("Ready", False, "QueueUnavailable", status.last_error)
+        elif status.last_error:
+            self.condition("Ready", False, "QueueError", status.last_error)
+        else:
+            self.condition("Ready", None, "Starting", "waiting for the first receive")
+        if status.running >= max_in_flight:
+            self.condition("Polling", False, "MaxInFlight",
+                           f"{status.running} message(s) in flight, the maximum")
+        elif status.polling:
+            self.condition("Polling", True, "LongPolling", "waiting for messages")
+        else:
+            self.condition("Polling", False, "NotPolling", status.last_error or "starting")
+        return self.render(status)
+
+    def render(self, status: DispatcherStatus | None = None,
+               error: str | None = None) -> dict[str, Any]:
+        document: dict[str, Any] = {"conditions": list(self.conditions.values())}
+        if status is not None:
+            document["counts"] = {
+                "received": status.received, "running": status.running,
+                "succeeded": status.succeeded, "rejected": status.rejected,
+                "failed": status.failed, "deadLettered": status.dead_lettered}
+            if status.last_poll_time is not None:
+                document["lastPollTime"] = status.last_poll_time.strftime("%Y-%m-%dT%H:%M:%SZ")
+            error = error or status.last_error
+        document["lastError"] = error or ""
+        return document
+
+
+async def serve_queue(runtime: OperatorRuntime, meta: Mapping[str, Any],
+                      body: Mapping[str, Any], stopped: Any) -> None:
+    """Run one queue until kopf's ``stopped`` flag is set; raises :class:`NotReady` to be
+    retried later. ``body`` is kopf's live view of the resource: a changed spec restarts the
+    dispatcher with the new settings.
+    """
+    namespace, name = str(meta["namespace"]), str(meta["name"])
+    status = QueueStatus()
+    while not stopped:
+        spec = _plain(body.get("spec") or {})
+        dispatcher = await _start(runtime, namespace, name, meta, spec, status)
+        key = (namespace, name)
+        runtime.dispatchers[key] = dispatcher
+        try:
+            while not stopped and _plain(body.get("spec") or {}) == spec:
+                await _write_status(runtime, namespace, name,
+                                    status.from_dispatcher(dispatcher.status,
+                                                           dispatcher.settings.max_in_flight))
+                await stopped.wait(STATUS_INTERVAL)
+        finally:
+            runtime.launchers.pop(key, None)
+            runtime.dispatchers.pop(key, None)
+            await dispatcher.stop(0)
+        if not stopped:
+            log.info("queue %s/%s: the spec changed; restarting its dispatcher", namespace, name)
+    status.condition("Polling", False, "Stopped", "the operator stopped serving this queue")
+    with contextlib.suppress(KubeApiError):
+        await runtime.api.patch_queue_status(namespace, name, status.render())
+
+
+async def _start(runtime: OperatorRuntime, namespace: str, name: str, meta: Mapping[str, Any],
+                 spec: dict[str, Any], status: QueueStatus) -> Dispatcher:
+    """Secret → settings → launcher → dispatcher, or NotReady with the status written."""
+    try:
+        secret = await _webhook_secret(runtime.api, namespace, spec)
+        settings = spec_to_settings(name, spec, webhook_secret=secret)
+        if not (spec.get("job") or {}).get("image"):
+            raise ConfigError("spec.job.image is required")
+        launcher = KubernetesLauncher(runtime.api, namespace, meta, spec)
+        runtime.launchers[(namespace, name)] = launcher
+        dispatcher = Dispatcher(settings, launcher, metrics=runtime.metrics)
+        await dispatcher.start()
+        return dispatcher
+    except NotReady as error:
+        failure: Exception = error
+        reason, delay = error.reason, error.delay
+    except ConfigError as error:
+        failure, reason, delay = error, "InvalidSpec", 60.0
+    except KubeApiError as error:
+        failure, reason, delay = error, "KubernetesApiError", 10.0 if error.retryable else 60.0
+    runtime.launchers.pop((namespace, name), None)
+    log.error("queue %s/%s is not ready (%s): %s", namespace, name, reason, failure)
+    status.condition("Ready", False, reason, str(failure))
+    status.condition("Polling", False, "NotStarted", str(failure))
+    with contextlib.suppress(KubeApiError):
+        await runtime.api.patch_queue_status(namespace, name, status.render(error=str(failure)))
+    raise NotReady(reason, str(failure), delay)
+
+
+async def _webhook_secret(api: KubeApi, namespace: str, spec: Mapping[str, Any]) -> str | None:
+    ref = spec.get("webhookSecretRef") or {}
+    if not ref.get("name"):
+        return None
+    key = ref.get("key") or SPEC_DEFAULTS["webhookSecretRef.key"]
+    value = await api.read_secret_key(namespace, ref["name"], key)
+    if value is None:
+        raise NotReady("SecretNotFound", f"Secret {ref['name']!r} has no key {key!r}")
+    return value
+
+
+async def _write_status(runtime: OperatorRuntime, namespace: str, name: str,
+                        document: Mapping[str, Any]) -> None:
+    try:
+        await runtime.api.patch_queue_status(namespace, name, document)
+    except KubeApiError as error:
+        log.warning("could not write the status of %s/%s: %s", namespace, name, error)
+
+
+def _plain(value: Any) -> Any:
+    """A deep, plain copy of kopf's live views (for comparisons that do not move)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
