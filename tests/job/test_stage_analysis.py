@@ -170,9 +170,10 @@ def test_bad_num_peaks_is_rejected_naming_the_field(world: JobWorld, num_peaks: 
     assert body["result"]["error_message"].startswith("num_peaks: ")
 
 
-def test_scratch_dir_that_does_not_exist_fails_for_a_retry_without_failure(
-        world: JobWorld, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("TMPDIR", str(tmp_path / "gone"))
+def test_unexpected_error_is_logged_with_its_traceback_and_retried_without_failure(
+        world: JobWorld, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "gone"))  # no scratch dir: mkdtemp fails
     world.put(KEY, wav_bytes(seconds=0.1))
 
     assert world.run(analysis()) == 1
@@ -180,3 +181,8 @@ def test_scratch_dir_that_does_not_exist_fails_for_a_retry_without_failure(
     assert world.webhooks.received() == []
     assert world.summary()["error_code"] == "INTERNAL_ERROR"
     assert world.tags(KEY) == {}
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    [error] = [line for line in lines if line.get("error_code") == "INTERNAL_ERROR"
+               and "traceback" in line]
+    assert "FileNotFoundError" in error["traceback"]
+    assert error["stemId"] == "stem-789"
