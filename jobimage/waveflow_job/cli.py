@@ -85,16 +85,17 @@ def _run(args: argparse.Namespace) -> int:
     from waveflow_job import logs
     from waveflow_job.config import ConfigError, JobConfig
 
-    logs.configure(os.environ.get("LOG_LEVEL", "INFO"))
     started = time.perf_counter()
-    raw = _read_message(args)
-    if raw is None:
-        log.error("no message: pass --message-file, --message or set WAVEFLOW_MESSAGE")
-        return USAGE_ERROR
+    logs.configure("INFO")  # until the configuration says otherwise (or cannot be read)
     try:
         config = JobConfig.from_env()
     except ConfigError as error:
         log.error("configuration error: %s", error, extra={"error_code": "CONFIG_INVALID"})
+        return USAGE_ERROR
+    logs.configure(config.log_level)
+    raw = _read_message(args)
+    if raw is None:
+        log.error("no message: pass --message-file, --message or set WAVEFLOW_MESSAGE")
         return USAGE_ERROR
     with _terminate_cleanly():
         exit_code, summary = _process(raw, config)
@@ -241,7 +242,7 @@ def _waveform(args: argparse.Namespace) -> int:
     from waveflow_job import logs, waveform
     from waveflow_job.errors import WaveflowError
 
-    logs.configure(os.environ.get("LOG_LEVEL", "WARNING"))
+    logs.configure("WARNING")  # a local tool: quiet unless something is wrong
     try:
         waveform.write_waveform_file(args.input, args.output, args.peaks)
     except WaveflowError as error:
