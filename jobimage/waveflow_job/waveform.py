@@ -8,13 +8,15 @@ frame count N, so N must be known before the first block:
   trust it for the edges and check it at the end: fewer frames decoded means the file was cut
   short (``AUDIO_CORRUPT``), never a waveform of what happened to be there.
 - MP3 without a length header, Ogg and every PyAV source (M4A, WebM, ADTS) only let us
-  estimate N (the MP3 frame walk, the last Ogg granule, the MP4 sample table; encoder delay and
-  edit lists make them differ by a few hundred frames). We reduce speculatively with the
-  estimate; if the decoded count differs, we decode a second time with the now-known N. The
-  result is exact and memory stays bounded; the second decode costs time only for files whose
-  estimate was wrong (in practice: none of the MP3/Ogg files our encoders write, a few M4A).
+  estimate N (the MP3 frame walk, the last Ogg granule, the MP4 packet count times the codec's
+  frame size, the Matroska duration; encoder delay and edit lists make them differ by a few
+  hundred frames). We reduce speculatively with the estimate; if the decoded count differs, we
+  decode a second time with the now-known N. The result is exact and memory stays bounded;
+  the second decode costs time only for files whose estimate was wrong (in practice: none of
+  the MP3/Ogg/M4A files our encoders write; WebM, whose duration is in milliseconds, always).
   Truncation of these files is judged by their own structure before decoding (the last MP3
-  frame or Ogg page must be complete) or by the decoder's errors.
+  frame or Ogg page must be complete, an MP4 needs its sample table), by the decoder's errors,
+  or by decoding far fewer frames than estimated (see ``_slack``).
 
 Sources that seek to an exact frame (raw PCM, FLAC) with a trusted N are split into one range
 per available CPU (affinity and cgroup quota respected), decoded and reduced side by side in
@@ -112,7 +114,7 @@ def analyse_file(path: str | os.PathLike[str], num_peaks: int, *,
     if result is None:
         if decoded == 0:
             raise AudioError(ErrorCode.AUDIO_EMPTY, "the file decodes to no audio frames")
-        if info.frames_exact and info.frames is not None and decoded < info.frames:
+        if info.frames is not None and decoded < info.frames - _slack(info):
             raise AudioError(
                 ErrorCode.AUDIO_CORRUPT,
                 f"cut short: {info.container} declares {info.frames} frames, "
@@ -216,6 +218,19 @@ def available_cpus() -> int:
     except (OSError, ValueError):
         pass
     return max(1, min(cpus, 4))
+
+
+def _slack(info: Any) -> int:
+    """How far below the declared length decoding may end before the file counts as cut.
+
+    None for exact lengths. An estimate may overstate the decoded length by the encoder delay
+    trimmed on decoding and by the container's rounding (Matroska counts milliseconds):
+    a few codec frames, never the 0.5 % and 4096 frames allowed here. A stream cut at the
+    end of a complete packet (Matroska, ADTS) is otherwise indistinguishable from a short one.
+    """
+    if info.frames_exact or info.frames is None:
+        return 0
+    return max(4096, info.frames // 200)
 
 
 def _too_long(seconds: float, limit: float) -> AudioError:

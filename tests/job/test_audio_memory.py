@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from waveflow_job.audio import synth
 
 # VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec() from the (large) pytest parent.

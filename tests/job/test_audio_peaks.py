@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from job.audio_helpers import assert_peaks_close, reference_pairs, reference_peaks
 from waveflow_job.audio.peaks import (
     FrameCountExceeded,

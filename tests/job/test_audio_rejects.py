@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from waveflow_job.audio import synth
 from waveflow_job.contract import ErrorCode
 from waveflow_job.errors import AudioError, Rejected
@@ -38,12 +39,17 @@ def test_a_file_cut_short_is_rejected_as_corrupt(tmp_path: Path, fmt: str,
     assert refused(path).code == ErrorCode.AUDIO_CORRUPT
 
 
-@pytest.mark.parametrize("fmt", ["m4a-aac", "m4a-alac-16"])
+@pytest.mark.parametrize("fmt", ["m4a-aac", "m4a-alac-16", "webm-opus"])
 @pytest.mark.parametrize("fraction", [0.5, 0.9, 0.97])
-def test_an_m4a_cut_short_is_rejected_as_corrupt(tmp_path: Path, fmt: str,
-                                                 fraction: float) -> None:
-    # The sample table (moov) is written after the audio: a cut file has none, or half of one.
-    path = synth.truncate(written(tmp_path, fmt), fraction)
+def test_an_m4a_or_webm_cut_short_is_rejected_as_corrupt(tmp_path: Path, fmt: str,
+                                                         fraction: float) -> None:
+    # MP4: the sample table (moov) is written after the audio, a cut file has none or half of
+    # one. WebM: the cut is found by decoding well short of the declared duration.
+    if fmt == "webm-opus":
+        path = written(tmp_path, fmt, seconds=10.0, rate=48000)
+    else:
+        path = written(tmp_path, fmt)
+    synth.truncate(path, fraction)
     assert refused(path).code == ErrorCode.AUDIO_CORRUPT
 
 

@@ -62,6 +62,8 @@ FORMATS: dict[str, Format] = {f.name: f for f in [
            lossy=True),
     Format("m4a-alac-16", ".m4a", max_channels=6),
     Format("m4a-alac-24", ".m4a", max_channels=6),
+    # What browsers' MediaRecorder uploads.
+    Format("webm-opus", ".webm", rates=(48000,), max_channels=2, lossy=True),
 ]}
 
 _SNDFILE = {
@@ -130,9 +132,11 @@ def write_stream(path: str | os.PathLike[str], fmt: str, pieces: Iterator[Sample
         if fmt == "mp3-id3":
             add_id3_tags(path)
     else:
-        codec, sample_fmt = {"m4a-aac": ("aac", "fltp"), "m4a-alac-16": ("alac", "s16p"),
-                             "m4a-alac-24": ("alac", "s32p")}[fmt]
-        _write_pyav(path, pieces, rate, channels, codec, sample_fmt)
+        container, codec, sample_fmt = {
+            "m4a-aac": ("ipod", "aac", "fltp"), "m4a-alac-16": ("ipod", "alac", "s16p"),
+            "m4a-alac-24": ("ipod", "alac", "s32p"), "webm-opus": ("webm", "libopus", "flt"),
+        }[fmt]
+        _write_pyav(path, pieces, rate, channels, container, codec, sample_fmt)
     return path
 
 
@@ -146,12 +150,12 @@ def _write_sndfile(path: Path, pieces: Iterator[Samples], rate: int, channels: i
             f.write(piece)
 
 
-def _write_pyav(path: Path, pieces: Iterator[Samples], rate: int, channels: int, codec: str,
-                sample_fmt: str) -> None:
+def _write_pyav(path: Path, pieces: Iterator[Samples], rate: int, channels: int,
+                container: str, codec: str, sample_fmt: str) -> None:
     import av
 
     layout = _LAYOUTS[channels]
-    with av.open(str(path), "w", format="ipod") as out:
+    with av.open(str(path), "w", format=container) as out:
         stream: Any = out.add_stream(codec, rate=rate, layout=layout)
         stream.format = sample_fmt
         for piece in pieces:
@@ -170,6 +174,8 @@ def _to_sample_format(x: Samples, sample_fmt: str) -> np.ndarray:
     left-aligned) is passed through untouched, as soundfile does for integer arrays."""
     if x.dtype.kind == "i":
         return np.ascontiguousarray(x.T).astype(np.int16 if sample_fmt == "s16p" else np.int32)
+    if sample_fmt == "flt":  # packed: one plane, channels interleaved
+        return np.clip(x, -1.0, 1.0).astype(np.float32).reshape(1, -1)
     planar = np.ascontiguousarray(np.clip(x, -1.0, 1.0).T)
     if sample_fmt == "s16p":
         return np.round(planar * 32767).astype(np.int16)
