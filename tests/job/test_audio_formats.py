@@ -187,3 +187,12 @@ def test_a_cut_file_is_rejected_on_the_parallel_path_too(
     with pytest.raises(AudioError) as caught:
         analyse_file(path, 100, workers=2)
     assert caught.value.code == ErrorCode.AUDIO_CORRUPT
+
+
+def test_an_mp3_with_padding_before_its_first_frame_is_still_an_mp3(tmp_path: Path) -> None:
+    samples = synth.tone(44100, 44100, 2)
+    path = synth.write_audio(tmp_path / "p.mp3", "mp3-vbr", samples, 44100)
+    clean = analyse_file(path, 50)
+    path.write_bytes(b"\x00" * 1000 + path.read_bytes())
+    padded = analyse_file(path, 50)
+    assert (padded.container, padded.frames, padded.peaks) == ("MP3", clean.frames, clean.peaks)

@@ -96,6 +96,10 @@ def open_audio(path: str | os.PathLike[str]) -> AudioSource:
                 f.seek(headers.id3v2_size(head))
                 family = headers.sniff(f.read(64))
                 family = "MP3" if family in (None, "MP3", "ADTS") else family
+            elif family is None:
+                f.seek(0)
+                if headers.find_mp3_start(f.read(1 << 16)) is not None:
+                    family = "MP3"  # padding or junk before the first frame
     except OSError as exc:
         raise AudioError(ErrorCode.AUDIO_CORRUPT, f"cannot read the file: {exc}") from exc
     if size == 0:

@@ -307,6 +307,26 @@ def scan_mp3(data: bytes | memoryview, start: int) -> Mp3Scan:
     return Mp3Scan(frames, samples, has_header, truncated, junk, max(0, end - start))
 
 
+def find_mp3_start(data: bytes, chain: int = 3) -> int | None:
+    """Offset of the first of ``chain`` back-to-back MPEG frames: MP3s with leading padding
+    or junk (decoders skip it). Three in a row almost never happen in random bytes."""
+    pos = 0
+    while True:
+        pos = data.find(b"\xff", pos)
+        if pos < 0 or pos + 4 > len(data):
+            return None
+        at, ok = pos, 0
+        while ok < chain:
+            frame = mp3_frame(data[at : at + 4])
+            if frame is None or frame.length < 4:
+                break
+            ok += 1
+            at += frame.length
+        if ok == chain:
+            return pos
+        pos += 1
+
+
 def _resync(data: bytes | memoryview, pos: int, end: int) -> int | None:
     """Next offset holding a header that is followed by another valid header."""
     window = 1 << 16
