@@ -116,7 +116,7 @@ class WebhookClient:
             except _Retry as retry:
                 wait = retry.wait
                 if wait is None:
-                    ceiling = min(_MAX_BACKOFF, self.backoff * 2 ** (attempt - 1))
+                    ceiling = min(_MAX_BACKOFF, self.backoff * 2 ** min(attempt - 1, 30))
                     wait = random.uniform(0, ceiling)
                 if wait >= deadline - self._clock():
                     raise WebhookUndelivered(
