@@ -108,6 +108,23 @@ class KubeEmulator(KubernetesEmulator):
         """Names of every object of a resource ever stored, deleted ones included."""
         return [name for (r, _, name) in self.objects if r == res]
 
+    def api_calls(self, exclude_agent: str = "kmock/") -> set[tuple[str, str, str]]:
+        """(apiGroup, resource[/subresource], verb) of every API request not made by the test
+        itself (the test's and the kubelet's client identifies as kmock)."""
+        verbs = {action.LIST: "list", action.WATCH: "watch", action.FETCH: "get",
+                 action.CREATE: "create", action.UPDATE: "patch", action.DELETE: "delete"}
+        calls = set()
+        for request in self._requests:
+            agent = request.headers.get("User-Agent", "")
+            if request.resource is None or agent.startswith(exclude_agent):
+                continue
+            plural = str(request.resource.plural)
+            if request.subresource:
+                plural += f"/{request.subresource}"
+            verb = verbs.get(request.action) if request.action else None
+            calls.add((str(request.resource.group), plural, verb or str(request.method)))
+        return calls
+
     # ------------------------------------------------------------------ writes
 
     def _next_revision(self) -> str:

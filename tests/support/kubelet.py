@@ -1,0 +1,280 @@
+"""The test-side kubelet and Job controller: what turns a Job in the emulator into a finished Job.
+
+For every Job it sees (a watch on the emulator, over HTTP like any client), it:
+
+- creates a Pod (labels ``batch.kubernetes.io/job-name`` and ``job-name``) and marks the Job
+  active;
+- runs the Job's container command — the real ``waveflow-job run`` from this virtualenv, or a
+  test's stand-in — with the container's environment (``secretKeyRef`` resolved from the
+  emulator's Secrets), ``/scratch`` mapped to a fresh directory (``TMPDIR``) and the
+  termination-message path to a file of the pod's own; the directory is removed afterwards
+  (emptyDir semantics) and the file's content becomes the pod's termination message;
+- writes the Pod's container status (``terminated``: exit code, reason, message) and
+  merge-patches the Job's status like the Job controller: ``Complete`` after exit 0;
+  ``Failed``/``PodFailurePolicy`` for an exit code matched by a ``FailJob`` rule (exit 3);
+  otherwise a retry, until ``backoffLimit`` → ``Failed``/``BackoffLimitExceeded``; and
+  ``Failed``/``DeadlineExceeded`` when ``activeDeadlineSeconds`` runs out (the process is killed).
+
+Test options: ``hold()`` keeps new Jobs pending until ``release()`` (heartbeat and restart
+tests); ``instant=True`` completes every Job at once without running anything (benchmarks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from support.kube import JOBS, PODS, SECRETS, RunningKube
+
+#: Kubernetes keeps at most this much of a termination message.
+TERMINATION_MESSAGE_LIMIT = 4096
+_VENV_BIN = Path(sys.executable).parent
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class PodRun:
+    """One attempt of one Job, as the test can inspect it afterwards."""
+
+    job: str
+    pod: str
+    exit_code: int
+    message: str
+    scratch_left: list[str]
+
+
+@dataclass
+class Kubelet:
+    """Runs the emulator's Jobs; see the module docstring."""
+
+    kube: RunningKube
+    #: The environment every container starts from (PATH, AWS credentials for moto…).
+    base_env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    #: Replaces the container's command (e.g. tests/support/fakejob.py); None runs it as given.
+    command: Sequence[str] | None = None
+    #: Complete every Job at once without running anything.
+    instant: bool = False
+    runs: list[PodRun] = field(default_factory=list)
+    #: Job name → when the kubelet first saw it (time.time()).
+    seen: dict[str, float] = field(default_factory=dict)
+    _gate: asyncio.Event = field(default_factory=asyncio.Event)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _watch: asyncio.Task[None] | None = None
+    _handled: set[str] = field(default_factory=set)
+    _scratch_root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="kubelet-")))
+
+    async def __aenter__(self) -> Kubelet:
+        self._gate.set()
+        self._watch = asyncio.create_task(self._watch_jobs())
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        tasks = [t for t in (self._watch, *self._tasks) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        shutil.rmtree(self._scratch_root, ignore_errors=True)
+
+    def hold(self) -> None:
+        """New Jobs wait (pending) until :meth:`release`."""
+        self._gate.clear()
+
+    def release(self) -> None:
+        self._gate.set()
+
+    def scratch_leftovers(self) -> list[str]:
+        """Scratch directories still present (none once every pod has ended)."""
+        return sorted(p.name for p in self._scratch_root.iterdir())
+
+    # ------------------------------------------------------------------ the watch
+
+    async def _watch_jobs(self) -> None:
+        while True:
+            try:
+                async with self.kube.emulator.get(
+                        "/apis/batch/v1/jobs", params={"watch": "true"},
+                        timeout=aiohttp.ClientTimeout(total=None)) as response:
+                    async for line in response.content:
+                        if line.strip():
+                            self._on_event(json.loads(line))
+            except (aiohttp.ClientError, ValueError):
+                await asyncio.sleep(0.1)
+
+    def _on_event(self, event: Mapping[str, Any]) -> None:
+        job = event.get("object") or {}
+        uid = (job.get("metadata") or {}).get("uid")
+        if event.get("type") == "DELETED" or not uid or uid in self._handled:
+            return
+        self._handled.add(uid)
+        self.seen.setdefault(job["metadata"]["name"], time.time())
+        task = asyncio.create_task(self._run_job(job))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ------------------------------------------------------------------ the Job controller
+
+    async def _run_job(self, job: dict[str, Any]) -> None:
+        meta, spec = job["metadata"], job["spec"]
+        namespace, name = meta["namespace"], meta["name"]
+        await self._job_status(namespace, name, {"startTime": _now(), "active": 1})
+        if self.instant:
+            summary = json.dumps({"task": meta["labels"].get("waveflow.io/task"),
+                                  "outcome": "succeeded", "bytes": 0, "audio_seconds": 0.0})
+            await self._pod(job, 0, summary)
+            await self._finish(namespace, name, "Complete", "", "", succeeded=1)
+            return
+        await self._gate.wait()
+        backoff_limit = int(spec.get("backoffLimit", 6))
+        deadline = time.monotonic() + float(spec.get("activeDeadlineSeconds") or 3600)
+        failed = 0
+        while True:
+            left = deadline - time.monotonic()
+            code, _ = await self._attempt(job, left)
+            if code is None:
+                await self._finish(namespace, name, "Failed", "DeadlineExceeded",
+                                   "Job was active longer than specified deadline",
+                                   failed=failed + 1)
+                return
+            if code == 0:
+                await self._finish(namespace, name, "Complete", "", "", succeeded=1,
+                                   failed=failed)
+                return
+            failed += 1
+            if _fail_job(spec, code):
+                await self._finish(
+                    namespace, name, "Failed", "PodFailurePolicy",
+                    f"Container job for pod {namespace}/{name} failed with exit code {code} "
+                    "matching FailJob rule at index 0", failed=failed)
+                return
+            if failed > backoff_limit:
+                await self._finish(namespace, name, "Failed", "BackoffLimitExceeded",
+                                   "Job has reached the specified backoff limit", failed=failed)
+                return
+            await self._job_status(namespace, name, {"failed": failed, "active": 1})
+
+    async def _attempt(self, job: dict[str, Any], seconds: float) -> tuple[int | None, str]:
+        """One pod: run the container; None as exit code when the deadline killed it."""
+        container = job["spec"]["template"]["spec"]["containers"][0]
+        pod_dir = Path(tempfile.mkdtemp(prefix=f"{job['metadata']['name']}-",
+                                        dir=self._scratch_root))
+        scratch, summary = pod_dir / "scratch", pod_dir / "termination-log"
+        scratch.mkdir()
+        env = {**self.base_env, **self._container_env(job, container)}
+        env["TMPDIR"] = str(scratch)
+        env["WAVEFLOW_SUMMARY_FILE"] = str(summary)
+        argv = list(self.command or self._resolve(container.get("command") or []))
+        argv += list(container.get("args") or [])
+        process = await asyncio.create_subprocess_exec(
+            *argv, env=env, stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL, start_new_session=True)
+        code: int | None
+        try:
+            code = await asyncio.wait_for(process.wait(), timeout=max(0.1, seconds))
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+            code = None
+        except asyncio.CancelledError:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            raise
+        message = (summary.read_text(errors="replace")[:TERMINATION_MESSAGE_LIMIT]
+                   if summary.exists() else "")
+        left = [p.name for p in scratch.iterdir()]
+        shutil.rmtree(pod_dir, ignore_errors=True)
+        pod = await self._pod(job, 137 if code is None else code, message)
+        self.runs.append(PodRun(job["metadata"]["name"], pod, 137 if code is None else code,
+                                message, left))
+        return code, message
+
+    def _resolve(self, command: Sequence[str]) -> list[str]:
+        """``waveflow-job`` is this virtualenv's script (the image's PATH, here)."""
+        if command and (_VENV_BIN / command[0]).exists():
+            return [str(_VENV_BIN / command[0]), *command[1:]]
+        return list(command)
+
+    def _container_env(self, job: dict[str, Any], container: dict[str, Any]) -> dict[str, str]:
+        env: dict[str, str] = {}
+        namespace = job["metadata"]["namespace"]
+        for item in container.get("env") or []:
+            if "value" in item:
+                env[item["name"]] = str(item["value"])
+                continue
+            ref = (item.get("valueFrom") or {}).get("secretKeyRef")
+            if ref:
+                secret = self.kube.emulator.stored(SECRETS, namespace, ref["name"]) or {}
+                encoded = (secret.get("data") or {}).get(ref["key"])
+                if encoded is None:
+                    raise RuntimeError(f"secret {ref['name']}/{ref['key']} is missing")
+                env[item["name"]] = base64.b64decode(encoded).decode()
+        return env
+
+    async def _pod(self, job: dict[str, Any], code: int, message: str) -> str:
+        meta = job["metadata"]
+        pod_name = f"{meta['name']}-{secrets.token_hex(3)[:5]}"
+        reason = "Completed" if code == 0 else "Error"
+        labels = {**(job["spec"]["template"]["metadata"].get("labels") or {}),
+                  "batch.kubernetes.io/job-name": meta["name"], "job-name": meta["name"],
+                  "batch.kubernetes.io/controller-uid": meta["uid"]}
+        await self.kube.create(PODS, {
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": pod_name, "namespace": meta["namespace"], "labels": labels,
+                         "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job",
+                                              "name": meta["name"], "uid": meta["uid"],
+                                              "controller": True}]},
+            "spec": job["spec"]["template"]["spec"],
+            "status": {"phase": "Succeeded" if code == 0 else "Failed", "containerStatuses": [{
+                "name": "job", "ready": False, "restartCount": 0,
+                "state": {"terminated": {"exitCode": code, "reason": reason,
+                                         "message": message, "finishedAt": _now()}}}]},
+        })
+        return pod_name
+
+    async def _job_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        with contextlib.suppress(AssertionError):  # the Job may be gone (owner deleted)
+            await self.kube.patch(JOBS, namespace, name, {"status": status},
+                                  subresource="status")
+
+    async def _finish(self, namespace: str, name: str, kind: str, reason: str, message: str,
+                      **counts: int) -> None:
+        now = _now()
+        conditions = [{"type": kind, "status": "True", "reason": reason, "message": message,
+                       "lastProbeTime": now, "lastTransitionTime": now}]
+        if kind == "Complete":
+            conditions.insert(0, {**conditions[0], "type": "SuccessCriteriaMet"})
+        else:
+            conditions.insert(0, {**conditions[0], "type": "FailureTarget"})
+        status: dict[str, Any] = {"active": 0, "conditions": conditions, **counts}
+        if kind == "Complete":
+            status["completionTime"] = now
+        await self._job_status(namespace, name, status)
+
+
+def _fail_job(spec: Mapping[str, Any], code: int) -> bool:
+    """Whether a podFailurePolicy rule with action FailJob matches this exit code."""
+    for rule in (spec.get("podFailurePolicy") or {}).get("rules") or []:
+        codes = rule.get("onExitCodes") or {}
+        if rule.get("action") == "FailJob" and codes.get("operator") == "In" \
+                and code in (codes.get("values") or []):
+            return True
+    return False
