@@ -186,3 +186,19 @@ def test_unexpected_error_is_logged_with_its_traceback_and_retried_without_failu
                and "traceback" in line]
     assert "FileNotFoundError" in error["traceback"]
     assert error["stemId"] == "stem-789"
+
+
+def test_original_with_no_room_for_our_tags_is_retried_not_left_unprotected(
+        world: JobWorld) -> None:
+    """Untagged, the original could later be deleted as a duplicate: better to fail loudly."""
+    data = wav_bytes(seconds=0.1)
+    user_tags = {f"user-tag-{i}": str(i) for i in range(9)}
+    world.put(KEY, data, tags=user_tags)
+
+    assert world.run(analysis(audio_hash=hashlib.sha256(data).hexdigest())) == 1
+
+    assert world.webhooks.received() == []
+    assert world.tags(KEY) == user_tags
+    summary = world.summary()
+    assert (summary["outcome"], summary["error_code"]) == ("failed", "STORAGE_UNAVAILABLE")
+    assert world.scratch_entries() == []
