@@ -1,4 +1,4 @@
-"""moto in server mode on loopback: boto3 (in-process and in child processes) reaches it over HTTP."""
+"""moto in server mode on loopback: boto3 in this process and in child processes reach it."""
 
 from __future__ import annotations
 
