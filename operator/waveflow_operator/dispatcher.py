@@ -267,6 +267,7 @@ class Dispatcher:
     def __init__(self, settings: QueueSettings, launcher: Launcher, *,
                  sqs: SqsPoller | None = None, notifier: FailureNotifier | None = None,
                  metrics: Metrics | None = None,
+                 on_settled: Callable[[Delivery, JobResult], None] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
         self.launcher = launcher
@@ -275,6 +276,8 @@ class Dispatcher:
             settings.webhook_url, settings.webhook_secret)
         self.metrics = metrics or Metrics()
         self.status = DispatcherStatus()
+        #: Called once per settled job (after its message is deleted): status, demo, tests.
+        self.on_settled = on_settled
         self._clock = clock
         self._held: dict[str, _Held] = {}
         self._pending: dict[str, _Pending] = {}
@@ -621,6 +624,11 @@ class Dispatcher:
         self._settled[held.key] = result.outcome
         while len(self._settled) > _SETTLED_MEMORY:
             self._settled.popitem(last=False)
+        if self.on_settled is not None:
+            try:
+                self.on_settled(held.delivery, result)
+            except Exception:
+                log.exception("on_settled callback failed")
         log.info("settled job %s: %s%s", held.key, result.outcome.value,
                  f" ({result.error_code})" if result.error_code else "",
                  extra={**held.delivery.message.log_context(), "job": held.key})

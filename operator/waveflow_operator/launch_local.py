@@ -28,7 +28,7 @@ import signal
 import tempfile
 import time
 from collections import OrderedDict, deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -324,9 +324,12 @@ def _owner_alive(directory: Path) -> bool:
 
 def local_dispatcher(config: RunnerConfig, *, metrics: Metrics | None = None,
                      notifier: FailureNotifier | None = None,
-                     base_env: Mapping[str, str] | None = None) -> Dispatcher:
+                     base_env: Mapping[str, str] | None = None,
+                     on_settled: Callable[[Delivery, JobResult], None] | None = None
+                     ) -> Dispatcher:
     """The dispatcher with a local launcher, as ``waveflow local`` and ``waveflow demo`` run it."""
     launcher = LocalLauncher(config.queue, config.scratch_root, job_command=config.job_command,
                              retry_backoff_seconds=config.retry_backoff_seconds,
                              kill_grace_seconds=config.kill_grace_seconds, base_env=base_env)
-    return Dispatcher(config.queue, launcher, metrics=metrics, notifier=notifier)
+    return Dispatcher(config.queue, launcher, metrics=metrics, notifier=notifier,
+                      on_settled=on_settled)

@@ -1,0 +1,102 @@
+"""``waveflow local`` as a real process: SIGTERM stops it cleanly and loses no message.
+
+The jobs are ``tests/support/fakejob.py`` (``WAVEFLOW_JOB_COMMAND``) so a test can make them
+slow; everything else is real: the CLI, moto over HTTP, the reference backend.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from support.queues import backend_message, wait_for
+from support.runner import Stack
+
+FAKEJOB = Path(__file__).resolve().parents[1] / "support" / "fakejob.py"
+WAVEFLOW = Path(sys.executable).parent / "waveflow"
+pytestmark = pytest.mark.slow
+
+
+def start_local(stack: Stack, log: Path, **env: str) -> subprocess.Popen[bytes]:
+    """``waveflow local`` against the stack, 2 jobs at most, jobs steered by ``env``."""
+    environment = {
+        **os.environ,
+        "SQS_QUEUE_URL": stack.queues.url, "S3_BUCKET_NAME": stack.bucket,
+        "WEBHOOK_URL": stack.backend.webhook_url, "WEBHOOK_SECRET": "runner-test-secret",
+        "WAVEFLOW_JOB_COMMAND": f"{sys.executable} {FAKEJOB}",
+        "WAVEFLOW_SCRATCH_ROOT": str(stack.scratch), "WAVEFLOW_MAX_IN_FLIGHT": "2",
+        "WAVEFLOW_WAIT_TIME_SECONDS": "1", "WAVEFLOW_METRICS_PORT": "0",
+        "WAVEFLOW_HEALTH_PORT": "0", "WAVEFLOW_KILL_GRACE_SECONDS": "0.5",
+        "FAKEJOB_LOG": str(log), "LOG_LEVEL": "INFO", **env,
+    }
+    return subprocess.Popen([str(WAVEFLOW), "local"], env=environment,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def events(log: Path) -> Counter[str]:
+    return Counter(log.read_text().splitlines()) if log.exists() else Counter()
+
+
+def finish(process: subprocess.Popen[bytes]) -> int:
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr.decode(errors="replace")[-3000:]
+    return process.returncode
+
+
+def test_sigterm_lets_running_jobs_finish_and_the_rest_waits_in_the_queue(
+        stack: Stack, tmp_path: Path) -> None:
+    log = tmp_path / "jobs.log"
+    stems = [f"stem-{i}" for i in range(4)]
+    for stem in stems:
+        stack.queues.send(backend_message("generate_hash_and_webhook", stem))
+    runner = start_local(stack, log, FAKEJOB_SLEEP="2", WAVEFLOW_GRACE_SECONDS="30")
+    wait_for(lambda: sum(events(log).values()) == 2, 30, message="two jobs started")
+    runner.send_signal(signal.SIGTERM)
+    finish(runner)
+    first = events(log)
+    assert sum(v for k, v in first.items() if k.startswith("done")) == 2  # they finished
+    assert stack.queues.counts() == (2, 0)  # the two never started wait, visible
+    # After a restart the rest is processed; every stem completes exactly once.
+    runner = start_local(stack, log, FAKEJOB_SLEEP="0")
+    wait_for(lambda: stack.queues.counts() == (0, 0), 30, message="an empty queue")
+    wait_for(lambda: sum(1 for k in events(log) if k.startswith("done")) == 4, 30,
+             message="four jobs done")
+    runner.send_signal(signal.SIGTERM)
+    finish(runner)
+    assert {f"done {s}": 1 for s in stems} == {k: v for k, v in events(log).items()
+                                               if k.startswith("done")}
+    assert stack.queues.drain_dlq() == []
+    assert stack.leftovers() == []
+
+
+def test_a_second_signal_kills_running_jobs_and_still_returns_their_messages(
+        stack: Stack, tmp_path: Path) -> None:
+    log = tmp_path / "jobs.log"
+    stems = ["stem-x", "stem-y"]
+    for stem in stems:
+        stack.queues.send(backend_message("generate_hash_and_webhook", stem))
+    runner = start_local(stack, log, FAKEJOB_SLEEP="600", WAVEFLOW_GRACE_SECONDS="600")
+    wait_for(lambda: sum(events(log).values()) == 2, 30, message="two jobs started")
+    runner.send_signal(signal.SIGTERM)
+    runner.send_signal(signal.SIGINT)
+    finish(runner)
+    assert not any(k.startswith("done") for k in events(log))
+    # Returned with visibility 0: visible again at once, not after the visibility timeout.
+    assert stack.queues.counts() == (2, 0)
+    assert stack.leftovers() == []
+    runner = start_local(stack, log, FAKEJOB_SLEEP="0")
+    wait_for(lambda: stack.queues.counts() == (0, 0), 30, message="an empty queue")
+    wait_for(lambda: sum(1 for k in events(log) if k.startswith("done")) == 2, 30,
+             message="both jobs done")
+    runner.send_signal(signal.SIGTERM)
+    finish(runner)
+    assert {k: v for k, v in events(log).items() if k.startswith("done")} == \
+        {"done stem-x": 1, "done stem-y": 1}
+    assert stack.backend.webhooks == []  # nothing failed, so the runner told the backend nothing
+    assert stack.leftovers() == []
