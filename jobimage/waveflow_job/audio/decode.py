@@ -9,9 +9,10 @@ Three readers, chosen by the file's signature (never its name):
   MP3) goes through soundfile, again into one reused buffer;
 - MP4/M4A/3GP (AAC, ALAC, AMR: phone recordings), Matroska/WebM and ADTS go through PyAV.
 
-Blocks are ``(frames, channels)`` arrays in the stream's native type (int16, int32 or
-float32) with :class:`~waveflow_job.audio.peaks.SampleScale` saying what full scale is. A
-block is a view of a reused buffer: consume it before asking for the next one.
+Blocks are ``(frames, channels)`` arrays (interleaved, or planar views) in the stream's
+native type (int16, int32 or float32) with :class:`~waveflow_job.audio.peaks.SampleScale`
+saying what full scale is. A block is a view of a reused buffer: consume it before asking for
+the next one.
 
 Declared lengths are checked here, not trusted: a WAV/AIFF data chunk that promises more than
 the file holds, an MP3 whose last frame is cut, an Ogg stream whose last page is incomplete are
@@ -181,7 +182,7 @@ class RawPcmSource(AudioSource):
         buf = bytearray(pad + bframes * align + pad)
         view = memoryview(buf)
         dtype = {2: "<i2", 4: "<f4" if self.info.sample_format == "FLOAT" else "<i4"}.get(width)
-        wide = np.empty(bframes * ch, dtype=np.int32) if width == 3 else None
+        wide = np.empty((ch, bframes), dtype=np.int32) if width == 3 else None
         with open(self.path, "rb", buffering=0) as f:
             f.seek(lay.data_offset + start * align)
             while remaining > 0:
@@ -193,10 +194,12 @@ class RawPcmSource(AudioSource):
                 if wide is not None:
                     # The little-endian int32 at byte 3i is (sample_i << 8) | previous byte:
                     # masking the low byte leaves the 24-bit sample left-aligned in 32 bits.
-                    raw = np.ndarray((n * ch,), dtype="<i4", buffer=buf, strides=(3,))
-                    out = wide[: n * ch]
-                    np.bitwise_and(raw, np.int32(-256), out=out)
-                    yield out.reshape(n, ch)
+                    # One strided view per channel makes the block planar in the same pass.
+                    for c in range(ch):
+                        raw = np.ndarray((n,), dtype="<i4", buffer=buf, offset=3 * c,
+                                         strides=(3 * ch,))
+                        np.bitwise_and(raw, np.int32(-256), out=wide[c, :n])
+                    yield wide[:, :n].T
                 else:
                     yield np.frombuffer(buf, dtype=dtype, count=n * ch).reshape(n, ch)
                 if got % align:
