@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from waveflow_operator.config import ConfigError
+from waveflow_operator.config import ConfigError, QueueSettings
 from waveflow_operator.dispatcher import Dispatcher, DispatcherStatus
 from waveflow_operator.jobs import SPEC_DEFAULTS, spec_to_settings
 from waveflow_operator.kubeapi import KubeApi, KubeApiError
@@ -89,14 +89,18 @@ class QueueStatus:
         self.conditions[kind] = {"type": kind, "status": status, "reason": reason,
                                  "message": message, "lastTransitionTime": since}
 
-    def from_dispatcher(self, status: DispatcherStatus, max_in_flight: int) -> dict[str, Any]:
+    def from_dispatcher(self, status: DispatcherStatus, settings: QueueSettings
+                        ) -> dict[str, Any]:
         """Ready and Polling from what the dispatcher saw last."""
+        max_in_flight = settings.max_in_flight
         if status.polling:
-            self.condition("Ready", True, "Polling", "receiving messages")
+            self.condition("Ready", True, "Polling", f"receiving from {settings.queue_url}")
         elif status.last_error and not status.last_error_retryable:
-            self.condition("Ready", False, "QueueUnavailable", status.last_error)
+            self.condition("Ready", False, "QueueUnavailable",
+                           f"{settings.queue_url}: {status.last_error}")
         elif status.last_error:
-            self.condition("Ready", False, "QueueError", status.last_error)
+            self.condition("Ready", False, "QueueError",
+                           f"{settings.queue_url}: {status.last_error}")
         else:
             self.condition("Ready", None, "Starting", "waiting for the first receive")
         if status.running >= max_in_flight:
@@ -131,6 +135,7 @@ async def serve_queue(runtime: OperatorRuntime, meta: Mapping[str, Any],
     """
     namespace, name = str(meta["namespace"]), str(meta["name"])
     status = QueueStatus()
+    last: DispatcherStatus | None = None
     while not stopped:
         spec = _plain(body.get("spec") or {})
         dispatcher = await _start(runtime, namespace, name, meta, spec, status)
@@ -140,17 +145,18 @@ async def serve_queue(runtime: OperatorRuntime, meta: Mapping[str, Any],
             while not stopped and _plain(body.get("spec") or {}) == spec:
                 await _write_status(runtime, namespace, name,
                                     status.from_dispatcher(dispatcher.status,
-                                                           dispatcher.settings.max_in_flight))
+                                                           dispatcher.settings))
                 await stopped.wait(STATUS_INTERVAL)
         finally:
             runtime.launchers.pop(key, None)
             runtime.dispatchers.pop(key, None)
             await dispatcher.stop(0)
+            last = dispatcher.status
         if not stopped:
             log.info("queue %s/%s: the spec changed; restarting its dispatcher", namespace, name)
     status.condition("Polling", False, "Stopped", "the operator stopped serving this queue")
     with contextlib.suppress(KubeApiError):
-        await runtime.api.patch_queue_status(namespace, name, status.render())
+        await runtime.api.patch_queue_status(namespace, name, status.render(last))
 
 
 async def _start(runtime: OperatorRuntime, namespace: str, name: str, meta: Mapping[str, Any],

@@ -6,15 +6,22 @@ backend that sends the next stage's message when a webhook arrives.
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import hashlib
+import json
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
+from support.kube import JOBS, QUEUES
 from support.kubelet import Kubelet
 from support.operator_e2e import Cluster, running_operator
+from support.queues import backend_message, make_queues
 from support.runner import eventually
 from waveflow_job.audio import synth
 from waveflow_operator.jobs import LABEL_QUEUE
@@ -79,3 +86,238 @@ async def test_the_three_stages_run_as_jobs_and_every_message_is_deleted(
     assert cluster.counts() == {"received": 4, "running": 0, "succeeded": 4, "rejected": 0,
                                 "failed": 0, "deadLettered": 0}
     assert cluster.queues.drain_dlq() == []
+
+
+def kombu_body(task: str, kwargs: dict[str, Any], message_id: str) -> str:
+    """Celery protocol 2 as kombu's SQS transport writes it: base64 JSON, base64 body."""
+    inner = base64.b64encode(json.dumps([[], kwargs, {"callbacks": None}]).encode()).decode()
+    envelope = {"body": inner, "content-encoding": "utf-8", "content-type": "application/json",
+                "headers": {"lang": "py", "task": f"app.tasks.{task}", "id": message_id},
+                "properties": {"body_encoding": "base64", "delivery_tag": message_id}}
+    return base64.b64encode(json.dumps(envelope).encode()).decode()
+
+
+def fake_kubelet(cluster: Cluster, **env: str) -> Kubelet:
+    """A kubelet running tests/support/fakejob.py, steered by FAKEJOB_* variables."""
+    return Kubelet(cluster.kube, base_env={**os.environ, **env},
+                   command=(sys.executable, str(FAKEJOB)))
+
+
+def hash_message(stem: str, key: str = "audio/x.wav") -> dict[str, Any]:
+    return backend_message("generate_hash_and_webhook", stem, filepath=key)
+
+
+def dead_letters(cluster: Cluster) -> dict[str, str]:
+    """Dead-lettered bodies' stems (or bodies) → the reason attribute, draining the DLQ."""
+    found = {}
+    for message in cluster.queues.drain_dlq():
+        reason = message["MessageAttributes"]["WaveflowReason"]["StringValue"]
+        found[message["Body"]] = reason
+    return found
+
+
+async def test_each_envelope_form_becomes_a_job(cluster: Cluster, kubelet: Kubelet,
+                                                tmp_path: Path) -> None:
+    data = wav(tmp_path)
+    s3 = cluster.aws.client("s3")
+    for stem in ("stem-j", "stem-f", "stem-k"):
+        s3.put_object(Bucket="waveflow-test", Key=f"audio/{stem}.wav", Body=data)
+    kwargs = {"userId": "user-1", "trackId": "track-1", "filepath": "audio/stem-k.wav",
+              "stemId": "stem-k"}
+    async with running_operator():
+        await cluster.create_queue()
+        cluster.queues.send(hash_message("stem-j", "audio/stem-j.wav"))
+        cluster.queues.send({"task": "generate_hash_and_webhook", "userId": "user-2",
+                             "trackId": "track-2", "stemId": "stem-f",
+                             "filepath": "audio/stem-f.wav"})
+        cluster.queues.send(kombu_body("generate_hash_and_webhook", kwargs, "hash-stem-k-1"))
+        await eventually(lambda: all(stem_status(cluster, s) == "completed"
+                                     for s in ("stem-j", "stem-f", "stem-k")), 60, "analyses")
+        await eventually(lambda: cluster.queues.counts() == (0, 0), 10, "an empty queue")
+    checks = {w["body"]["stemId"] for w in cluster.backend.webhooks if w["event"] == "hash-check"}
+    assert checks == {"stem-j", "stem-f", "stem-k"}
+    assert len(cluster.jobs()) == 6  # three hashes, three analyses
+    assert cluster.queues.drain_dlq() == []
+
+
+async def test_a_poison_message_is_dead_lettered_with_its_reason_and_never_becomes_a_job(
+        cluster: Cluster, kubelet: Kubelet) -> None:
+    async with running_operator():
+        await cluster.create_queue()
+        cluster.queues.send("this is not json")
+        cluster.queues.send({"task": "app.tasks.transcode", "id": "x-1", "args": [],
+                             "kwargs": {"stemId": "stem-p"}})
+        await eventually(lambda: cluster.counts().get("deadLettered") == 2, 30, "dead letters")
+        await eventually(lambda: cluster.queues.counts() == (0, 0), 10, "an empty queue")
+    assert cluster.jobs() == [] and cluster.kube.emulator.ever_created(JOBS) == []
+    reasons = dead_letters(cluster)
+    assert reasons["this is not json"] == "MESSAGE_INVALID"
+    assert sorted(reasons.values()) == ["MESSAGE_INVALID", "UNKNOWN_TASK"]
+    # The stem could be read from the second one: the backend hears of it, once, as final.
+    [failure] = completions(cluster)
+    assert failure["stemId"] == "stem-p" and failure["result"]["retryable"] is False
+
+
+async def test_a_rejected_job_has_its_message_deleted_without_a_dead_letter(
+        cluster: Cluster, kubelet: Kubelet) -> None:
+    async with running_operator():
+        await cluster.create_queue()
+        cluster.queues.send(hash_message("stem-r", "audio/missing.wav"))
+        await eventually(lambda: cluster.counts().get("rejected") == 1, 60, "the rejection")
+        await eventually(lambda: cluster.queues.counts() == (0, 0), 10, "an empty queue")
+    [job] = cluster.jobs()
+    failed = [c for c in job["status"]["conditions"] if c["type"] == "Failed"]
+    assert failed[0]["reason"] == "PodFailurePolicy"
+    assert job["metadata"]["annotations"]["waveflow.io/reported"] == "rejected"
+    assert [run.exit_code for run in kubelet.runs] == [3]  # no retry after exit 3
+    # The job itself told the backend (final, not retryable); the runner adds nothing.
+    [failure] = completions(cluster)
+    assert failure["result"]["error_code"] == "OBJECT_NOT_FOUND"
+    assert failure["result"]["retryable"] is False
+    assert cluster.queues.drain_dlq() == []
+
+
+async def test_failing_jobs_get_a_failure_webhook_and_go_to_the_dead_letter_queue(
+        cluster: Cluster) -> None:
+    job = {"backoffLimit": 1, "activeDeadlineSeconds": {"hash": 3}}
+    async with fake_kubelet(cluster, FAKEJOB_EXIT="1", FAKEJOB_HANG_STEMS="stem-h") as kubelet, \
+            running_operator():
+        await cluster.create_queue(job=job)
+        cluster.queues.send(hash_message("stem-f"))
+        cluster.queues.send(hash_message("stem-h"))
+        await eventually(lambda: cluster.counts().get("failed") == 2, 60, "two failures")
+        await eventually(lambda: cluster.queues.counts() == (0, 0), 10, "an empty queue")
+    runs = sorted(run.exit_code for run in kubelet.runs if run.job)
+    assert runs == [1, 1, 137]  # stem-f retried once (backoffLimit 1); stem-h killed once
+    codes = {c["stemId"]: c["result"] for c in completions(cluster)}
+    assert codes["stem-f"]["error_code"] == "JOB_BACKOFF_LIMIT"
+    assert codes["stem-h"]["error_code"] == "JOB_DEADLINE_EXCEEDED"
+    assert codes["stem-f"]["retryable"] is True and codes["stem-h"]["retryable"] is True
+    assert sorted(dead_letters(cluster).values()) == ["JOB_BACKOFF_LIMIT",
+                                                      "JOB_DEADLINE_EXCEEDED"]
+
+
+async def test_a_job_running_past_the_visibility_timeout_is_not_redelivered(
+        cluster: Cluster, kubelet: Kubelet, tmp_path: Path) -> None:
+    cluster.aws.client("s3").put_object(Bucket="waveflow-test", Key="audio/long.wav",
+                                        Body=wav(tmp_path))
+    kubelet.hold()
+    # Below the CRD's minimum of 30 s (the emulator does not validate): four timeouts pass.
+    async with running_operator():
+        await cluster.create_queue(visibilityTimeoutSeconds=2)
+        cluster.queues.send(hash_message("stem-l", "audio/long.wav"))
+        await eventually(lambda: len(cluster.jobs()) == 1, 30, "the Job")
+        await asyncio.sleep(8)
+        assert cluster.queues.counts() == (0, 1)  # still invisible, still held
+        kubelet.release()
+        await eventually(lambda: stem_status(cluster, "stem-l") == "completed", 60, "analysis")
+        await eventually(lambda: cluster.counts().get("succeeded") == 2, 20, "status counts")
+    assert cluster.counts()["received"] == 2  # the hash message once, then the analysis
+    assert len(cluster.kube.emulator.ever_created(JOBS)) == 2
+
+
+async def test_an_operator_restarted_mid_flight_creates_no_second_job_and_settles_each_once(
+        cluster: Cluster) -> None:
+    async with fake_kubelet(cluster) as kubelet:
+        kubelet.hold()
+        async with running_operator():
+            await cluster.create_queue()
+            cluster.queues.send(hash_message("stem-1"))
+            cluster.queues.send(hash_message("stem-2"))
+            await eventually(lambda: len(cluster.jobs()) == 2, 30, "two Jobs")
+        # The operator is down: both Jobs finish, and one more message arrives.
+        kubelet.release()
+        await eventually(lambda: len(kubelet.runs) == 2, 30, "the Jobs to finish")
+        cluster.queues.send(hash_message("stem-3"))
+        async with running_operator():
+            await eventually(lambda: cluster.counts().get("succeeded") == 3, 30, "settling")
+            await eventually(lambda: cluster.queues.counts() == (0, 0), 10, "an empty queue")
+            kubelet.hold()
+            cluster.queues.send(hash_message("stem-4"))
+            await eventually(lambda: len(cluster.jobs()) == 4, 30, "the fourth Job")
+        # Down again while the fourth Job runs; the next operator adopts it when its message
+        # comes back (the 409 path), and settles it once it finishes.
+        async with running_operator():
+            await eventually(lambda: cluster.counts().get("received") == 1, 30, "redelivery")
+            kubelet.release()
+            await eventually(lambda: cluster.counts().get("succeeded") == 1, 30, "settling")
+            await eventually(lambda: cluster.queues.counts() == (0, 0), 10, "an empty queue")
+    assert len(cluster.kube.emulator.ever_created(JOBS)) == 4
+    assert sorted(run.job for run in kubelet.runs) == sorted(cluster.kube.emulator.ever_created(
+        JOBS))  # each Job ran once
+    assert all(job["metadata"]["annotations"]["waveflow.io/reported"] == "succeeded"
+               for job in cluster.jobs())
+    assert ("batch", "jobs", "get") in cluster.kube.emulator.api_calls()  # adopted after a 409
+    assert cluster.queues.drain_dlq() == []
+
+
+async def test_at_the_in_flight_maximum_messages_wait_in_sqs(cluster: Cluster) -> None:
+    async with fake_kubelet(cluster) as kubelet:
+        kubelet.hold()
+        async with running_operator():
+            await cluster.create_queue(maxInFlight=2)
+            for i in range(4):
+                cluster.queues.send(hash_message(f"stem-{i}"))
+            await eventually(lambda: len(cluster.jobs()) == 2, 30, "two Jobs")
+            await eventually(lambda: cluster.condition("Polling").get("reason") == "MaxInFlight",
+                             20, "the Polling condition")
+            await asyncio.sleep(3)  # several poll cycles: nothing more is received
+            assert len(cluster.jobs()) == 2
+            assert cluster.queues.counts() == (2, 2)
+            kubelet.release()
+            await eventually(lambda: cluster.counts().get("succeeded") == 4, 30, "all four")
+            await eventually(lambda: cluster.queues.counts() == (0, 0), 10, "an empty queue")
+    assert len(cluster.kube.emulator.ever_created(JOBS)) == 4
+
+
+async def test_two_queues_are_served_side_by_side(cluster: Cluster) -> None:
+    other = make_queues(cluster.aws, "waveflow-other")
+    async with fake_kubelet(cluster), running_operator():
+        await cluster.create_queue("audio")
+        await cluster.kube.create(QUEUES, {
+            "apiVersion": "waveflow.io/v1alpha1", "kind": "WaveflowQueue",
+            "metadata": {"name": "other", "namespace": NAMESPACE},
+            "spec": cluster.spec(other)})
+        cluster.queues.send(hash_message("stem-a"))
+        other.send(hash_message("stem-o"))
+        other.send(hash_message("stem-p"))
+        await eventually(lambda: cluster.counts("audio").get("succeeded") == 1
+                         and cluster.counts("other").get("succeeded") == 2, 30, "both queues")
+    by_queue = sorted((job["metadata"]["labels"][LABEL_QUEUE],
+                       job["metadata"]["annotations"]["waveflow.io/stem-id"])
+                      for job in cluster.jobs())
+    assert by_queue == [("audio", "stem-a"), ("other", "stem-o"), ("other", "stem-p")]
+    assert cluster.queues.counts() == (0, 0) and other.counts() == (0, 0)
+
+
+async def test_deleting_a_queue_stops_its_polling(cluster: Cluster, kubelet: Kubelet) -> None:
+    async with running_operator():
+        await cluster.create_queue()
+        await eventually(lambda: cluster.condition("Ready").get("status") == "True", 20, "Ready")
+        await cluster.kube.delete(QUEUES, NAMESPACE, "audio")
+        # kopf releases its finalizer only once the daemon (and its dispatcher) has stopped.
+        await eventually(lambda: cluster.kube.emulator.stored(QUEUES, NAMESPACE, "audio") is None,
+                         30, "the queue's removal")
+        cluster.queues.send(hash_message("stem-z"))
+        await asyncio.sleep(3)  # three long polls' worth: nobody receives it
+        assert cluster.queues.counts() == (1, 0)
+    assert cluster.jobs() == []
+
+
+async def test_a_bad_queue_url_or_a_missing_secret_shows_in_the_status_without_a_crash(
+        cluster: Cluster, kubelet: Kubelet) -> None:
+    bad_url = cluster.queues.url.rsplit("/", 1)[0] + "/no-such-queue"
+    async with running_operator():
+        await cluster.create_queue("bad-url", queueUrl=bad_url)
+        await cluster.create_queue("no-secret", webhookSecretRef={"name": "missing"})
+        await cluster.create_queue("good")
+        await eventually(lambda: cluster.condition("Ready", "bad-url").get("status") == "False",
+                         30, "bad-url not ready")
+        await eventually(lambda: cluster.condition("Ready", "no-secret").get("reason")
+                         == "SecretNotFound", 30, "no-secret not ready")
+        await eventually(lambda: cluster.condition("Ready", "good").get("status") == "True",
+                         30, "good ready")
+        ready = cluster.condition("Ready", "bad-url")
+        assert ready["reason"] == "QueueUnavailable" and "no-such-queue" in ready["message"]
+        assert "NonExistentQueue" in cluster.queue_status("bad-url")["lastError"]
+        assert "missing" in cluster.queue_status("no-secret")["lastError"]
