@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
+import requests
 
 from support.queues import backend_message, wait_for
 from support.runner import Stack
@@ -100,3 +102,31 @@ def test_a_second_signal_kills_running_jobs_and_still_returns_their_messages(
         {"done stem-x": 1, "done stem-y": 1}
     assert stack.backend.webhooks == []  # nothing failed, so the runner told the backend nothing
     assert stack.leftovers() == []
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_waveflow_local_serves_metrics_and_liveness(stack: Stack, tmp_path: Path) -> None:
+    metrics_port, health_port = free_port(), free_port()
+    runner = start_local(stack, tmp_path / "jobs.log", WAVEFLOW_METRICS_PORT=str(metrics_port),
+                         WAVEFLOW_HEALTH_PORT=str(health_port))
+    stack.queues.send(backend_message("generate_hash_and_webhook", "stem-m"))
+
+    def scrape() -> str:
+        try:
+            return requests.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2).text
+        except requests.ConnectionError:
+            return ""
+
+    text = wait_for(lambda: (t := scrape()) and 'outcome="succeeded"' in t and t, 30,
+                    message="a settled job in the metrics")
+    assert 'waveflow_jobs_finished_total{outcome="succeeded",queue="waveflow-test",' \
+        'task="generate_hash_and_webhook"} 1.0' in text
+    live = requests.get(f"http://127.0.0.1:{health_port}/healthz", timeout=5)
+    assert live.status_code == 200 and live.text.startswith("ok")
+    runner.send_signal(signal.SIGTERM)
+    finish(runner)

@@ -1,0 +1,53 @@
+"""``waveflow demo`` runs the whole pipeline, reports it, and leaves nothing behind."""
+
+from __future__ import annotations
+
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+import zlib
+from pathlib import Path
+
+import pytest
+
+from waveflow_operator.demo import SAMPLES, waveform_png
+
+WAVEFLOW = Path(sys.executable).parent / "waveflow"
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+def test_a_waveform_document_is_drawn_one_lane_per_channel() -> None:
+    document = {"channels": 2, "length": 4, "data": [-100, 100, -10, 10] * 4}
+    data = waveform_png(document, width=40, lane=20)
+    assert png_size(data) == (40, 40)
+    idat = data.index(b"IDAT")
+    length = struct.unpack(">I", data[idat - 4:idat])[0]
+    raw = zlib.decompress(data[idat + 4:idat + 4 + length])
+    assert len(raw) == 40 * (1 + 40 * 3)  # filter byte + RGB per row
+
+
+@pytest.mark.slow
+def test_the_demo_exits_zero_with_a_table_pictures_and_no_leftovers(tmp_path: Path) -> None:
+    scratch_before = set(Path(tempfile.gettempdir()).glob("waveflow-demo-*"))
+    result = subprocess.run([str(WAVEFLOW), "demo", "--output", str(tmp_path / "out")],
+                            capture_output=True, text=True, timeout=120, check=False,
+                            env={k: v for k, v in os.environ.items()
+                                 if not k.startswith("AWS_")})
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    assert "Every outcome is the expected one." in result.stdout
+    for sample in SAMPLES:
+        assert sample.stem in result.stdout
+    analysed = [s.stem for s in SAMPLES if s.expect == "analysed"]
+    pictures = sorted(p.stem for p in (tmp_path / "out").glob("*.png"))
+    assert pictures == sorted(analysed)
+    assert png_size((tmp_path / "out" / "stem-ambience.png").read_bytes())[1] == 6 * 90
+    index = (tmp_path / "out" / "index.html").read_text(encoding="utf-8")
+    assert all(f"{stem}.png" in index for stem in analysed)
+    assert set(Path(tempfile.gettempdir()).glob("waveflow-demo-*")) == scratch_before
