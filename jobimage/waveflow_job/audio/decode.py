@@ -100,7 +100,7 @@ def open_audio(path: str | os.PathLike[str]) -> AudioSource:
             if family == "ID3":
                 f.seek(headers.id3v2_size(head))
                 family = headers.sniff(f.read(64))
-                family = "MP3" if family in (None, "MP3", "ADTS") else family
+                family = family if family in ("FLAC", "ADTS") else "MP3"
             elif family is None:
                 f.seek(0)
                 if headers.find_mp3_start(f.read(1 << 16)) is not None:
@@ -113,10 +113,13 @@ def open_audio(path: str | os.PathLike[str]) -> AudioSource:
         raise AudioError(ErrorCode.AUDIO_CORRUPT,
                          "not an audio file: no known container signature in its first bytes")
     if family in ("WAV", "W64", "AIFF"):
-        return _open_pcm(path, family)
-    if family in ("FLAC", "OGG", "MP3"):
-        return _open_sndfile(path, family)
-    return _open_pyav(path, family)
+        source = _open_pcm(path, family)
+    elif family in ("FLAC", "OGG", "MP3"):
+        source = _open_sndfile(path, family)
+    else:
+        source = _open_pyav(path, family)
+    log.debug("opened %s with %s", path, type(source).__name__, extra={"audio": source.info})
+    return source
 
 
 # ----------------------------------------------------------------------------- raw PCM
@@ -235,6 +238,16 @@ _SF_BITS = {"PCM_S8": 8, "PCM_U8": 8, "PCM_16": 16, "PCM_24": 24, "PCM_32": 32,
 def _open_sndfile(path: str, family: str, declared_frames: int | None = None) -> AudioSource:
     import soundfile as sf
 
+    if family == "MP3":
+        scan = _scan_mp3(path)
+        if scan.truncated:
+            raise AudioError(ErrorCode.AUDIO_CORRUPT, "cut short: the last MP3 frame is incomplete")
+        if scan.frames == 0 or scan.junk_bytes * 2 > scan.audio_bytes:
+            raise AudioError(ErrorCode.AUDIO_CORRUPT, "not an MPEG audio stream")
+        if not scan.has_length_header:
+            # libsndfile stops at mpg123's length estimate, which for a VBR file without a
+            # Xing/Info header can be a third of the stream: FFmpeg decodes to the end.
+            return _open_pyav(path, "MP3", frames_estimate=scan.samples)
     try:
         with sf.SoundFile(path) as f:
             fmt, subtype = f.format, f.subtype
@@ -262,16 +275,6 @@ def _open_sndfile(path: str, family: str, declared_frames: int | None = None) ->
     if family == "OGG" and not _ogg_complete(path):
         raise AudioError(ErrorCode.AUDIO_CORRUPT,
                          "cut short: the Ogg stream does not end with a complete last page")
-    if family == "MP3":
-        scan = _scan_mp3(path)
-        if scan.truncated:
-            raise AudioError(ErrorCode.AUDIO_CORRUPT, "cut short: the last MP3 frame is incomplete")
-        if scan.frames == 0 or scan.junk_bytes * 2 > scan.audio_bytes:
-            raise AudioError(ErrorCode.AUDIO_CORRUPT, "not an MPEG audio stream")
-        if not scan.has_length_header:
-            # libsndfile stops at mpg123's length estimate, which for a VBR file without a
-            # Xing/Info header can be a third of the stream: FFmpeg decodes to the end.
-            return _open_pyav(path, "MP3", frames_estimate=scan.samples)
     if exact and frames == 0:
         raise AudioError(ErrorCode.AUDIO_EMPTY, f"the {container} file holds no frames")
     info = StreamInfo(
