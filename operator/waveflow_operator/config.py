@@ -135,7 +135,7 @@ class RunnerConfig:
         }
         queue_url = env.required("SQS_QUEUE_URL")
         queue = QueueSettings(
-            #: WAVEFLOW_QUEUE_NAME: label for metrics and logs (default: the queue's name).
+            # WAVEFLOW_QUEUE_NAME: label for metrics and logs (default: the queue's name).
             name=env.text("WAVEFLOW_QUEUE_NAME") or queue_url.rstrip("/").rsplit("/", 1)[-1],
             queue_url=queue_url,
             bucket=env.required("S3_BUCKET_NAME"),
@@ -146,22 +146,22 @@ class RunnerConfig:
             upload_prefixes=tuple(p.strip() for p in (env.text("UPLOAD_PREFIXES") or "")
                                   .split(",") if p.strip()),
             webhook_secret=env.text("WEBHOOK_SECRET"),
-            #: WAVEFLOW_MAX_IN_FLIGHT: jobs running at once at most.
+            # WAVEFLOW_MAX_IN_FLIGHT: jobs running at once at most.
             max_in_flight=env.integer("WAVEFLOW_MAX_IN_FLIGHT", 4),
-            #: WAVEFLOW_RECEIVE_BATCH_SIZE: messages per ReceiveMessage call (1..10).
+            # WAVEFLOW_RECEIVE_BATCH_SIZE: messages per ReceiveMessage call (1..10).
             receive_batch_size=env.integer("WAVEFLOW_RECEIVE_BATCH_SIZE", 10),
-            #: WAVEFLOW_WAIT_TIME_SECONDS: SQS long-poll wait (0..20).
+            # WAVEFLOW_WAIT_TIME_SECONDS: SQS long-poll wait (0..20).
             wait_time_seconds=env.integer("WAVEFLOW_WAIT_TIME_SECONDS", 20),
-            #: WAVEFLOW_VISIBILITY_TIMEOUT_SECONDS: renewed by the heartbeat while a job runs.
+            # WAVEFLOW_VISIBILITY_TIMEOUT_SECONDS: renewed by the heartbeat while a job runs.
             visibility_timeout_seconds=env.integer("WAVEFLOW_VISIBILITY_TIMEOUT_SECONDS", 300),
-            #: WAVEFLOW_BACKOFF_LIMIT: retries of a failing job.
+            # WAVEFLOW_BACKOFF_LIMIT: retries of a failing job.
             backoff_limit=env.integer("WAVEFLOW_BACKOFF_LIMIT", 2),
-            #: WAVEFLOW_DEADLINE_{HASH,DUPLICATE,ANALYSIS}_SECONDS: per-task deadlines.
+            # WAVEFLOW_DEADLINE_{HASH,DUPLICATE,ANALYSIS}_SECONDS: per-task deadlines.
             deadlines=deadlines,
             log_level=(env.text("LOG_LEVEL") or "INFO").upper(),
-            #: WAVEFLOW_DEPTH_POLL_SECONDS: how often queue depth is read for the metrics.
+            # WAVEFLOW_DEPTH_POLL_SECONDS: how often queue depth is read for the metrics.
             depth_poll_seconds=env.number("WAVEFLOW_DEPTH_POLL_SECONDS", 15.0),
-            #: Job tuning passed through to every job unchanged.
+            # Job tuning passed through to every job unchanged.
             job_env={k: v for k, v in environ.items() if k in _JOB_PASSTHROUGH},
         )
         command = env.text("WAVEFLOW_JOB_COMMAND")

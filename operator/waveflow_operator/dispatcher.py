@@ -503,7 +503,7 @@ class Dispatcher:
         """Return a message to SQS after a backoff (the launch could not happen now)."""
         self._held.pop(held.key, None)
         self._update_in_flight()
-        delay = min(300, 5 * max(1, held.raw.receive_count))
+        delay = 0 if self._stopping.is_set() else min(300, 5 * max(1, held.raw.receive_count))
         log.warning("%s; message %s returns in %ds", why, held.raw.message_id, delay)
         self.status.last_error = why
         with contextlib.suppress(SqsError):

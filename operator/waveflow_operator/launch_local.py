@@ -166,7 +166,14 @@ class LocalLauncher:
         deadline_seconds = self.settings.deadline(delivery.message.task)
         deadline = job.started + deadline_seconds
         async with self._slots:
-            result = await self._attempts(job, deadline, deadline_seconds)
+            try:
+                result = await self._attempts(job, deadline, deadline_seconds)
+            except OSError as error:  # the command is missing, fork failed, disk full…
+                log.error("job %s could not be started: %s", delivery.job_name, error)
+                result = JobResult(delivery.job_name, Outcome.FAILED,
+                                   ErrorCode.JOB_NOT_CREATED.value,
+                                   f"could not start {self.job_command[0]!r}: {error}",
+                                   None, time.monotonic() - job.started)
         self._jobs.pop(delivery.job_name, None)
         self._finished[delivery.job_name] = result
         while len(self._finished) > _FINISHED_MEMORY:

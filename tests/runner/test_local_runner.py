@@ -33,9 +33,9 @@ pytestmark = pytest.mark.slow
 
 @asynccontextmanager
 async def running(stack: Stack, *, job_command: tuple[str, ...] | None = None,
-                  env: dict[str, str] | None = None, **overrides: Any
+                  env: dict[str, str] | None = None, grace: float = 5.0, **overrides: Any
                   ) -> AsyncIterator[Dispatcher]:
-    """A started dispatcher + local launcher; stopped (grace 5 s) on exit."""
+    """A started dispatcher + local launcher; stopped (``grace`` seconds) on exit."""
     settings = stack.settings(**overrides)
     launcher = LocalLauncher(settings, stack.scratch, job_command=job_command,
                              retry_backoff_seconds=0.1, kill_grace_seconds=0.5,
@@ -45,7 +45,7 @@ async def running(stack: Stack, *, job_command: tuple[str, ...] | None = None,
     try:
         yield dispatcher
     finally:
-        await dispatcher.stop(5)
+        await dispatcher.stop(grace)
 
 
 def upload(stack: Stack, key: str, data: bytes | None, stem: str, **extra: str) -> None:
@@ -197,7 +197,8 @@ async def test_a_long_job_keeps_its_message_invisible_through_heartbeats(
 async def test_at_the_in_flight_maximum_no_more_jobs_start(stack: Stack, tmp_path: Path) -> None:
     log = tmp_path / "jobs.log"
     env = {"FAKEJOB_LOG": str(log), "FAKEJOB_HANG_STEMS": "s0,s1"}
-    async with running(stack, job_command=FAKE_COMMAND, env=env, max_in_flight=2) as dispatcher:
+    async with running(stack, job_command=FAKE_COMMAND, env=env, max_in_flight=2,
+                       grace=0) as dispatcher:
         for i in range(4):
             stack.queues.send(backend_message("generate_hash_and_webhook", f"s{i}"))
         await eventually(lambda: len(lines(log)) == 2, 30, "two jobs")
@@ -259,4 +260,16 @@ def test_job_scratch_and_summary_live_in_a_fresh_directory_removed_afterwards(
     assert values["S3_BUCKET_NAME"] == stack.bucket
     assert values["WEBHOOK_SECRET"] == "runner-test-secret"
     assert values["AWS_ENDPOINT_URL"] == stack.aws.url
+    assert stack.leftovers() == []
+
+
+async def test_a_job_command_that_cannot_start_fails_the_message_instead_of_holding_it(
+        stack: Stack, tmp_path: Path) -> None:
+    missing = (str(tmp_path / "no-such-command"), "run")
+    async with running(stack, job_command=missing) as dispatcher:
+        stack.queues.send(backend_message("generate_hash_and_webhook", "stem-n"))
+        await eventually(lambda: dispatcher.status.failed == 1, 30, "the failure")
+    [dead] = stack.queues.drain_dlq()
+    assert dead["MessageAttributes"]["WaveflowReason"]["StringValue"] == "JOB_NOT_CREATED"
+    assert stack.queues.counts() == (0, 0)
     assert stack.leftovers() == []
