@@ -18,10 +18,15 @@ frame count N, so N must be known before the first block:
   frame or Ogg page must be complete, an MP4 needs its sample table), by the decoder's errors,
   or by decoding far fewer frames than estimated (see ``_slack``).
 
-Sources that seek to an exact frame (raw PCM, FLAC) with a trusted N are split into one range
-per available CPU (affinity and cgroup quota respected), decoded and reduced side by side in
-threads (libsndfile, ``readinto`` and numpy release the GIL) and merged; the result is
-identical to one sequential pass.
+Sources that seek to an exact frame (raw PCM, FLAC, MP3 with a Xing header) with a trusted N
+are split into one range per available CPU (affinity and cgroup quota respected), decoded and
+reduced side by side in threads (libsndfile, ``readinto`` and numpy release the GIL) and
+merged; the result is identical to one sequential pass (tested).
+
+Float sources keep their scale: 1.0 is full scale, a sample beyond it is counted as clipped
+and drawn at the 8-bit limit, never rescaled. NaN or infinite samples have no truthful
+waveform: the file is rejected as ``AUDIO_CORRUPT``. Digital silence has no level: its
+``peak_dbfs`` and ``rms_dbfs`` are None (never -inf in JSON), its peaks all zeros.
 
 ``python -m waveflow_job.waveform INPUT [-o OUT] [--peaks N]`` writes the document (also
 ``waveflow-job waveform``).
