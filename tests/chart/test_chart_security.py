@@ -10,22 +10,14 @@ import pytest
 
 from chart.helm import CI_VALUES, find, render
 from chart.pss import restricted_violations
+from waveflow_operator.k8s_permissions import PERMISSIONS
 
 Manifests = list[dict[str, Any]]
 Permission = tuple[str, str, str]
 
-#: What the operator does with the Kubernetes API, as (apiGroup, resource, verb) — the brief's
-#: list, kept beside the Role so a change to either is a deliberate one. The authoritative list is
-#: waveflow_operator.k8s_permissions.PERMISSIONS (compared below when the operator ships it).
-EXPECTED_PERMISSIONS: frozenset[Permission] = frozenset(
-    [("batch", "jobs", v) for v in ("create", "get", "list", "watch", "patch", "delete")]
-    + [("", "pods", v) for v in ("get", "list")]
-    + [("", "events", v) for v in ("create", "patch")]
-    + [
-        ("waveflow.io", resource, v)
-        for resource in ("waveflowqueues", "waveflowqueues/status")
-        for v in ("get", "list", "watch", "patch")
-    ]
+#: What the operator does with the Kubernetes API, as it declares it.
+DECLARED: frozenset[Permission] = frozenset(
+    (group, resource, verb) for group, resource, verbs in PERMISSIONS for verb in verbs
 )
 
 
@@ -123,27 +115,38 @@ def test_the_pss_checker_accepts_pod_level_settings_for_containers() -> None:
     assert len(restricted_violations(spec)) == 2
 
 
-def test_the_role_grants_exactly_what_the_operator_uses(default_manifests: Manifests) -> None:
-    assert granted(default_manifests) == EXPECTED_PERMISSIONS
+def test_the_role_grants_exactly_the_calls_the_operator_declares(
+    default_manifests: Manifests, all_on_manifests: Manifests
+) -> None:
+    assert granted(default_manifests) == DECLARED
+    assert granted(all_on_manifests) == DECLARED
 
 
 def test_the_operator_has_no_cluster_wide_or_wildcard_permissions(
     all_on_manifests: Manifests,
 ) -> None:
     assert not [m for m in all_on_manifests if m["kind"] in {"ClusterRole", "ClusterRoleBinding"}]
-    for group, resource, verb in granted(all_on_manifests):
-        assert "*" not in (group, resource, verb)
-        assert resource != "secrets"
+    for permission in granted(all_on_manifests):
+        assert "*" not in permission
 
 
-def test_the_role_matches_the_calls_the_operator_declares(default_manifests: Manifests) -> None:
-    permissions = pytest.importorskip(
-        "waveflow_operator.k8s_permissions",
-        reason="the operator does not list its API calls yet (waveflow_operator.k8s_permissions)",
+def secret_rule(manifests: Manifests) -> dict[str, Any]:
+    (rule,) = [
+        r for r in find(manifests, "Role", "-operator")["rules"] if "secrets" in r["resources"]
+    ]
+    return rule
+
+
+def test_the_operator_reads_only_the_webhook_secrets_it_is_told_about(
+    all_on_manifests: Manifests,
+) -> None:
+    assert secret_rule(all_on_manifests)["resourceNames"] == ["waveflow-webhook"]
+    more = render(
+        (CI_VALUES / "all-on-values.yaml",), ("rbac.webhookSecretNames={other-queue-hmac}",)
     )
-    declared = {
-        (group, resource, verb)
-        for group, resource, verbs in permissions.PERMISSIONS
-        for verb in verbs
-    }
-    assert granted(default_manifests) == declared
+    assert secret_rule(more)["resourceNames"] == ["waveflow-webhook", "other-queue-hmac"]
+    existing = render(
+        (CI_VALUES / "all-on-values.yaml",),
+        ("queue.webhookSecret.create=false", "queue.webhookSecret.existingSecret=backend-hmac"),
+    )
+    assert secret_rule(existing)["resourceNames"] == ["backend-hmac"]
