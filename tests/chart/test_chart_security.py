@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 import pytest
 
 from chart.helm import CI_VALUES, find, render
 from chart.pss import restricted_violations
+from waveflow_job.contract import Task, parse_message
+from waveflow_operator.dispatcher import Delivery, job_name_for
+from waveflow_operator.jobs import build_job
 from waveflow_operator.k8s_permissions import PERMISSIONS
 
 Manifests = list[dict[str, Any]]
@@ -150,3 +155,28 @@ def test_the_operator_reads_only_the_webhook_secrets_it_is_told_about(
         ("queue.webhookSecret.create=false", "queue.webhookSecret.existingSecret=backend-hmac"),
     )
     assert secret_rule(existing)["resourceNames"] == ["backend-hmac"]
+
+
+@pytest.mark.parametrize("task", list(Task))
+def test_jobs_built_from_the_charts_queue_are_restricted_and_valid(
+    all_on_manifests: Manifests, task: Task
+) -> None:
+    queue = find(all_on_manifests, "WaveflowQueue")
+    owner = {**queue["metadata"], "uid": "0b7a1c4e-1111-4222-8333-944455556666"}
+    kwargs = {"userId": "u", "trackId": "t", "stemId": "s-1", "filepath": "audio/a.wav"}
+    body = json.dumps(
+        {"task": f"app.tasks.{task.value}", "kwargs": {**kwargs, "audio_hash": "a" * 64}}
+    )
+    message_id = "5fea7756-0ea4-451a-a703-a558b933e274"
+    delivery = Delivery(
+        message_id, "receipt", body, 1_732_600_000_000, 1, parse_message(body),
+        job_name_for(task, message_id), owner["name"],
+    )  # fmt: skip
+    job = build_job(delivery, queue["spec"], owner)
+    pod = job["spec"]["template"]["spec"]
+    assert restricted_violations(pod) == []
+    assert pod["serviceAccountName"] == find(all_on_manifests, "ServiceAccount", "-job")[
+        "metadata"
+    ]["name"]
+    for version in ("1.30.0", "1.35.0"):
+        kubernetes_validate.validate(job, version, strict=True)
