@@ -57,14 +57,19 @@ images: ## Build the operator and job images (Docker)
 	$(DOCKER) build -f operator/Dockerfile -t $(OPERATOR_IMAGE) .
 	$(DOCKER) build -f jobimage/Dockerfile -t $(JOB_IMAGE) .
 
-kind-up: ## Create the kind cluster from kind-config.yaml (kept if it exists)
+tools-kind: ## Check for kind and Docker (kind: `go install sigs.k8s.io/kind@v0.27.0`)
+	@command -v $(KIND) >/dev/null 2>&1 || { \
+		echo "kind is missing: go install sigs.k8s.io/kind@v0.27.0 (or your package manager)"; exit 1; }
+	@$(DOCKER) info >/dev/null 2>&1 || { echo "Docker is not running"; exit 1; }
+
+kind-up: tools-kind ## Create the kind cluster from kind-config.yaml (kept if it exists)
 	@if $(KIND) get clusters 2>/dev/null | grep -qx '$(KIND_CLUSTER)'; then \
 		echo "kind cluster $(KIND_CLUSTER) exists"; \
 	else \
 		$(KIND) create cluster --name $(KIND_CLUSTER) --config kind-config.yaml --wait 120s; \
 	fi
 
-kind-load: images ## Build both images and load them into the kind cluster
+kind-load: tools-kind images ## Build both images and load them into the kind cluster
 	$(KIND) load docker-image $(OPERATOR_IMAGE) $(JOB_IMAGE) --name $(KIND_CLUSTER)
 
 kind-install: tools-helm ## Install the chart on kind with the in-cluster S3/SQS emulator, then helm test
@@ -88,5 +93,5 @@ kind-send-sample: tools-helm ## Upload a sample tone and send its hash and analy
 kind-down: ## Delete the kind cluster
 	$(KIND) delete cluster --name $(KIND_CLUSTER)
 
-.PHONY: tools-helm tools-promtool chart-lint chart-docs chart-test images kind-up kind-load \
+.PHONY: tools-helm tools-promtool tools-kind chart-lint chart-docs chart-test images kind-up kind-load \
 	kind-install kind-send-sample kind-down
