@@ -36,7 +36,7 @@ CASES = [
     *[("opus", ch, rate) for ch in (1, 2, 6, 8) for rate in (48000,)], ("opus", 1, 8000),
     *[(fmt, ch, rate) for fmt in ("mp3-cbr", "mp3-vbr", "mp3-cbr-noheader", "mp3-vbr-noheader",
                                   "mp3-id3") for ch in (1, 2) for rate in (8000, 44100)],
-    *[("m4a-aac", ch, rate) for ch in (1, 2, 6) for rate in (44100,)], ("m4a-aac", 1, 8000),
+    *[("m4a-aac", ch, rate) for ch in (1, 2, 6, 8) for rate in (44100,)], ("m4a-aac", 1, 8000),
     ("m4a-aac", 2, 96000), ("webm-opus", 1, 48000), ("webm-opus", 2, 48000),
 ]
 CONTAINERS = {"wav": "WAV", "rf64": "RF64", "w64": "W64", "aiff": "AIFF", "flac": "FLAC",

@@ -57,9 +57,9 @@ FORMATS: dict[str, Format] = {f.name: f for f in [
     Format("mp3-cbr-noheader", ".mp3", rates=_MP3_RATES, max_channels=2, lossy=True),
     Format("mp3-vbr-noheader", ".mp3", rates=_MP3_RATES, max_channels=2, lossy=True),
     Format("mp3-id3", ".mp3", rates=_MP3_RATES, max_channels=2, lossy=True),
-    # PyAV cannot build 8-channel planar frames (it counts 9 planes), so M4A stops at 5.1.
-    Format("m4a-aac", ".m4a", rates=(8000, 16000, 22050, 44100, 48000, 96000), max_channels=6,
+    Format("m4a-aac", ".m4a", rates=(8000, 16000, 22050, 44100, 48000, 96000), max_channels=8,
            lossy=True),
+    # FFmpeg's ALAC encoder refuses 7.1.
     Format("m4a-alac-16", ".m4a", max_channels=6),
     Format("m4a-alac-24", ".m4a", max_channels=6),
     # What browsers' MediaRecorder uploads.
@@ -160,8 +160,12 @@ def _write_pyav(path: Path, pieces: Iterator[Samples], rate: int, channels: int,
         stream.format = sample_fmt
         for piece in pieces:
             for start in range(0, len(piece), 4096):
-                planar = _to_sample_format(piece[start : start + 4096], sample_fmt)
-                frame = av.AudioFrame.from_ndarray(planar, format=sample_fmt, layout=layout)
+                planes = _to_sample_format(piece[start : start + 4096], sample_fmt)
+                # Plane by plane, not from_ndarray(): PyAV counts 9 planes for 7.1 and fails.
+                frame = av.AudioFrame(format=sample_fmt, layout=layout,
+                                      samples=len(piece[start : start + 4096]))
+                for i, plane in enumerate(planes):
+                    frame.planes[i].update(np.ascontiguousarray(plane))
                 frame.sample_rate = rate
                 for packet in stream.encode(frame):
                     out.mux(packet)
