@@ -165,7 +165,7 @@ def _write_pyav(path: Path, pieces: Iterator[Samples], rate: int, channels: int,
                 frame = av.AudioFrame(format=sample_fmt, layout=layout,
                                       samples=len(piece[start : start + 4096]))
                 for i, plane in enumerate(planes):
-                    frame.planes[i].update(np.ascontiguousarray(plane))
+                    frame.planes[i].update(np.ascontiguousarray(plane).tobytes())
                 frame.sample_rate = rate
                 for packet in stream.encode(frame):
                     out.mux(packet)
