@@ -196,3 +196,31 @@ def test_an_mp3_with_padding_before_its_first_frame_is_still_an_mp3(tmp_path: Pa
     path.write_bytes(b"\x00" * 1000 + path.read_bytes())
     padded = analyse_file(path, 50)
     assert (padded.container, padded.frames, padded.peaks) == ("MP3", clean.frames, clean.peaks)
+
+
+def test_digital_silence_gives_a_flat_document_with_no_levels(tmp_path: Path) -> None:
+    path = synth.write_audio(tmp_path / "silence.flac", "flac-16", np.zeros((48_000, 2)), 48000)
+    a = analyse_file(path, 128)
+    assert a.peaks == [0.0] * 128 and set(a.data) == {0}
+    assert (a.peak_dbfs, a.rms_dbfs, a.clipped_samples) == (None, None, 0)
+    document = build_waveform_document(a, created_at="2026-11-26T08:36:48.817Z")
+    json.dumps(document, allow_nan=False)  # the backend rejects NaN and Infinity
+    jsonschema.validate(document, json_schemas()["waveform.json"])
+
+
+def test_a_near_silent_recording_is_not_drawn_at_full_height(tmp_path: Path) -> None:
+    samples = synth.tone(44100, 44100, 1, amplitude=0.0002)  # about -70 dBFS
+    a = analyse_file(synth.write_audio(tmp_path / "hiss.wav", "wav-24", samples, 44100), 100)
+    assert 0.05 < max(a.peaks) < 0.5
+    assert a.peak_dbfs is not None and a.peak_dbfs < -60
+
+
+def test_a_file_shorter_than_num_peaks_gives_one_peak_per_frame_then_zeros(
+        tmp_path: Path) -> None:
+    samples = np.array([[0.5], [-0.25], [0.125], [0.0], [1.0 - 2**-15]])
+    a = analyse_file(synth.write_audio(tmp_path / "tiny.wav", "wav-16", samples, 8000), 1024)
+    assert a.peaks[:5] == [0.5, 0.25, 0.125, 0.0, 1.0] and a.peaks[5:] == [0.0] * 1019
+    assert (a.frames, a.samples_per_pixel, a.length) == (5, 1, 5)
+    assert a.data == [64, 64, -32, -32, 16, 16, 0, 0, 127, 127]
+    document = build_waveform_document(a, created_at="2026-11-26T08:36:48.817Z")
+    jsonschema.validate(document, json_schemas()["waveform.json"])
