@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -224,3 +225,20 @@ def test_a_file_shorter_than_num_peaks_gives_one_peak_per_frame_then_zeros(
     assert a.data == [64, 64, -32, -32, 16, 16, 0, 0, 127, 127]
     document = build_waveform_document(a, created_at="2026-11-26T08:36:48.817Z")
     jsonschema.validate(document, json_schemas()["waveform.json"])
+
+
+def test_24_bit_samples_in_32_bit_containers_are_reported_and_clipped_as_24_bit(
+        tmp_path: Path) -> None:
+    samples = np.zeros((1000, 2), dtype=np.int32)
+    samples[10, 0] = (2**23 - 1) << 8  # the largest 24-bit code, left-aligned
+    samples[20, 1] = -(2**31)
+    samples[30, 0] = 1 << 30
+    path = tmp_path / "wavex.wav"
+    sf.write(path, samples, 48000, subtype="PCM_32", format="WAVEX")
+    data = bytearray(path.read_bytes())
+    fmt = data.index(b"fmt ") + 8
+    assert struct.unpack("<H", data[fmt:fmt + 2])[0] == 0xFFFE  # WAVE_FORMAT_EXTENSIBLE
+    data[fmt + 18:fmt + 20] = struct.pack("<H", 24)  # wValidBitsPerSample
+    path.write_bytes(bytes(data))
+    a = analyse_file(path, 10)
+    assert (a.bit_depth, a.sample_format, a.clipped_samples) == (24, "PCM_24", 2)

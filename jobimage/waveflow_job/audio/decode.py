@@ -153,13 +153,16 @@ def _open_pcm(path: str, family: str) -> AudioSource:
     if not fast:
         return _open_sndfile(path, family, declared_frames=layout.declared_frames)
     is_float = layout.format_tag == headers.WAVE_FORMAT_IEEE_FLOAT
+    bits = layout.bits
+    if not is_float and 8 <= layout.valid_bits < layout.bits:
+        bits = layout.valid_bits  # e.g. 24 significant bits in 32-bit containers
     scale = SampleScale.floating() if is_float else SampleScale.for_integer_bits(
-        layout.bits, 16 if layout.bits == 16 else 32)
+        bits, 16 if layout.bits == 16 else 32)
     info = StreamInfo(
         container=layout.container,
         codec="pcm",
-        sample_format="FLOAT" if is_float else _PCM_NAMES[layout.bits],
-        bit_depth=layout.bits,
+        sample_format="FLOAT" if is_float else _PCM_NAMES.get(bits, f"PCM_{bits}"),
+        bit_depth=bits,
         sample_rate=layout.sample_rate,
         channels=layout.channels,
         frames=layout.declared_frames,

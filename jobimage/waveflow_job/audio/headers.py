@@ -41,6 +41,8 @@ class PcmLayout:
     declared_bytes: int | None  # None: the writer left the size open (streamed WAV)
     available_bytes: int
     big_endian: bool = False
+    #: Significant bits per sample (WAVE_FORMAT_EXTENSIBLE may say 24 of a 32-bit container).
+    valid_bits: int = 0
 
     @property
     def declared_frames(self) -> int:
@@ -112,7 +114,7 @@ def _read_riff(f: BinaryIO, file_size: int) -> PcmLayout:
         raise HeaderError("big-endian RIFX is not supported by the fast path")
     container = "WAV" if head[:4] == b"RIFF" else "RF64"
     ds64_data: int | None = None
-    fmt: tuple[int, int, int, int, int] | None = None
+    fmt: _Fmt | None = None
     pos = 12
     while pos + 8 <= file_size:
         f.seek(pos)
@@ -137,20 +139,27 @@ def _read_riff(f: BinaryIO, file_size: int) -> PcmLayout:
     raise HeaderError("no data chunk")
 
 
-def _parse_wave_fmt(body: bytes) -> tuple[int, int, int, int, int]:
+#: (format tag, channels, sample rate, container bits, block align, valid bits)
+_Fmt = tuple[int, int, int, int, int, int]
+
+
+def _parse_wave_fmt(body: bytes) -> _Fmt:
     if len(body) < 16:
         raise HeaderError("fmt chunk too short")
     tag, channels, rate, _byte_rate, align, bits = struct.unpack("<HHIIHH", body[:16])
+    valid = bits
     if tag == WAVE_FORMAT_EXTENSIBLE and len(body) >= 40:
+        # e.g. 24-bit samples in 32-bit containers: valid bits are the high ones.
+        valid = struct.unpack("<H", body[18:20])[0] or bits
         tag = struct.unpack("<H", body[24:26])[0]
-    return tag, channels, rate, bits, align
+    return tag, channels, rate, bits, align, min(valid, bits)
 
 
 def _read_w64(f: BinaryIO, file_size: int) -> PcmLayout:
     head = f.read(40)
     if head[24:40] != _W64_WAVE:
         raise HeaderError("not a Wave64 file")
-    fmt: tuple[int, int, int, int, int] | None = None
+    fmt: _Fmt | None = None
     pos = 40
     while pos + 24 <= file_size:
         f.seek(pos)
@@ -168,19 +177,19 @@ def _read_w64(f: BinaryIO, file_size: int) -> PcmLayout:
     raise HeaderError("no data chunk")
 
 
-def _layout(container: str, fmt: tuple[int, int, int, int, int], offset: int,
-            declared: int | None, available: int) -> PcmLayout:
-    tag, channels, rate, bits, align = fmt
+def _layout(container: str, fmt: _Fmt, offset: int, declared: int | None,
+            available: int) -> PcmLayout:
+    tag, channels, rate, bits, align, valid = fmt
     if channels < 1 or rate < 1 or align < 1:
         raise HeaderError("fmt chunk declares no channels, rate or frame size")
     return PcmLayout(container, tag, channels, rate, bits, align, offset, declared,
-                     max(0, available))
+                     max(0, available), valid_bits=valid)
 
 
 def _read_aiff(f: BinaryIO, file_size: int) -> PcmLayout:
     head = f.read(12)
     is_aifc = head[8:12] == b"AIFC"
-    comm: tuple[int, int, int, int, int] | None = None
+    comm: _Fmt | None = None
     comm_frames = 0
     pos = 12
     while pos + 8 <= file_size:
@@ -196,7 +205,7 @@ def _read_aiff(f: BinaryIO, file_size: int) -> PcmLayout:
             channels, comm_frames, bits = struct.unpack(">hIh", body[:8])
             rate = int(_extended_to_float(body[8:18]))
             tag = 3 if is_aifc and body[18:22] in (b"fl32", b"FL32", b"fl64", b"FL64") else 1
-            comm = (tag, channels, rate, bits, channels * ((bits + 7) // 8))
+            comm = (tag, channels, rate, bits, channels * ((bits + 7) // 8), bits)
         elif cid == b"SSND":
             if comm is None:
                 raise HeaderError("SSND chunk before COMM chunk")
