@@ -139,3 +139,26 @@ def test_a_container_without_audio_is_unsupported(tmp_path: Path) -> None:
         for packet in stream.encode(None):
             out.mux(packet)
     assert refused(path).code == ErrorCode.AUDIO_UNSUPPORTED
+
+
+def understated_webm(tmp_path: Path) -> Path:
+    """A 5-second WebM whose Matroska Duration claims 1 second."""
+    path = written(tmp_path, "webm-opus", seconds=5.0, rate=48000)
+    data = bytearray(path.read_bytes())
+    at = data.index(b"\x44\x89\x88")  # Duration element, 8-byte float, milliseconds
+    data[at + 3:at + 11] = struct.pack(">d", 1000.0)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_the_duration_limit_holds_while_decoding_when_the_container_understates_it(
+        tmp_path: Path) -> None:
+    error = refused(understated_webm(tmp_path), max_duration_seconds=3.0)
+    assert error.code == ErrorCode.AUDIO_TOO_LONG
+
+
+def test_a_container_that_understates_its_length_is_still_decoded_to_the_end(
+        tmp_path: Path) -> None:
+    analysis = analyse_file(understated_webm(tmp_path), 100)
+    assert analysis.frames == 5 * 48000
+    assert analysis.peaks[-1] > 0
