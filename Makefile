@@ -25,8 +25,8 @@ $(INSTALLED): pyproject.toml
 
 -include charts/Makefile.mk
 
-lint: install ## ruff, mypy and hadolint on both Dockerfiles
-	$(VENV)/bin/ruff check jobimage operator tests
+lint: install chart-lint ## ruff, mypy, hadolint on both Dockerfiles, helm lint
+	$(VENV)/bin/ruff check jobimage operator tests charts/dev
 	$(VENV)/bin/mypy
 	$(VENV)/bin/hadolint jobimage/Dockerfile operator/Dockerfile
 
