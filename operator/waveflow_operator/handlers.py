@@ -41,7 +41,9 @@ GROUP, VERSION, PLURAL = "waveflow.io", "v1alpha1", "waveflowqueues"
 def configure(settings: kopf.OperatorSettings, standalone: bool = True) -> None:
     """kopf's settings, in one place."""
     settings.peering.standalone = standalone
-    settings.posting.level = logging.WARNING  # only warnings become Kubernetes events
+    # Warnings and errors about a queue become Kubernetes events (`kubectl describe wfq`).
+    settings.posting.loggers = True
+    settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300  # reconnect watches every few minutes
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 30

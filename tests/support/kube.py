@@ -116,7 +116,8 @@ class KubeEmulator(KubernetesEmulator):
         calls = set()
         for request in self._requests:
             agent = request.headers.get("User-Agent", "")
-            if request.resource is None or agent.startswith(exclude_agent):
+            if request.resource is None or request.resource.plural is None \
+                    or agent.startswith(exclude_agent):
                 continue
             plural = str(request.resource.plural)
             if request.subresource:
