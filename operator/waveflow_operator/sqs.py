@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,8 @@ _RETRYABLE_CODES = frozenset({
     "ServiceUnavailable", "InternalError", "InternalFailure", "RequestTimeout",
     "KmsThrottled", "AWS.SimpleQueueService.RequestThrottled", "SlowDown",
 })
+#: How long a delete waits for others to share its DeleteMessageBatch call.
+_DELETE_LINGER_SECONDS = 0.01
 #: A DLQ message attribute value may not be empty and is kept short.
 _ATTRIBUTE_LIMIT = 1024
 
@@ -81,6 +84,12 @@ class SqsPoller:
                           connect_timeout=5, read_timeout=read_timeout,
                           max_pool_connections=20))
         self._dlq_url: str | None = settings.dlq_url
+        #: SQS calls get threads of their own: a long poll or a burst of deletes must not
+        #: wait behind other work in the loop's default executor.
+        self._executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="sqs")
+        self._deletes: list[tuple[str, asyncio.Future[None]]] = []
+        self._delete_timer: asyncio.TimerHandle | None = None
+        self._batches: set[asyncio.Task[None]] = set()
 
     # ----------------------------------------------------------------- receive
 
@@ -123,9 +132,53 @@ class SqsPoller:
         return failed
 
     async def delete(self, receipt_handle: str) -> None:
-        """Delete a message for good (its outcome is settled)."""
-        await self._call("delete", "delete_message", QueueUrl=self.queue_url,
-                         ReceiptHandle=receipt_handle)
+        """Delete a message for good (its outcome is settled).
+
+        Deletes arriving within a few milliseconds of each other go out as one
+        DeleteMessageBatch (up to 10): a burst costs a tenth of the requests. Each caller still
+        gets its own entry's error.
+        """
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        self._deletes.append((receipt_handle, done))
+        if len(self._deletes) >= 10:
+            self._flush_deletes()
+        elif self._delete_timer is None:
+            self._delete_timer = loop.call_later(_DELETE_LINGER_SECONDS, self._flush_deletes)
+        await done
+
+    def _flush_deletes(self) -> None:
+        if self._delete_timer is not None:
+            self._delete_timer.cancel()
+            self._delete_timer = None
+        while self._deletes:
+            batch, self._deletes = self._deletes[:10], self._deletes[10:]
+            task = asyncio.get_running_loop().create_task(self._delete_batch(batch))
+            self._batches.add(task)
+            task.add_done_callback(self._batches.discard)
+
+    async def _delete_batch(self, batch: list[tuple[str, asyncio.Future[None]]]) -> None:
+        try:
+            response = await self._call(
+                "delete", "delete_message_batch", QueueUrl=self.queue_url,
+                Entries=[{"Id": str(i), "ReceiptHandle": handle}
+                         for i, (handle, _) in enumerate(batch)])
+        except SqsError as error:
+            for _, done in batch:
+                if not done.done():
+                    done.set_exception(error)
+            return
+        failed = {entry["Id"]: entry for entry in response.get("Failed", [])}
+        for i, (_, done) in enumerate(batch):
+            if done.done():
+                continue
+            entry = failed.get(str(i))
+            if entry is None:
+                done.set_result(None)
+            else:
+                done.set_exception(SqsError(
+                    "delete", f"{entry.get('Code')}: {entry.get('Message', '')}",
+                    retryable=not entry.get("SenderFault", False), code=entry.get("Code")))
 
     async def dead_letter(self, body: str, *, reason: str, detail: str, message_id: str,
                           receive_count: int, group_id: str | None = None) -> str:
@@ -190,7 +243,9 @@ class SqsPoller:
     # ----------------------------------------------------------------- plumbing
 
     async def _call(self, operation: str, method: str, **params: Any) -> dict[str, Any]:
-        return await asyncio.to_thread(self._call_sync, operation, method, params)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._call_sync, operation, method,
+                                          params)
 
     def _call_sync(self, operation: str, method: str, params: dict[str, Any]) -> dict[str, Any]:
         try:
