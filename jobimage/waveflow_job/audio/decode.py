@@ -428,8 +428,9 @@ def _pyav_frames(stream: Any, container: Any, rate: int) -> int | None:
 class PyAVSource(AudioSource):
     """FFmpeg decoding; frames are gathered into fixed blocks of the stream's type.
 
-    The buffer is planar ``(channels, n)`` like the decoders' output (row copies, no per-frame
-    transposition); blocks are its transposed, Fortran-ordered ``(n, channels)`` views.
+    Decoded frames (1024 samples for AAC) go into FFmpeg's own FIFO and come out as one frame
+    per block, so numpy sees a few large arrays instead of thousands of small ones. Blocks are
+    transposed planar arrays: ``(n, channels)`` views with contiguous channels.
     """
 
     def __init__(self, path: str, info: StreamInfo, dtype: str) -> None:
@@ -441,35 +442,32 @@ class PyAVSource(AudioSource):
 
         if start or stop is not None:
             raise ValueError("PyAV sources are decoded whole")
-        ch = self.info.channels
-        size = block_frames(ch, PYAV_BLOCK_SAMPLES)
-        buf = np.empty((ch, size), dtype=self.dtype)
-        fill = 0
+        size = block_frames(self.info.channels, PYAV_BLOCK_SAMPLES)
+        fifo = av.AudioFifo()
         try:
             with av.open(self.path) as container:
                 stream = container.streams.audio[0]
                 for frame in container.decode(stream):
-                    planes = self._frame_planes(frame)
-                    n, pos = planes.shape[1], 0
-                    while pos < n:
-                        take = min(size - fill, n - pos)
-                        buf[:, fill : fill + take] = planes[:, pos : pos + take]
-                        fill += take
-                        pos += take
-                        if fill == size:
-                            yield buf.T
-                            fill = 0
+                    self._check(frame)
+                    frame.pts = None  # the FIFO would refuse a timestamp gap
+                    fifo.write(frame)
+                    while fifo.samples >= size:
+                        yield self._frame_planes(fifo.read(size)).T
+                tail = fifo.read()
+                if tail is not None and tail.samples:
+                    yield self._frame_planes(tail).T
         except av.error.FFmpegError as exc:
             raise AudioError(ErrorCode.AUDIO_CORRUPT, f"decoding failed: {exc}") from exc
-        if fill:
-            yield buf[:, :fill].T
 
-    def _frame_planes(self, frame: Any) -> np.ndarray:
-        """One decoded frame as ``(channels, n)`` in the source's dtype."""
-        ch = self.info.channels
-        if frame.layout.nb_channels != ch or frame.sample_rate != self.info.sample_rate:
+    def _check(self, frame: Any) -> None:
+        if (frame.layout.nb_channels != self.info.channels
+                or frame.sample_rate != self.info.sample_rate):
             raise AudioError(ErrorCode.AUDIO_UNSUPPORTED,
                              "the channel count or sample rate changes inside the stream")
+
+    def _frame_planes(self, frame: Any) -> np.ndarray:
+        """One frame as ``(channels, n)`` in the source's dtype."""
+        ch = self.info.channels
         name = frame.format.name
         if not frame.format.is_planar:
             arr = frame.to_ndarray().reshape(-1, ch).T
