@@ -41,8 +41,9 @@ log = logging.getLogger(__name__)
 #: enough that numpy's per-call overhead and GIL hand-overs between decoding threads vanish
 #: (measured: 1 << 17 is 1.5x slower on 24-bit WAV, 1 << 20 no faster and 10 MiB more RSS).
 BLOCK_SAMPLES = 1 << 19
-#: PyAV decodes 1024-sample frames under the GIL anyway: smaller blocks, less memory.
-PYAV_BLOCK_SAMPLES = 1 << 17
+#: PyAV sources: FFmpeg and PyAV alone take ~50 MiB of RSS, so smaller blocks keep the whole
+#: process under 64 MiB; numpy overhead per block is small next to decoding anyway.
+PYAV_BLOCK_SAMPLES = 1 << 16
 
 #: PyAV demuxers we accept; anything else it might "recognise" in random bytes is refused.
 _PYAV_FORMATS = {"mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", "aac", "mp3"}
