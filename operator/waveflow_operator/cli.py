@@ -82,6 +82,9 @@ def _parser() -> argparse.ArgumentParser:
                       help="where the table, PNGs and index.html go (default demo-output/)")
     demo.add_argument("--keep-running", action="store_true",
                       help="leave the stack up afterwards and print its endpoints")
+    demo.add_argument("--webhook-url", metavar="URL",
+                      help="with --keep-running: afterwards, send the runner's webhooks to this "
+                           "backend (signed with $WEBHOOK_SECRET when set)")
     demo.set_defaults(handler=_demo)
 
     health = commands.add_parser("health", help="check SQS, S3, the webhook and Kubernetes")
@@ -187,7 +190,7 @@ def _dev_backend(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from waveflow_operator import demo
 
-    return demo.run(args.output, keep_running=args.keep_running)
+    return demo.run(args.output, keep_running=args.keep_running, webhook_url=args.webhook_url)
 
 
 def _health(args: argparse.Namespace) -> int:

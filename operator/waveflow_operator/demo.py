@@ -31,7 +31,7 @@ import time
 import unicodedata
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -126,13 +126,15 @@ class _Run:
         return time.monotonic() - self.started
 
 
-def run(output: Path, *, keep_running: bool = False) -> int:
-    """Run the demo; returns the process exit code."""
+def run(output: Path, *, keep_running: bool = False, webhook_url: str | None = None) -> int:
+    """Run the demo; returns the process exit code. With ``keep_running`` the stack stays up
+    afterwards; ``webhook_url`` then sends the runner's webhooks to a real backend (signed with
+    ``$WEBHOOK_SECRET`` when set) instead of the reference backend."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("werkzeug", "moto", "botocore", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory(prefix="waveflow-demo-") as work, _emulator() as endpoint:
-        return asyncio.run(_main(Path(work), endpoint, output, keep_running))
+        return asyncio.run(_main(Path(work), endpoint, output, keep_running, webhook_url))
 
 
 @contextlib.contextmanager
@@ -160,7 +162,8 @@ def _emulator() -> Iterator[str]:
         server.stop()
 
 
-async def _main(work: Path, endpoint: str, output: Path, keep_running: bool) -> int:
+async def _main(work: Path, endpoint: str, output: Path, keep_running: bool,
+                webhook_url: str | None) -> int:
     run_state = _Run()
     s3 = boto3.client("s3", endpoint_url=endpoint, region_name=REGION)
     sqs = boto3.client("sqs", endpoint_url=endpoint, region_name=REGION)
@@ -201,14 +204,22 @@ async def _main(work: Path, endpoint: str, output: Path, keep_running: bool) -> 
     output.mkdir(parents=True, exist_ok=True)
     _write_pictures(rows, s3, output)
     problems += _check(rows, run_state, backend, s3)
+    _print_metrics(metrics)
+    print(f"\nWaveform pictures and index.html: {output.resolve()}/index.html")
+    wall = run_state.elapsed()
     if keep_running:
-        await _stay_up(endpoint, queue_url, dlq_url, backend, metrics, secret)
+        if webhook_url:  # a real backend takes over the webhooks: a runner pointed at it
+            await dispatcher.stop(10)
+            queue = replace(config.queue, webhook_url=webhook_url.rstrip("/"),
+                            webhook_secret=os.environ.get("WEBHOOK_SECRET") or None)
+            dispatcher = local_dispatcher(replace(config, queue=queue), metrics=metrics)
+            await dispatcher.start()
+        await _stay_up(endpoint, queue_url, dlq_url, backend, metrics,
+                       dispatcher.settings.webhook_url, dispatcher.settings.webhook_secret)
     await dispatcher.stop(10)
     backend.stop()
     problems += _check_leftovers(scratch, sqs, queue_url, dlq_url)
-    _print_metrics(metrics)
-    print(f"\nWaveform pictures and index.html: {output.resolve()}/index.html")
-    print(f"Wall time: {run_state.elapsed():.1f} s")
+    print(f"Wall time: {wall:.1f} s")
     if problems:
         print("\nNOT as expected:", file=sys.stderr)
         for problem in problems:
@@ -614,7 +625,7 @@ def _quantile(metrics: Metrics, name: str, q: float) -> float:
 
 
 async def _stay_up(endpoint: str, queue_url: str, dlq_url: str, backend: DevBackend,
-                   metrics: Metrics, secret: str) -> None:
+                   metrics: Metrics, webhook_url: str, secret: str | None) -> None:
     server = serve(metrics, 0, host="127.0.0.1")
     metrics_port = server.server_address[1]
     print(f"""
@@ -624,9 +635,13 @@ The stack stays up (Ctrl-C to stop). Point a backend or your tools at it:
   queue               {queue_url}
   dead-letter queue   {dlq_url}
   reference backend   {backend.url}   (GET /state, POST /upload-complete)
-  WEBHOOK_URL         {backend.webhook_url}
-  WEBHOOK_SECRET      {secret}
+  runner's webhooks   {webhook_url}   (--webhook-url sends them to your backend)
+  WEBHOOK_SECRET      {secret or "(unset: webhooks are not signed)"}
   metrics             http://127.0.0.1:{metrics_port}/metrics
+
+A backend sends its messages to the queue with:
+  AWS_ENDPOINT_URL={endpoint} AWS_REGION={REGION} AWS_ACCESS_KEY_ID=demo \\
+  AWS_SECRET_ACCESS_KEY=demo SQS_QUEUE_URL={queue_url} S3_BUCKET_NAME={BUCKET}
 """, flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
