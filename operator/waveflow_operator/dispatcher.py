@@ -386,13 +386,22 @@ class Dispatcher:
                 await self._sleep(backoff.next() if error.retryable else
                                   max(5.0, backoff.next()))
                 continue
+            except Exception as error:  # a bug or an unexpected library error: keep polling
+                log.exception("receiving from %s failed unexpectedly", self.settings.name)
+                self.status.polling = False
+                self.status.last_error = f"{type(error).__name__}: {error}"
+                await self._sleep(max(1.0, backoff.next()))
+                continue
             backoff.reset()
             self._poll_succeeded()
             if self._stopping.is_set():
                 await self._release(messages)
                 break
             for message in messages:
-                self._accept(message)
+                try:
+                    self._accept(message)
+                except Exception:  # never lose the loop over one message; SQS redelivers it
+                    log.exception("could not route message %s", message.message_id)
 
     def _poll_failed(self, error: SqsError) -> None:
         self.metrics.sqs_errors.labels(queue=self.settings.name, operation=error.operation).inc()
