@@ -65,6 +65,10 @@ _CLUSTER_RESOURCES: tuple[tuple[resource, str], ...] = (
 )
 _VERBS = {"create", "delete", "get", "list", "patch", "watch"}
 _WRITES = {action.CREATE, action.UPDATE, action.DELETE}
+_VERBS_BY_ACTION = {action.LIST: "list", action.WATCH: "watch", action.FETCH: "get",
+                    action.CREATE: "create", action.UPDATE: "patch", action.DELETE: "delete"}
+#: Requests kept in kmock's history (see KubeEmulator._handle).
+_HISTORY = 64
 
 
 def _unprocessable(message: str) -> kmock.KubernetesError:
@@ -78,6 +82,7 @@ class KubeEmulator(KubernetesEmulator):
     _revisions: Any = attrs.field(factory=lambda: itertools.count(1), init=False)
     _revision: int = attrs.field(default=0, init=False)
     _write_lock: asyncio.Lock = attrs.field(factory=asyncio.Lock, init=False)
+    _calls: set[tuple[str, str, str]] = attrs.field(factory=set, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -108,23 +113,21 @@ class KubeEmulator(KubernetesEmulator):
         """Names of every object of a resource ever stored, deleted ones included."""
         return [name for (r, _, name) in self.objects if r == res]
 
-    def api_calls(self, exclude_agent: str = "kmock/") -> set[tuple[str, str, str]]:
+    def api_calls(self) -> set[tuple[str, str, str]]:
         """(apiGroup, resource[/subresource], verb) of every API request not made by the test
         itself (the test's and the kubelet's client identifies as kmock)."""
-        verbs = {action.LIST: "list", action.WATCH: "watch", action.FETCH: "get",
-                 action.CREATE: "create", action.UPDATE: "patch", action.DELETE: "delete"}
-        calls = set()
-        for request in self._requests:
-            agent = request.headers.get("User-Agent", "")
-            if request.resource is None or request.resource.plural is None \
-                    or agent.startswith(exclude_agent):
-                continue
-            plural = str(request.resource.plural)
-            if request.subresource:
-                plural += f"/{request.subresource}"
-            verb = verbs.get(request.action) if request.action else None
-            calls.add((str(request.resource.group), plural, verb or str(request.method)))
-        return calls
+        return set(self._calls)
+
+    def _record(self, request: Request) -> None:
+        agent = request.headers.get("User-Agent", "")
+        if request.resource is None or request.resource.plural is None \
+                or agent.startswith("kmock/"):
+            return
+        plural = str(request.resource.plural)
+        if request.subresource:
+            plural += f"/{request.subresource}"
+        verb = _VERBS_BY_ACTION.get(request.action) if request.action else None
+        self._calls.add((str(request.resource.group), plural, verb or str(request.method)))
 
     # ------------------------------------------------------------------ writes
 
@@ -133,6 +136,11 @@ class KubeEmulator(KubernetesEmulator):
         return str(self._revision)
 
     async def _handle(self, request: Request) -> aiohttp.web.StreamResponse:
+        self._record(request)
+        # kmock matches each request by scanning the whole request history (quadratic): keep
+        # only the recent tail; the calls themselves are recorded above.
+        if len(self._requests) > 2 * _HISTORY:
+            del self._requests[:-_HISTORY]
         if request.resource is None or request.action not in _WRITES:
             return await super()._handle(request)
         async with self._write_lock:
