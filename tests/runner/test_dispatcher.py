@@ -15,6 +15,7 @@ import re
 import pytest
 
 from support.aws import MotoEndpoint
+from support.flaky_proxy import running_flaky_proxy
 from support.queues import Queues, backend_message, make_queues
 from support.runner import ScriptedLauncher, eventually, queue_settings
 from support.webhooks import WebhookRecorder
@@ -231,3 +232,28 @@ async def test_an_unreachable_queue_is_reported_without_crashing(
     assert "NonExistentQueue" in (dispatcher.status.last_error or "")
     assert dispatcher.metrics.value("waveflow_sqs_errors_total", queue="test",
                                     operation="receive") >= 1
+
+
+async def test_sqs_throttling_and_5xx_are_backed_off_and_polling_carries_on(
+        queues: Queues, webhooks: WebhookRecorder) -> None:
+    with running_flaky_proxy(queues.endpoint.url) as proxy:
+        # Queue URLs name moto's host; boto3 sends to the endpoint (the proxy) all the same.
+        launcher = ScriptedLauncher()
+        dispatcher = dispatcher_for(queues, webhooks, launcher, endpoint_url=proxy.url)
+        # More failures than boto3's own 3 attempts per call: some calls fail for the runner.
+        proxy.fail_next(9, code="ThrottlingException")
+        await dispatcher.start()
+        try:
+            await eventually(lambda: proxy.failures_left == 0, message="the throttling")
+            proxy.fail_next(9, status=503, code="ServiceUnavailable")
+            await eventually(lambda: proxy.failures_left == 0, message="the outage")
+            queues.send(backend_message("generate_hash_and_webhook", "stem-after"))
+            await eventually(lambda: launcher.launched, message="a launch after recovery")
+            alive, _ = dispatcher.alive()
+            assert alive and dispatcher.status.polling
+        finally:
+            await dispatcher.stop(0)
+    assert proxy.failed == 18
+    assert dispatcher.metrics.total("waveflow_sqs_errors_total", queue="test") >= 2
+    assert dispatcher.status.last_error_retryable is True
+    assert [d.message.stem_id for d in launcher.launched] == ["stem-after"]
