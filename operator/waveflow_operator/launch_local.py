@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -267,13 +268,33 @@ class LocalLauncher:
     async def _relay(self, process: asyncio.subprocess.Process, job: _Job) -> None:
         """The job's output (JSON log lines) into our log at DEBUG; keep a tail for errors."""
         assert process.stdout is not None
-        while line := await process.stdout.readline():
-            text = line.decode("utf-8", "replace").rstrip()
-            job.tail.append(text)
-            job_log.debug("%s: %s", job.delivery.job_name, text)
+        pending = b""
+        # Chunks, not readline(): one enormous line must not stop the draining (a child
+        # blocked on a full pipe would hang until its deadline).
+        while chunk := await process.stdout.read(65536):
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in lines:
+                self._note(job, line)
+            if len(pending) > 65536:
+                self._note(job, pending)
+                pending = b""
+        if pending:
+            self._note(job, pending)
+
+    def _note(self, job: _Job, line: bytes) -> None:
+        text = line.decode("utf-8", "replace").rstrip()[:4000]
+        job.tail.append(text)
+        job_log.debug("%s: %s", job.delivery.job_name, text)
 
     def _last_words(self, job: _Job) -> str:
-        return job.tail[-1][:500] if job.tail else ""
+        """The job's last log message (its JSON ``message`` field when it logged JSON)."""
+        if not job.tail:
+            return ""
+        last = job.tail[-1]
+        with contextlib.suppress(ValueError, AttributeError):
+            document = json.loads(last)
+            last = str(document.get("message", last))
+        return last[:500]
 
     async def _report(self, result: JobResult) -> None:
         if self._on_result is not None:

@@ -161,6 +161,17 @@ async def test_a_hanging_job_is_killed_at_its_deadline_then_failed_and_dead_lett
     assert stack.leftovers() == []
 
 
+async def test_a_job_printing_a_huge_line_is_still_drained_and_finishes(
+        stack: Stack, tmp_path: Path) -> None:
+    env = {"FAKEJOB_SPAM": str(3 * 1024 * 1024)}  # far more than a pipe buffer
+    async with running(stack, job_command=FAKE_COMMAND, env=env,
+                       deadlines={Task.HASH: 20.0}) as dispatcher:
+        stack.queues.send(backend_message("generate_hash_and_webhook", "stem-s"))
+        await eventually(lambda: dispatcher.status.succeeded == 1, 30, "success")
+    assert dispatcher.status.failed == 0
+    assert stack.leftovers() == []
+
+
 async def test_a_failing_job_is_retried_up_to_the_backoff_limit_then_dead_lettered(
         stack: Stack, tmp_path: Path) -> None:
     log = tmp_path / "jobs.log"
@@ -171,7 +182,8 @@ async def test_a_failing_job_is_retried_up_to_the_backoff_limit_then_dead_letter
     assert lines(log).count("start stem-f") == 3
     [failure] = [w["body"] for w in stack.backend.webhooks if w["event"] == "completion"]
     assert failure["result"]["error_code"] == "JOB_BACKOFF_LIMIT"
-    assert "failed 3 time(s)" in failure["result"]["error_message"]
+    assert failure["result"]["error_message"] == \
+        "failed 3 time(s); last attempt: exit 1 (INTERNAL_ERROR). fake job for stem-f"
     [dead] = stack.queues.drain_dlq()
     assert dead["MessageAttributes"]["WaveflowReason"]["StringValue"] == "JOB_BACKOFF_LIMIT"
     assert stack.queues.counts() == (0, 0)

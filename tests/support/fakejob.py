@@ -5,6 +5,7 @@
     FAKEJOB_EXIT          exit code (default 0)
     FAKEJOB_IGNORE_TERM   "1": ignore SIGTERM (a job that hangs hard; needs SIGKILL)
     FAKEJOB_HANG_STEMS    comma-separated stemIds that sleep for an hour instead
+    FAKEJOB_SPAM          print one line of this many bytes first (a runaway log line)
 
 It writes a file into $TMPDIR (so tests can check scratch is removed) and a summary line to
 $WAVEFLOW_SUMMARY_FILE like the real job does.
@@ -34,6 +35,11 @@ def main() -> int:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     Path(os.environ["TMPDIR"], "scratch.bin").write_bytes(b"\0" * 4096)
     note("start")
+    spam = int(os.environ.get("FAKEJOB_SPAM", "0"))
+    if spam:
+        sys.stdout.write("x" * spam + "\n")
+        sys.stdout.flush()
+    print(json.dumps({"level": "INFO", "message": f"fake job for {stem}"}), flush=True)
     hang = stem in os.environ.get("FAKEJOB_HANG_STEMS", "").split(",")
     time.sleep(3600 if hang else float(os.environ.get("FAKEJOB_SLEEP", "0")))
     code = int(os.environ.get("FAKEJOB_EXIT", "0"))
