@@ -161,6 +161,20 @@ async def test_a_hanging_job_is_killed_at_its_deadline_then_failed_and_dead_lett
     assert stack.leftovers() == []
 
 
+async def test_a_rejecting_job_is_not_retried_and_its_message_is_deleted(
+        stack: Stack, tmp_path: Path) -> None:
+    log = tmp_path / "jobs.log"
+    env = {"FAKEJOB_LOG": str(log), "FAKEJOB_EXIT": "3"}
+    async with running(stack, job_command=FAKE_COMMAND, env=env, backoff_limit=2) as dispatcher:
+        stack.queues.send(backend_message("generate_hash_and_webhook", "stem-r"))
+        await eventually(lambda: dispatcher.status.rejected == 1, 30, "the rejection")
+        await eventually(lambda: stack.queues.counts() == (0, 0), 10, "deletion")
+    assert lines(log) == ["start stem-r", "done stem-r"]  # once: exit 3 is final
+    assert stack.backend.webhooks == []  # the job tells the backend, never the runner
+    assert stack.queues.drain_dlq() == []
+    assert stack.leftovers() == []
+
+
 async def test_a_job_printing_a_huge_line_is_still_drained_and_finishes(
         stack: Stack, tmp_path: Path) -> None:
     env = {"FAKEJOB_SPAM": str(3 * 1024 * 1024)}  # far more than a pipe buffer
