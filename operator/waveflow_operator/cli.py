@@ -124,10 +124,15 @@ async def run_local(config: RunnerConfig) -> int:
     metrics = Metrics()
     dispatcher = local_dispatcher(config, metrics=metrics)
     servers = []
-    if config.metrics_port:
-        servers.append(serve(metrics, config.metrics_port))
-    if config.health_port:
-        servers.append(serve_liveness(config.health_port, dispatcher.alive))
+    try:
+        if config.metrics_port:
+            servers.append(serve(metrics, config.metrics_port))
+        if config.health_port:
+            servers.append(serve_liveness(config.health_port, dispatcher.alive))
+    except OSError as error:
+        raise ConfigError(f"cannot listen for metrics/liveness (WAVEFLOW_METRICS_PORT="
+                          f"{config.metrics_port}, WAVEFLOW_HEALTH_PORT={config.health_port}): "
+                          f"{error}") from error
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     hurry_tasks: list[asyncio.Task[None]] = []
