@@ -216,6 +216,8 @@ class _Held:
     result: JobResult | None = None
     settling: bool = False
     notified: bool = False
+    #: Whether the backend accepted our FAILURE completion: "yes", "no", "no stemId".
+    told: str = "unknown"
     dead_lettered: bool = False
     retry_settle_at: float = 0.0
     warned_cap: bool = False
@@ -319,9 +321,11 @@ class Dispatcher:
         back to the queue (visibility 0). Returns the job names that did not finish."""
         self._stopping.set()
         self._capacity.set()
+        # The grace period starts now, not after a long poll in progress has returned.
+        stopping_launcher = asyncio.ensure_future(self.launcher.stop(grace_seconds))
         if self._poll_task is not None:
             await self._poll_task
-        unfinished = await self.launcher.stop(grace_seconds)
+        unfinished = await stopping_launcher
         # Settlements already under way (a job that just finished) are allowed to complete.
         if self._tasks.items:
             await asyncio.wait(set(self._tasks.items), timeout=max(grace_seconds, 5.0) + 30)
@@ -573,11 +577,13 @@ class Dispatcher:
         if not held.notified:
             log.warning("invalid message %s: %s", held.raw.message_id, invalid,
                         extra={"stemId": invalid.stem_id, "task": invalid.task})
+            held.told = "no stemId"
             if invalid.stem_id:
-                await self.notifier.notify_failure(
+                delivered = await self.notifier.notify_failure(
                     stem_id=invalid.stem_id, task=invalid.task, code=reason,
                     message=str(invalid), retryable=False, message_id=invalid.message_id,
                     raw_body=held.raw.body)
+                held.told = "yes" if delivered else "no"
             held.notified = True
         await self._dead_letter(held, reason, str(invalid))
         await self.sqs.delete(held.receipt_handle)
@@ -590,11 +596,11 @@ class Dispatcher:
             code = result.error_code or ErrorCode.JOB_BACKOFF_LIMIT.value
             detail = result.error_message or code
             if not held.notified:
-                await self.notifier.notify_failure(
+                delivered = await self.notifier.notify_failure(
                     stem_id=message.stem_id, task=message.task.value, code=code,
                     message=detail, retryable=True, message_id=message.message_id,
                     raw_body=delivery.body)
-                held.notified = True
+                held.notified, held.told = True, "yes" if delivered else "no"
             await self._dead_letter(held, code, detail)
         await self.sqs.delete(held.receipt_handle)
         self._record_finished(held, result)
@@ -605,7 +611,8 @@ class Dispatcher:
         group = held.delivery.message.stem_id if held.delivery else None
         await self.sqs.dead_letter(held.raw.body, reason=reason, detail=detail,
                                    message_id=held.raw.message_id,
-                                   receive_count=held.raw.receive_count, group_id=group)
+                                   receive_count=held.raw.receive_count, group_id=group,
+                                   backend_notified=held.told)
         held.dead_lettered = True
         self.metrics.messages_dead_lettered.labels(queue=self.settings.name,
                                                    reason=reason).inc()

@@ -181,7 +181,8 @@ class SqsPoller:
                     retryable=not entry.get("SenderFault", False), code=entry.get("Code")))
 
     async def dead_letter(self, body: str, *, reason: str, detail: str, message_id: str,
-                          receive_count: int, group_id: str | None = None) -> str:
+                          receive_count: int, group_id: str | None = None,
+                          backend_notified: str = "unknown") -> str:
         """Copy ``body`` unchanged to the dead-letter queue with the reason as attributes.
 
         The body stays byte-for-byte the original so a redrive re-runs the same message.
@@ -191,6 +192,8 @@ class SqsPoller:
         attributes = {
             "WaveflowReason": reason, "WaveflowReasonDetail": detail,
             "WaveflowSourceQueue": self.settings.name, "WaveflowSourceMessageId": message_id,
+            # Did the backend accept the FAILURE completion? "no": tell it after a redrive.
+            "WaveflowBackendNotified": backend_notified,
         }
         message_attributes: dict[str, Any] = {
             key: {"DataType": "String", "StringValue": (value or "-")[:_ATTRIBUTE_LIMIT]}

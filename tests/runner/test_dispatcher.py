@@ -20,7 +20,12 @@ from support.queues import Queues, backend_message, make_queues
 from support.runner import ScriptedLauncher, eventually, queue_settings
 from support.webhooks import WebhookRecorder
 from waveflow_job.contract import Outcome, Task
-from waveflow_operator.dispatcher import Dispatcher, JobResult, job_name_for
+from waveflow_operator.dispatcher import (
+    Dispatcher,
+    JobResult,
+    WebhookFailureNotifier,
+    job_name_for,
+)
 from waveflow_operator.metrics import Metrics
 
 HASH = "a" * 64
@@ -68,6 +73,8 @@ async def test_poison_message_goes_to_the_dlq_with_its_reason_and_never_becomes_
     assert reasons == ["MESSAGE_INVALID", "UNKNOWN_TASK"]
     assert dead[1]["Body"] == json.dumps(bad_task)
     assert "make_coffee" in dead[1]["MessageAttributes"]["WaveflowReasonDetail"]["StringValue"]
+    notified = [m["MessageAttributes"]["WaveflowBackendNotified"]["StringValue"] for m in dead]
+    assert notified == ["no stemId", "yes"]
     # The backend hears about the stem it could identify, as a final (non-retryable) failure.
     [failure] = webhooks.bodies("/completion")
     assert failure["stemId"] == "stem-poison" and failure["status"] == "FAILURE"
@@ -129,6 +136,7 @@ async def test_outcomes_settle_as_the_contract_says(
     assert request.header("X-WaveFlow-Delivery", ).startswith("completion-")
     [dead] = queues.drain_dlq()
     assert dead["MessageAttributes"]["WaveflowReason"]["StringValue"] == "JOB_DEADLINE_EXCEEDED"
+    assert dead["MessageAttributes"]["WaveflowBackendNotified"]["StringValue"] == "yes"
     assert json.loads(dead["Body"])["kwargs"]["stemId"] == "stem-failed"
     assert (dispatcher.status.succeeded, dispatcher.status.rejected,
             dispatcher.status.failed) == (1, 1, 1)
@@ -257,3 +265,25 @@ async def test_sqs_throttling_and_5xx_are_backed_off_and_polling_carries_on(
     assert dispatcher.metrics.total("waveflow_sqs_errors_total", queue="test") >= 2
     assert dispatcher.status.last_error_retryable is True
     assert [d.message.stem_id for d in launcher.launched] == ["stem-after"]
+
+
+async def test_a_failure_the_backend_cannot_take_is_still_dead_lettered_and_says_so(
+        queues: Queues, webhooks: WebhookRecorder) -> None:
+    launcher = ScriptedLauncher()
+    settings = queue_settings(queues, webhooks.url)
+    notifier = WebhookFailureNotifier(webhooks.url, budget=0.5, backoff=0.05)
+    dispatcher = Dispatcher(settings, launcher, notifier=notifier, metrics=Metrics())
+    webhooks.fail_next(1000)  # the backend is down for longer than the runner waits
+    queues.send(backend_message("generate_hash_and_webhook", "stem-down"))
+    await dispatcher.start()
+    try:
+        await eventually(lambda: launcher.launched, message="a launch")
+        await launcher.finish(launcher.launched[0].job_name, Outcome.FAILED,
+                              "JOB_BACKOFF_LIMIT", "failed 3 time(s)")
+        await eventually(lambda: queues.counts() == (0, 0), message="settlement")
+    finally:
+        await dispatcher.stop(1)
+        notifier.close()
+    [dead] = queues.drain_dlq()
+    assert dead["MessageAttributes"]["WaveflowBackendNotified"]["StringValue"] == "no"
+    assert len(webhooks.received("/completion")) >= 2  # it was retried before giving up
