@@ -49,6 +49,8 @@ def _parser() -> argparse.ArgumentParser:
                     "WAVEFLOW_*; see waveflow_operator.config). SIGINT/SIGTERM stops receiving "
                     "and lets running jobs finish within WAVEFLOW_GRACE_SECONDS; a second "
                     "signal kills them. Unfinished messages go back to the queue.")
+    local.epilog = _LOCAL_ENVIRONMENT
+    local.formatter_class = argparse.RawDescriptionHelpFormatter
     local.add_argument("--metrics-port", type=int, help="override WAVEFLOW_METRICS_PORT")
     local.add_argument("--health-port", type=int, help="override WAVEFLOW_HEALTH_PORT")
     local.set_defaults(handler=_local)
@@ -90,6 +92,22 @@ def _parser() -> argparse.ArgumentParser:
     health = commands.add_parser("health", help="check SQS, S3, the webhook and Kubernetes")
     health.set_defaults(handler=_health)
     return parser
+
+
+_LOCAL_ENVIRONMENT = """environment:
+  SQS_QUEUE_URL, S3_BUCKET_NAME, WEBHOOK_URL   required
+  AWS_REGION, AWS_ENDPOINT_URL, WEBHOOK_SECRET, UPLOAD_PREFIXES, LOG_LEVEL
+  SQS_DLQ_URL                          default: the queue's RedrivePolicy target
+  WAVEFLOW_MAX_IN_FLIGHT=4             jobs at once
+  WAVEFLOW_WAIT_TIME_SECONDS=20        SQS long poll
+  WAVEFLOW_VISIBILITY_TIMEOUT_SECONDS=300   renewed while a job runs
+  WAVEFLOW_BACKOFF_LIMIT=2             retries of a failing job
+  WAVEFLOW_DEADLINE_{HASH,DUPLICATE,ANALYSIS}_SECONDS=600,300,3600
+  WAVEFLOW_GRACE_SECONDS=25            on SIGTERM, before running jobs are killed
+  WAVEFLOW_SCRATCH_ROOT=$TMPDIR/waveflow-local
+  WAVEFLOW_JOB_COMMAND                 default: waveflow-job run (tests: a stand-in)
+  WAVEFLOW_METRICS_PORT=9090, WAVEFLOW_HEALTH_PORT=8080   0 turns either off
+"""
 
 
 def _configure_logging(level: str) -> None:

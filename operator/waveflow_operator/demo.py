@@ -202,6 +202,8 @@ async def _main(work: Path, endpoint: str, output: Path, keep_running: bool,
     _print_table(rows)
     _print_replay(run_state)
     output.mkdir(parents=True, exist_ok=True)
+    for stale in output.glob("stem-*.png"):  # pictures of an earlier run
+        stale.unlink()
     _write_pictures(rows, s3, output)
     problems += _check(rows, run_state, backend, s3)
     _print_metrics(metrics)
