@@ -20,6 +20,13 @@ jobs; the dispatcher owns each SQS message from receipt to deletion:
   a redelivery of a message settled by this process is just deleted.
 - **Clean stop.** ``stop(grace)`` stops receiving, lets running jobs finish within ``grace``,
   and returns unfinished messages to the queue (visibility 0) so no work is lost.
+- **Weather.** SQS throttling, 5xx and network errors back off (full jitter, ≤ 30 s); a bad
+  queue URL or a missing permission backs off too and shows in ``status`` — never a crash. A
+  launch refused for now (``LaunchError(retryable=True)``) returns the message after a delay.
+
+Dead letters keep the original body and carry ``WaveflowReason`` (an ErrorCode),
+``WaveflowReasonDetail``, ``WaveflowSourceQueue``, ``WaveflowSourceMessageId``,
+``WaveflowReceiveCount`` and ``WaveflowBackendNotified`` (did the backend accept the FAILURE).
 
 Launchers call ``on_result`` once per job with its *final* outcome; retries happen inside the
 launcher. See docs/ARCHITECTURE.md for the protocol.
