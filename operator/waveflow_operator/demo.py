@@ -140,7 +140,11 @@ def run(output: Path, *, keep_running: bool = False, webhook_url: str | None = N
 @contextlib.contextmanager
 def _emulator() -> Iterator[str]:
     """moto's S3+SQS on a free loopback port, and this process's AWS settings pointed at it."""
-    from moto.server import ThreadedMotoServer
+    try:
+        from moto.server import ThreadedMotoServer
+    except ImportError as error:
+        raise SystemExit("waveflow demo needs the emulator from the dev extras: "
+                         "pip install 'waveflow[dev]' (or run `make demo`)") from error
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()

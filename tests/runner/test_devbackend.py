@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -140,3 +146,26 @@ def test_an_outage_can_be_simulated_and_state_is_served(backend: DevBackend) -> 
     state = requests.get(f"{backend.url}/state", timeout=10).json()
     assert state["stems"]["stem-9"]["status"] == "completed"
     assert [w["answered"] for w in state["webhooks"]] == [503, 503, 201]
+
+
+def test_waveflow_dev_backend_serves_from_the_command_line(queues: Queues,
+                                                          aws: MotoEndpoint) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "SQS_QUEUE_URL": queues.url, "WEBHOOK_SECRET": SECRET}
+    process = subprocess.Popen([str(Path(sys.executable).parent / "waveflow"), "dev-backend",
+                                "--port", str(port)], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        banner = process.stdout.readline()
+        assert f"WEBHOOK_URL=http://127.0.0.1:{port}/webhook" in banner
+        answer = requests.post(f"http://127.0.0.1:{port}/upload-complete", timeout=10, json={
+            "userId": "u", "trackId": "t", "stemId": "stem-cli", "filepath": "audio/x.wav"})
+        assert answer.status_code == 201
+        [message] = received(queues)
+        assert message["kwargs"]["stemId"] == "stem-cli"
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=10) == 0
