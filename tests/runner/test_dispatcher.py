@@ -149,12 +149,12 @@ async def test_outcomes_settle_as_the_contract_says(
 async def test_heartbeat_keeps_a_long_job_invisible_past_its_visibility_timeout(
         queues: Queues, webhooks: WebhookRecorder) -> None:
     launcher = ScriptedLauncher()
-    dispatcher = dispatcher_for(queues, webhooks, launcher, visibility_timeout_seconds=2)
+    dispatcher = dispatcher_for(queues, webhooks, launcher, visibility_timeout_seconds=3)
     queues.send(backend_message("generate_hash_and_webhook", "stem-long"))
     await dispatcher.start()
     try:
         await eventually(lambda: launcher.launched, message="a launch")
-        await asyncio.sleep(5)  # 2.5 visibility timeouts
+        await asyncio.sleep(6)  # two visibility timeouts
         assert queues.counts() == (0, 1)
         assert dispatcher.status.received == 1  # never redelivered
         await launcher.finish(launcher.launched[0].job_name, Outcome.SUCCEEDED)

@@ -207,9 +207,9 @@ async def test_a_failing_job_is_retried_up_to_the_backoff_limit_then_dead_letter
 async def test_a_long_job_keeps_its_message_invisible_through_heartbeats(
         stack: Stack, tmp_path: Path) -> None:
     log = tmp_path / "jobs.log"
-    env = {"FAKEJOB_LOG": str(log), "FAKEJOB_SLEEP": "5"}
+    env = {"FAKEJOB_LOG": str(log), "FAKEJOB_SLEEP": "6"}
     async with running(stack, job_command=FAKE_COMMAND, env=env,
-                       visibility_timeout_seconds=2) as dispatcher:
+                       visibility_timeout_seconds=3) as dispatcher:
         stack.queues.send(backend_message("generate_hash_and_webhook", "stem-l"))
         await eventually(lambda: dispatcher.status.succeeded == 1, 30, "success")
         await eventually(lambda: stack.queues.counts() == (0, 0), 10, "an empty queue")
