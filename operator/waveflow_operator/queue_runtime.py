@@ -13,6 +13,7 @@ queue URL or missing SQS permission is the dispatcher's own retry loop, shown th
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Mapping
@@ -71,7 +72,18 @@ class OperatorRuntime:
             report[f"{namespace}/{name}"] = detail
         return report
 
+    async def stop_all(self) -> None:
+        """On operator exit: stop every dispatcher so its messages go back to SQS at once.
+
+        kopf gives daemons no grace period when the operator exits; cleanup handlers do run
+        before the daemons are cancelled, so the graceful stop happens here.
+        """
+        dispatchers = list(self.dispatchers.values())
+        if dispatchers:
+            await asyncio.gather(*(d.stop(0) for d in dispatchers), return_exceptions=True)
+
     async def close(self) -> None:
+        await self.stop_all()
         await self.api.close()
 
 

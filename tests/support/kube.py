@@ -67,8 +67,6 @@ _VERBS = {"create", "delete", "get", "list", "patch", "watch"}
 _WRITES = {action.CREATE, action.UPDATE, action.DELETE}
 _VERBS_BY_ACTION = {action.LIST: "list", action.WATCH: "watch", action.FETCH: "get",
                     action.CREATE: "create", action.UPDATE: "patch", action.DELETE: "delete"}
-#: Requests kept in kmock's history (see KubeEmulator._handle).
-_HISTORY = 64
 
 
 def _unprocessable(message: str) -> kmock.KubernetesError:
@@ -137,10 +135,18 @@ class KubeEmulator(KubernetesEmulator):
 
     async def _handle(self, request: Request) -> aiohttp.web.StreamResponse:
         self._record(request)
-        # kmock matches each request by scanning the whole request history (quadratic): keep
-        # only the recent tail; the calls themselves are recorded above.
-        if len(self._requests) > 2 * _HISTORY:
-            del self._requests[:-_HISTORY]
+        try:
+            return await self._handle_recorded(request)
+        finally:
+            # kmock matches each request by scanning its whole request history (quadratic in
+            # the number of requests served): forget a request once it is answered; the API
+            # calls themselves are recorded above.
+            for index in range(len(self._requests) - 1, -1, -1):
+                if self._requests[index] is request:
+                    del self._requests[index]
+                    break
+
+    async def _handle_recorded(self, request: Request) -> aiohttp.web.StreamResponse:
         if request.resource is None or request.action not in _WRITES:
             return await super()._handle(request)
         async with self._write_lock:
