@@ -95,17 +95,31 @@ class LocalLauncher:
         self._stopping = False
         self._stop_by: float | None = None
         self._hurry = asyncio.Event()
+        self._sweeper: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ protocol
 
     async def start(self, on_result: ResultCallback) -> None:
-        """Remember the callback, create the scratch root and sweep what a crash left."""
+        """Remember the callback, create the scratch root and sweep what a crash left —
+        now and every 30 minutes (the old service's clean-up ran from cron that often)."""
         self._on_result = on_result
         self.scratch_root.mkdir(parents=True, exist_ok=True)
+        await self._sweep()
+        self._sweeper = asyncio.create_task(self._sweep_periodically(), name="scratch sweep")
+
+    async def _sweep(self) -> None:
         removed = await asyncio.to_thread(sweep_scratch, self.scratch_root)
         if removed:
             log.info("removed %d stale scratch director%s", len(removed),
                      "y" if len(removed) == 1 else "ies")
+
+    async def _sweep_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(STALE_SECONDS)
+            try:
+                await self._sweep()
+            except OSError as error:
+                log.warning("scratch sweep failed: %s", error)
 
     async def launch(self, delivery: Delivery) -> bool:
         """Start the job; a job of that name already running (or finished) is adopted."""
@@ -134,6 +148,10 @@ class LocalLauncher:
         reported for them) and return their names. A second call with a smaller grace period
         (the second signal) cuts the first one short."""
         self._stopping = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
         stop_by = time.monotonic() + max(0.0, grace_seconds)
         if self._stop_by is None or stop_by < self._stop_by:
             self._stop_by = stop_by
