@@ -27,7 +27,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from waveflow_operator.config import QueueSettings
 
-__all__ = ["Check", "run_checks", "serve_liveness"]
+__all__ = ["Check", "kubernetes_checks", "run_checks", "serve_liveness"]
 
 log = logging.getLogger(__name__)
 _TIMEOUT = 5.0
@@ -54,6 +54,11 @@ def run_checks(settings: QueueSettings, *, kubernetes: bool | None = None) -> li
     if kubernetes or (kubernetes is None and _kubernetes_configured()):
         checks.append(_check_kubernetes())
     return checks
+
+
+def kubernetes_checks() -> list[Check]:
+    """Only the Kubernetes API check, when a configuration exists (else nothing)."""
+    return [_check_kubernetes()] if _kubernetes_configured() else []
 
 
 def _aws_problem(error: Exception) -> str:

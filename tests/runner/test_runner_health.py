@@ -90,3 +90,19 @@ def test_every_documented_metric_exists_with_its_labels() -> None:
         name = described.name + ("_total" if described.type == "counter" else "")
         found[name] = set(getattr(collector, "_labelnames", ()))
     assert found == documented
+
+
+def test_health_checks_the_kubernetes_api_when_a_kubeconfig_exists(tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "clusters: [{name: c, cluster: {server: 'http://127.0.0.1:9'}}]\n"
+        "contexts: [{name: c, context: {cluster: c, user: u}}]\nusers: [{name: u, user: {}}]\n")
+    environment = {k: v for k, v in os.environ.items() if k != "SQS_QUEUE_URL"}
+    result = subprocess.run([str(WAVEFLOW), "health"], text=True, capture_output=True,
+                            timeout=60, check=False,
+                            env={**environment, "KUBECONFIG": str(kubeconfig)})
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("SKIP  queues") and "SQS_QUEUE_URL" in lines[0]
+    assert lines[1].startswith("FAIL  kubernetes") and "not reachable" in lines[1]
