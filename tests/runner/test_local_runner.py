@@ -299,3 +299,25 @@ async def test_a_job_command_that_cannot_start_fails_the_message_instead_of_hold
     assert dead["MessageAttributes"]["WaveflowReason"]["StringValue"] == "JOB_NOT_CREATED"
     assert stack.queues.counts() == (0, 0)
     assert stack.leftovers() == []
+
+
+async def test_a_poison_message_never_starts_a_process_and_waits_in_the_dlq_with_its_reason(
+        stack: Stack, tmp_path: Path) -> None:
+    log = tmp_path / "jobs.log"
+    poison = {"task": "app.tasks.process_audio_analysis", "id": "analysis-stem-p-1", "args": [],
+              "kwargs": {"userId": "u", "trackId": "t", "stemId": "stem-p",
+                         "filepath": "../../etc/passwd", "audio_hash": "0" * 64}}
+    async with running(stack, job_command=FAKE_COMMAND, env={"FAKEJOB_LOG": str(log)}
+                       ) as dispatcher:
+        stack.queues.send(poison)
+        await eventually(lambda: dispatcher.status.dead_lettered == 1, 30, "the dead letter")
+        await eventually(lambda: stack.queues.counts() == (0, 0), 10, "deletion")
+    assert lines(log) == []  # no job ever ran
+    [dead] = stack.queues.drain_dlq()
+    assert dead["MessageAttributes"]["WaveflowReason"]["StringValue"] == "KEY_INVALID"
+    [failure] = [w["body"] for w in stack.backend.webhooks if w["event"] == "completion"]
+    assert (failure["stemId"], failure["result"]["error_code"],
+            failure["result"]["retryable"]) == ("stem-p", "KEY_INVALID", False)
+    assert stack.backend.stems["stem-p"].status == "failed"
+    assert dispatcher.metrics.total("waveflow_jobs_created_total") == 0
+    assert stack.leftovers() == []
