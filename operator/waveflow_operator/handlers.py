@@ -38,9 +38,9 @@ log = logging.getLogger(__name__)
 GROUP, VERSION, PLURAL = "waveflow.io", "v1alpha1", "waveflowqueues"
 
 
-def configure(settings: kopf.OperatorSettings, standalone: bool = True) -> None:
+def configure(settings: kopf.OperatorSettings) -> None:
     """kopf's settings, in one place."""
-    settings.peering.standalone = standalone
+    settings.peering.standalone = True
     # Warnings and errors about a queue become Kubernetes events (`kubectl describe wfq`).
     settings.posting.loggers = True
     settings.posting.level = logging.WARNING
@@ -94,15 +94,19 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 def run_operator(namespaces: list[str] | None = None, all_namespaces: bool = False,
                  liveness: str | None = None, metrics_port: int = 9090,
                  standalone: bool = True) -> int:
-    """``waveflow operator``: metrics server, then kopf until SIGTERM."""
+    """``waveflow operator``: metrics server, then kopf until SIGTERM.
+
+    Always standalone (one replica, see the module docstring); ``standalone`` is accepted for
+    the CLI's ``--standalone`` flag and only changes what is logged.
+    """
     metrics = Metrics()
     server = serve(metrics, metrics_port) if metrics_port else None
-    if standalone is False:
-        log.warning("peering requested: run one replica only (see waveflow_operator.handlers)")
+    if not standalone:
+        log.info("running standalone: WaveFlow runs one operator replica without kopf peering")
     try:
         kopf.run(clusterwide=all_namespaces or not namespaces,
                  namespaces=[] if all_namespaces else list(namespaces or []),
-                 liveness_endpoint=liveness, standalone=standalone,
+                 liveness_endpoint=liveness, standalone=True,
                  memo=kopf.Memo(metrics=metrics))
     finally:
         if server is not None:

@@ -321,3 +321,38 @@ async def test_a_bad_queue_url_or_a_missing_secret_shows_in_the_status_without_a
         assert ready["reason"] == "QueueUnavailable" and "no-such-queue" in ready["message"]
         assert "NonExistentQueue" in cluster.queue_status("bad-url")["lastError"]
         assert "missing" in cluster.queue_status("no-secret")["lastError"]
+
+
+async def test_waveflow_operator_command_serves_liveness_runs_jobs_and_stops_on_sigterm(
+        cluster: Cluster, kubelet: Kubelet, tmp_path: Path) -> None:
+    """The production entry point: ``waveflow operator`` in its own process, kopf's own login
+    (the kubeconfig), the liveness endpoint; SIGTERM stops it cleanly."""
+    import signal
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    cluster.aws.client("s3").put_object(Bucket="waveflow-test", Key="audio/cli.wav",
+                                        Body=wav(tmp_path))
+    command = Path(sys.executable).parent / "waveflow"
+    process = await asyncio.create_subprocess_exec(
+        str(command), "operator", "--all-namespaces", "--standalone", "--metrics-port", "0",
+        "--liveness", f"http://127.0.0.1:{port}/healthz", env=dict(os.environ),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    try:
+        await cluster.create_queue()
+        await eventually(lambda: cluster.condition("Ready").get("status") == "True", 30, "Ready")
+        health = await asyncio.to_thread(requests.get, f"http://127.0.0.1:{port}/healthz",
+                                         timeout=5)
+        assert health.status_code == 200
+        assert health.json()["queues"] == {f"{NAMESPACE}/audio": "running"}
+        cluster.queues.send(hash_message("stem-c", "audio/cli.wav"))
+        await eventually(lambda: stem_status(cluster, "stem-c") == "completed", 60, "analysis")
+        await eventually(lambda: cluster.counts().get("succeeded") == 2, 30, "settling")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, stderr.decode()[-2000:]
+    assert cluster.condition("Polling")["reason"] == "Stopped"
+    assert cluster.queues.counts() == (0, 0)
