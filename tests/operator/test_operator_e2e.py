@@ -356,3 +356,22 @@ async def test_waveflow_operator_command_serves_liveness_runs_jobs_and_stops_on_
     assert process.returncode == 0, stderr.decode()[-2000:]
     assert cluster.condition("Polling")["reason"] == "Stopped"
     assert cluster.queues.counts() == (0, 0)
+
+
+async def test_a_changed_spec_restarts_the_dispatcher_with_the_new_settings(
+        cluster: Cluster) -> None:
+    async with fake_kubelet(cluster) as kubelet:
+        kubelet.hold()
+        async with running_operator():
+            await cluster.create_queue(maxInFlight=1)
+            for i in range(3):
+                cluster.queues.send(hash_message(f"stem-{i}"))
+            await eventually(lambda: len(cluster.jobs()) == 1, 30, "one Job")
+            await cluster.kube.patch(QUEUES, NAMESPACE, "audio", {"spec": {"maxInFlight": 3}})
+            # The held message goes back to SQS, comes back and adopts its Job; two more start.
+            await eventually(lambda: len(cluster.jobs()) == 3, 30, "three Jobs")
+            kubelet.release()
+            await eventually(lambda: cluster.counts().get("succeeded") == 3, 30, "settling")
+            await eventually(lambda: cluster.queues.counts() == (0, 0), 10, "an empty queue")
+    assert len(kubelet.runs) == 3
+    assert len(cluster.kube.emulator.ever_created(JOBS)) == 3
