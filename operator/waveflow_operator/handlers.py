@@ -75,9 +75,9 @@ async def queue_daemon(meta: kopf.Meta, body: kopf.Body, memo: kopf.Memo,
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_MANAGED_BY: MANAGED_BY})
-async def job_event(body: kopf.Body, namespace: str | None, labels: kopf.Labels,
-                    memo: kopf.Memo, **_: Any) -> None:
-    await memo["runtime"].observe_job(namespace or "", labels.get(LABEL_QUEUE), body)
+async def job_event(type: str | None, body: kopf.Body, namespace: str | None,
+                    labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
+    await memo["runtime"].observe_job(namespace or "", labels.get(LABEL_QUEUE), body, type)
 
 
 @kopf.on.probe(id="queues")

@@ -206,13 +206,24 @@ class KubernetesLauncher:
 
     # ------------------------------------------------------------------ kopf events
 
-    async def observe(self, job: Mapping[str, Any]) -> None:
-        """A Job event from kopf: report a tracked Job's result once it is final."""
+    async def observe(self, job: Mapping[str, Any], deleted: bool = False) -> None:
+        """A Job event from kopf: report a tracked Job's result once it is final.
+
+        A tracked Job deleted before it finished (by hand, or by an admission policy) fails
+        with INTERNAL_ERROR, so its message is dead-lettered instead of held for 12 hours.
+        """
         name = str((job.get("metadata") or {}).get("name"))
         if name not in self._tracked or name in self._reported or not self._ours(job):
             return
         if job_outcome(job) is not None:
             await self._report(job)
+        elif deleted:
+            log.warning("job %s was deleted before it finished", name)
+            self._remember_reported(name)
+            self._tracked.pop(name, None)
+            assert self._on_result is not None, "start() first"
+            await self._on_result(JobResult(name, Outcome.FAILED, ErrorCode.INTERNAL_ERROR.value,
+                                            "the Job was deleted before it finished"))
 
     def tracked(self) -> list[str]:
         """Jobs this launcher waits for (for status and tests)."""

@@ -56,11 +56,12 @@ class OperatorRuntime:
     #: (namespace, queue name) → the running dispatcher (for the liveness probe).
     dispatchers: dict[tuple[str, str], Dispatcher] = field(default_factory=dict)
 
-    async def observe_job(self, namespace: str, queue: str | None, job: Mapping[str, Any]) -> None:
+    async def observe_job(self, namespace: str, queue: str | None, job: Mapping[str, Any],
+                          event: str | None = None) -> None:
         """Route one Job event to its queue's launcher (Jobs of other queues are ignored)."""
         launcher = self.launchers.get((namespace, queue or ""))
         if launcher is not None:
-            await launcher.observe(job)
+            await launcher.observe(job, deleted=event == "DELETED")
 
     def liveness(self) -> dict[str, str]:
         """Each queue's receive loop; raises when one died unexpectedly."""

@@ -375,3 +375,21 @@ async def test_a_changed_spec_restarts_the_dispatcher_with_the_new_settings(
             await eventually(lambda: cluster.queues.counts() == (0, 0), 10, "an empty queue")
     assert len(kubelet.runs) == 3
     assert len(cluster.kube.emulator.ever_created(JOBS)) == 3
+
+
+async def test_a_job_deleted_before_it_finished_is_failed_instead_of_held(
+        cluster: Cluster) -> None:
+    async with fake_kubelet(cluster) as kubelet:
+        kubelet.hold()
+        async with running_operator():
+            await cluster.create_queue()
+            cluster.queues.send(hash_message("stem-d"))
+            await eventually(lambda: len(cluster.jobs()) == 1, 30, "the Job")
+            [job] = cluster.jobs()
+            await cluster.kube.delete(JOBS, NAMESPACE, job["metadata"]["name"])
+            await eventually(lambda: cluster.counts().get("failed") == 1, 30, "the failure")
+            await eventually(lambda: cluster.queues.counts() == (0, 0), 10, "an empty queue")
+    [failure] = completions(cluster)
+    assert failure["stemId"] == "stem-d"
+    assert failure["result"]["error_code"] == "INTERNAL_ERROR"
+    assert list(dead_letters(cluster).values()) == ["INTERNAL_ERROR"]
