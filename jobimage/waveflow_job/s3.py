@@ -93,11 +93,27 @@ class Storage:
 
     # ----------------------------------------------------------------------- writes
 
-    def put_json(self, key: str, body: bytes) -> None:
-        """Store a JSON document with ``Content-Type: application/json``."""
+    def metadata(self, key: str) -> dict[str, str] | None:
+        """The object's user metadata (values decoded), or None when there is no such object."""
+        try:
+            response = self.client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as error:
+            if _code(error) in _NOT_FOUND:
+                return None
+            raise self._translate(error, "HEAD", key) from error
+        except BotoCoreError as error:
+            raise self._translate(error, "HEAD", key) from error
+        return {k: decode_tag_value(v) for k, v in response.get("Metadata", {}).items()}
+
+    def put_json(self, key: str, body: bytes, *, metadata: dict[str, str] | None = None) -> None:
+        """Store a JSON document with ``Content-Type: application/json``.
+
+        ``metadata`` values are encoded like tag values: S3 metadata must be ASCII.
+        """
+        encoded = {k: encode_tag_value(v) for k, v in (metadata or {}).items()}
         with self._errors("PUT", key):
             self.client.put_object(Bucket=self.bucket, Key=key, Body=body,
-                                   ContentType="application/json")
+                                   ContentType="application/json", Metadata=encoded)
 
     def merge_tags(self, key: str, tags: dict[str, str]) -> None:
         """Add or replace ``tags``, keeping the object's other tags.

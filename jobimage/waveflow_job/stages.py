@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 ANALYSED_TAG = "waveflow-analysed"
 #: Tag naming the stem an analysed original belongs to (value encoded for S3 if needed).
 STEM_TAG = "waveflow-stem-id"
+#: Metadata on a waveform JSON naming the upload it was drawn from. Tags do not survive a
+#: re-PUT of the upload; this does, so a re-uploaded original is still recognised.
+SOURCE_KEY_METADATA = "waveflow-source-key"
 _SAFE_SUFFIX = re.compile(r"^\.[A-Za-z0-9]{1,10}$")
 
 
@@ -138,6 +141,7 @@ def process_duplicate_file(job: Job) -> StageResult:
             raise DeletionRefused(
                 ErrorCode.HASH_MISMATCH,
                 f"{key} has SHA-256 {digest.sha256}, not the message's {message.audio_hash}")
+        _refuse_reuploaded_original(job, key, digest.sha256)
         with result.phase("delete"):
             job.storage.delete(key)
         log.info("duplicate deleted", extra={"filepath": key, "bytes": digest.size})
@@ -159,6 +163,27 @@ def _refuse_originals(job: Job, key: str) -> None:
             "(the stem already completed)", silent=True)
     raise DeletionRefused(ErrorCode.ANALYSED_ORIGINAL,
                           f"{key} is the analysed original of stem {owner or '(unknown)'}")
+
+
+def _refuse_reuploaded_original(job: Job, key: str, sha256: str) -> None:
+    """An original PUT again with the same bytes has lost its tags; its waveform still says.
+
+    The stem's waveform for exactly these bytes exists and was drawn from this very key: the
+    object is this stem's original, re-uploaded (the backend then asks to delete it as a
+    duplicate of itself, CONTRACT.md §7). Keep it, restore its tags, stay silent. A waveform
+    drawn from another key means this key is a true duplicate, and deleting it is right.
+    """
+    metadata = job.storage.metadata(contract.waveform_key(job.message.stem_id, sha256))
+    if metadata is None:
+        return
+    source = metadata.get(SOURCE_KEY_METADATA)
+    if source is not None and source != key:
+        return
+    job.storage.merge_tags(key, {ANALYSED_TAG: "true", STEM_TAG: job.message.stem_id})
+    raise DeletionRefused(
+        ErrorCode.ORIGINAL_PROTECTED,
+        f"{key} was re-uploaded after this stem's analysis of the same bytes; it is the "
+        "stem's original: tags restored, not deleted, no FAILURE sent", silent=True)
 
 
 # --------------------------------------------------------------------------- analysis
@@ -191,7 +216,8 @@ def process_audio_analysis(job: Job) -> StageResult:
         shutil.rmtree(workdir, ignore_errors=True)
     key = contract.waveform_key(message.stem_id, digest.sha256)
     with result.phase("upload"):
-        job.storage.put_json(key, contract.dumps_strict(document))
+        job.storage.put_json(key, contract.dumps_strict(document),
+                             metadata={SOURCE_KEY_METADATA: message.filepath})
     with result.phase("tag"):
         job.storage.merge_tags(message.filepath, {ANALYSED_TAG: "true",
                                                   STEM_TAG: message.stem_id})

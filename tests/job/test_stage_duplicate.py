@@ -174,3 +174,44 @@ def test_upload_resent_after_analysis_keeps_its_original_without_a_failure(
     [body] = world.webhooks.bodies("/completion")
     assert body["result"]["error_code"] == "ANALYSED_ORIGINAL"
     assert body["result"]["error_message"] == f"{KEY} is the analysed original of stem {stem_id}"
+
+
+def test_original_uploaded_again_after_analysis_is_recognised_by_its_waveform(
+        world: JobWorld) -> None:
+    """A re-PUT drops the object's tags; the stem's waveform still names this key."""
+    data = wav_bytes(seconds=0.25)
+    sha = hashlib.sha256(data).hexdigest()
+    world.put(KEY, data)
+    analysis = json_message("process_audio_analysis", **KWARGS, filepath=KEY, audio_hash=sha,
+                            num_peaks=16)
+    assert world.run(analysis) == 0
+    world.put(KEY, data)  # the same bytes uploaded again: S3 forgets the tags
+    assert "waveflow-analysed" not in world.tags(KEY)
+    world.webhooks.clear()
+
+    assert world.run(duplicate(audio_hash=sha)) == 3
+
+    assert world.webhooks.received() == []
+    assert KEY in world.object_keys()
+    assert world.tags(KEY)["waveflow-stem-id"] == "stem-789"
+    assert world.summary()["error_code"] == "ORIGINAL_PROTECTED"
+
+
+def test_same_stem_uploading_the_same_bytes_under_a_new_key_gets_the_copy_deleted(
+        world: JobWorld) -> None:
+    """The stem's waveform was drawn from another key: this one is a true duplicate."""
+    data = wav_bytes(seconds=0.25)
+    sha = hashlib.sha256(data).hexdigest()
+    world.put("audio/first.wav", data)
+    analysis = json_message("process_audio_analysis", **KWARGS, filepath="audio/first.wav",
+                            audio_hash=sha, num_peaks=16)
+    assert world.run(analysis) == 0
+    world.put(KEY, data)
+    world.webhooks.clear()
+
+    assert world.run(duplicate(audio_hash=sha)) == 0
+
+    assert KEY not in world.object_keys()
+    assert "audio/first.wav" in world.object_keys()
+    [body] = world.webhooks.bodies("/completion")
+    assert body["result"]["status"] == "duplicate_file_deleted"
