@@ -14,7 +14,7 @@ from pathlib import Path
 
 from waveflow_job.contract import MAX_NUM_PEAKS, WAVEFORM_PREFIX
 
-__all__ = ["ConfigError", "JobConfig"]
+__all__ = ["ConfigError", "EnvReader", "JobConfig"]
 
 GIB = 1024**3
 
@@ -70,7 +70,7 @@ class JobConfig:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> JobConfig:
         """Read and check every setting; raises :class:`ConfigError` naming the variable."""
-        env = _Env(environ)
+        env = EnvReader(environ)
         max_duration = env.number("WAVEFLOW_MAX_DURATION_SECONDS", 4 * 3600.0, minimum=0)
         return cls(
             bucket=env.required("S3_BUCKET_NAME"),
@@ -108,8 +108,8 @@ def _prefixes(text: str) -> tuple[str, ...]:
     return tuple(p.strip() for p in text.split(",") if p.strip())
 
 
-class _Env:
-    """Typed reads from a mapping, with errors that name the variable."""
+class EnvReader:
+    """Typed reads from a mapping, with errors that name the variable (the runner uses it too)."""
 
     def __init__(self, environ: Mapping[str, str]) -> None:
         self._environ = environ
@@ -147,3 +147,7 @@ class _Env:
         if maximum is not None and value > maximum:
             raise ConfigError(f"{name} must be at most {maximum:g}, got {raw!r}")
         return value
+
+    def integer(self, name: str, default: int, *, minimum: int | None = None,
+                maximum: int | None = None) -> int:
+        return int(self.number(name, default, minimum=minimum, maximum=maximum, integer=True))

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from waveflow_job.config import ConfigError, EnvReader
 from waveflow_job.contract import Task
 
 __all__ = ["DEFAULT_DEADLINES", "ConfigError", "QueueSettings", "RunnerConfig",
@@ -25,10 +26,6 @@ DEFAULT_DEADLINES: Mapping[Task, float] = {Task.HASH: 600.0, Task.DUPLICATE: 300
                                            Task.ANALYSIS: 3600.0}
 #: SQS's hard cap on how long one receipt can stay invisible.
 SQS_MAX_VISIBILITY_SECONDS = 43200
-
-
-class ConfigError(ValueError):
-    """A setting is missing or unusable; the message names the variable or field."""
 
 
 @dataclass(frozen=True)
@@ -97,7 +94,7 @@ def default_job_command() -> tuple[str, ...]:
     script = Path(sys.executable).parent / "waveflow-job"
     if script.exists():
         return (str(script), "run")
-    return (sys.executable, "-c", "from waveflow_job.cli import main; main()", "run")
+    return (sys.executable, "-m", "waveflow_job.cli", "run")
 
 
 @dataclass(frozen=True)
@@ -125,13 +122,14 @@ class RunnerConfig:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> RunnerConfig:
         """Read CONTRACT.md §4's variables, ``SQS_DLQ_URL`` and the ``WAVEFLOW_*`` settings."""
-        env = _Env(environ)
+        env = EnvReader(environ)
         deadlines = {
-            Task.HASH: env.number("WAVEFLOW_DEADLINE_HASH_SECONDS", DEFAULT_DEADLINES[Task.HASH]),
+            Task.HASH: env.number("WAVEFLOW_DEADLINE_HASH_SECONDS",
+                                    DEFAULT_DEADLINES[Task.HASH], minimum=0),
             Task.DUPLICATE: env.number("WAVEFLOW_DEADLINE_DUPLICATE_SECONDS",
-                                       DEFAULT_DEADLINES[Task.DUPLICATE]),
+                                    DEFAULT_DEADLINES[Task.DUPLICATE], minimum=0),
             Task.ANALYSIS: env.number("WAVEFLOW_DEADLINE_ANALYSIS_SECONDS",
-                                      DEFAULT_DEADLINES[Task.ANALYSIS]),
+                                    DEFAULT_DEADLINES[Task.ANALYSIS], minimum=0),
         }
         queue_url = env.required("SQS_QUEUE_URL")
         queue = QueueSettings(
@@ -160,7 +158,7 @@ class RunnerConfig:
             deadlines=deadlines,
             log_level=(env.text("LOG_LEVEL") or "INFO").upper(),
             # WAVEFLOW_DEPTH_POLL_SECONDS: how often queue depth is read for the metrics.
-            depth_poll_seconds=env.number("WAVEFLOW_DEPTH_POLL_SECONDS", 15.0),
+            depth_poll_seconds=env.number("WAVEFLOW_DEPTH_POLL_SECONDS", 15.0, minimum=0),
             # Job tuning passed through to every job unchanged.
             job_env={k: v for k, v in environ.items() if k in _JOB_PASSTHROUGH},
         )
@@ -172,9 +170,9 @@ class RunnerConfig:
             scratch_root=Path(env.text("WAVEFLOW_SCRATCH_ROOT")
                               or Path(tempfile.gettempdir()) / "waveflow-local"),
             job_command=tuple(shlex.split(command)) if command else default_job_command(),
-            grace_seconds=env.number("WAVEFLOW_GRACE_SECONDS", 25.0),
-            retry_backoff_seconds=env.number("WAVEFLOW_RETRY_BACKOFF_SECONDS", 1.0),
-            kill_grace_seconds=env.number("WAVEFLOW_KILL_GRACE_SECONDS", 2.0),
+            grace_seconds=env.number("WAVEFLOW_GRACE_SECONDS", 25.0, minimum=0),
+            retry_backoff_seconds=env.number("WAVEFLOW_RETRY_BACKOFF_SECONDS", 1.0, minimum=0),
+            kill_grace_seconds=env.number("WAVEFLOW_KILL_GRACE_SECONDS", 2.0, minimum=0),
         )
 
 
@@ -185,46 +183,3 @@ _JOB_PASSTHROUGH = frozenset({
     "WAVEFLOW_WEBHOOK_BACKOFF_SECONDS", "WAVEFLOW_S3_CONNECT_TIMEOUT_SECONDS",
     "WAVEFLOW_S3_READ_TIMEOUT_SECONDS", "WAVEFLOW_S3_MAX_ATTEMPTS",
 })
-
-
-class _Env:
-    """Typed reads with errors naming the variable."""
-
-    def __init__(self, environ: Mapping[str, str]) -> None:
-        self._environ = environ
-
-    def text(self, name: str) -> str | None:
-        return self._environ.get(name, "").strip() or None
-
-    def required(self, name: str) -> str:
-        value = self.text(name)
-        if value is None:
-            raise ConfigError(f"{name} is required but not set")
-        return value
-
-    def url(self, name: str) -> str:
-        value = self.required(name)
-        if not value.startswith(("http://", "https://")):
-            raise ConfigError(f"{name} must be an http:// or https:// URL, got {value!r}")
-        return value.rstrip("/")
-
-    def number(self, name: str, default: float) -> float:
-        raw = self.text(name)
-        if raw is None:
-            return default
-        try:
-            value = float(raw)
-        except ValueError:
-            raise ConfigError(f"{name} must be a number, got {raw!r}") from None
-        if not value >= 0 or value == float("inf"):
-            raise ConfigError(f"{name} must be a finite number ≥ 0, got {raw!r}")
-        return value
-
-    def integer(self, name: str, default: int) -> int:
-        raw = self.text(name)
-        if raw is None:
-            return default
-        try:
-            return int(raw)
-        except ValueError:
-            raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
