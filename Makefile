@@ -35,7 +35,8 @@ test: install $(TEST_TOOLS) ## Run the whole test suite (installs helm and promt
 
 bench: install ## Benchmarks: waveform speed/memory vs the naive baseline, dispatch latency
 	$(PY) tests/bench/bench_waveform.py
-	@if [ -f tests/bench/bench_dispatch.py ]; then $(PY) tests/bench/bench_dispatch.py; fi
+	$(PY) tests/bench/bench_local.py
+	$(PY) tests/bench/bench_dispatch.py
 
 demo: install ## The whole pipeline end to end on this machine: no AWS, no cluster
 	$(VENV)/bin/waveflow demo
