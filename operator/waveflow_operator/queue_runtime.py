@@ -154,11 +154,13 @@ async def serve_queue(runtime: OperatorRuntime, meta: Mapping[str, Any],
         dispatcher = await _start(runtime, namespace, name, meta, spec, status)
         key = (namespace, name)
         runtime.dispatchers[key] = dispatcher
+        written: Mapping[str, Any] | None = None
         try:
             while not stopped and _plain(body.get("spec") or {}) == spec:
-                await _write_status(runtime, namespace, name,
-                                    status.from_dispatcher(dispatcher.status,
-                                                           dispatcher.settings))
+                document = status.from_dispatcher(dispatcher.status, dispatcher.settings)
+                if document != written:  # an idle queue costs no API calls
+                    written = document if await _write_status(
+                        runtime, namespace, name, document) else None
                 await stopped.wait(STATUS_INTERVAL)
         finally:
             runtime.launchers.pop(key, None)
@@ -213,11 +215,13 @@ async def _webhook_secret(api: KubeApi, namespace: str, spec: Mapping[str, Any])
 
 
 async def _write_status(runtime: OperatorRuntime, namespace: str, name: str,
-                        document: Mapping[str, Any]) -> None:
+                        document: Mapping[str, Any]) -> bool:
     try:
         await runtime.api.patch_queue_status(namespace, name, document)
     except KubeApiError as error:
         log.warning("could not write the status of %s/%s: %s", namespace, name, error)
+        return False
+    return True
 
 
 def _plain(value: Any) -> Any:
