@@ -11,6 +11,8 @@ import base64
 import hashlib
 import json
 import os
+import signal
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -323,23 +325,27 @@ async def test_a_bad_queue_url_or_a_missing_secret_shows_in_the_status_without_a
         assert "missing" in cluster.queue_status("no-secret")["lastError"]
 
 
-async def test_waveflow_operator_command_serves_liveness_runs_jobs_and_stops_on_sigterm(
-        cluster: Cluster, kubelet: Kubelet, tmp_path: Path) -> None:
-    """The production entry point: ``waveflow operator`` in its own process, kopf's own login
-    (the kubeconfig), the liveness endpoint; SIGTERM stops it cleanly."""
-    import signal
-    import socket
-
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+        return int(probe.getsockname()[1])
+
+
+async def start_command(liveness_port: int) -> asyncio.subprocess.Process:
+    """``waveflow operator`` as deployed: its own process, kopf's own login (the kubeconfig)."""
+    command = Path(sys.executable).parent / "waveflow"
+    return await asyncio.create_subprocess_exec(
+        str(command), "operator", "--all-namespaces", "--standalone", "--metrics-port", "0",
+        "--liveness", f"http://127.0.0.1:{liveness_port}/healthz", env=dict(os.environ),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+
+
+async def test_waveflow_operator_command_serves_liveness_runs_jobs_and_stops_on_sigterm(
+        cluster: Cluster, kubelet: Kubelet, tmp_path: Path) -> None:
+    port = free_port()
     cluster.aws.client("s3").put_object(Bucket="waveflow-test", Key="audio/cli.wav",
                                         Body=wav(tmp_path))
-    command = Path(sys.executable).parent / "waveflow"
-    process = await asyncio.create_subprocess_exec(
-        str(command), "operator", "--all-namespaces", "--standalone", "--metrics-port", "0",
-        "--liveness", f"http://127.0.0.1:{port}/healthz", env=dict(os.environ),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    process = await start_command(port)
     try:
         await cluster.create_queue()
         await eventually(lambda: cluster.condition("Ready").get("status") == "True", 30, "Ready")
@@ -356,6 +362,35 @@ async def test_waveflow_operator_command_serves_liveness_runs_jobs_and_stops_on_
     assert process.returncode == 0, stderr.decode()[-2000:]
     assert cluster.condition("Polling")["reason"] == "Stopped"
     assert cluster.queues.counts() == (0, 0)
+
+
+async def test_an_operator_killed_mid_flight_leaves_its_jobs_to_the_next_one(
+        cluster: Cluster) -> None:
+    """SIGKILL: nothing is returned to SQS; the messages reappear after their visibility
+    timeout (3 s here, below the CRD's minimum) and the next operator settles each once."""
+    async with fake_kubelet(cluster) as kubelet:
+        kubelet.hold()
+        process = await start_command(free_port())
+        try:
+            await cluster.create_queue(visibilityTimeoutSeconds=3)
+            cluster.queues.send(hash_message("stem-1"))
+            cluster.queues.send(hash_message("stem-2"))
+            await eventually(lambda: len(cluster.jobs()) == 2, 30, "two Jobs")
+        finally:
+            process.kill()
+            await process.communicate()
+        kubelet.release()  # the Jobs finish while no operator watches
+        await eventually(lambda: len(kubelet.runs) == 2, 30, "the Jobs to finish")
+        process = await start_command(free_port())
+        try:
+            await eventually(lambda: cluster.queues.counts() == (0, 0), 60, "an empty queue")
+            await eventually(lambda: cluster.counts().get("succeeded") == 2, 30, "settling")
+        finally:
+            process.send_signal(signal.SIGTERM)
+            await process.communicate()
+    assert len(cluster.kube.emulator.ever_created(JOBS)) == 2
+    assert len(kubelet.runs) == 2
+    assert cluster.queues.drain_dlq() == []
 
 
 async def test_a_changed_spec_restarts_the_dispatcher_with_the_new_settings(
