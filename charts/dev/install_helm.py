@@ -16,9 +16,9 @@ import os
 import stat
 import subprocess
 import sys
-import tempfile
 import sysconfig
 import tarfile
+import tempfile
 import zipfile
 from importlib import metadata
 from pathlib import Path
