@@ -204,12 +204,12 @@ async def test_a_job_running_past_the_visibility_timeout_is_not_redelivered(
     cluster.aws.client("s3").put_object(Bucket="waveflow-test", Key="audio/long.wav",
                                         Body=wav(tmp_path))
     kubelet.hold()
-    # Below the CRD's minimum of 30 s (the emulator does not validate): four timeouts pass.
+    # Below the CRD's minimum of 30 s (the emulator does not validate): two timeouts pass.
     async with running_operator():
-        await cluster.create_queue(visibilityTimeoutSeconds=2)
+        await cluster.create_queue(visibilityTimeoutSeconds=4)
         cluster.queues.send(hash_message("stem-l", "audio/long.wav"))
         await eventually(lambda: len(cluster.jobs()) == 1, 30, "the Job")
-        await asyncio.sleep(8)
+        await asyncio.sleep(9)
         assert cluster.queues.counts() == (0, 1)  # still invisible, still held
         kubelet.release()
         await eventually(lambda: stem_status(cluster, "stem-l") == "completed", 60, "analysis")
