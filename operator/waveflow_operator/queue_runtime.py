@@ -27,6 +27,7 @@ from waveflow_operator.jobs import SPEC_DEFAULTS, spec_to_settings
 from waveflow_operator.kubeapi import KubeApi, KubeApiError
 from waveflow_operator.launch_k8s import KubernetesLauncher
 from waveflow_operator.metrics import Metrics
+from waveflow_operator.sqs import SqsError
 
 __all__ = ["NotReady", "OperatorRuntime", "QueueStatus", "serve_queue"]
 
@@ -102,11 +103,12 @@ class QueueStatus:
         self.conditions[kind] = {"type": kind, "status": status, "reason": reason,
                                  "message": message, "lastTransitionTime": since}
 
-    def from_dispatcher(self, status: DispatcherStatus, settings: QueueSettings
-                        ) -> dict[str, Any]:
-        """Ready and Polling from what the dispatcher saw last."""
+    def from_dispatcher(self, status: DispatcherStatus, settings: QueueSettings,
+                        reachable: bool = False) -> dict[str, Any]:
+        """Ready and Polling from what the dispatcher saw last (``reachable``: the queue
+        answered GetQueueAttributes at start, before the first long poll returned)."""
         max_in_flight = settings.max_in_flight
-        if status.polling:
+        if status.polling or (reachable and not status.last_error):
             self.condition("Ready", True, "Polling", f"receiving from {settings.queue_url}")
         elif status.last_error and not status.last_error_retryable:
             self.condition("Ready", False, "QueueUnavailable",
@@ -156,8 +158,10 @@ async def serve_queue(runtime: OperatorRuntime, meta: Mapping[str, Any],
         runtime.dispatchers[key] = dispatcher
         written: Mapping[str, Any] | None = None
         try:
+            reachable = await _reachable(dispatcher)
             while not stopped and _plain(body.get("spec") or {}) == spec:
-                document = status.from_dispatcher(dispatcher.status, dispatcher.settings)
+                document = status.from_dispatcher(dispatcher.status, dispatcher.settings,
+                                                  reachable)
                 if document != written:  # an idle queue costs no API calls
                     written = document if await _write_status(
                         runtime, namespace, name, document) else None
@@ -201,6 +205,16 @@ async def _start(runtime: OperatorRuntime, namespace: str, name: str, meta: Mapp
     with contextlib.suppress(KubeApiError):
         await runtime.api.patch_queue_status(namespace, name, status.render(error=str(failure)))
     raise NotReady(reason, str(failure), delay)
+
+
+async def _reachable(dispatcher: Dispatcher) -> bool:
+    """One GetQueueAttributes, so Ready does not wait for the first long poll to return."""
+    try:
+        await dispatcher.sqs.depth()
+    except SqsError as error:
+        log.warning("queue %s is not reachable: %s", dispatcher.settings.queue_url, error)
+        return False
+    return True
 
 
 async def _webhook_secret(api: KubeApi, namespace: str, spec: Mapping[str, Any]) -> str | None:
