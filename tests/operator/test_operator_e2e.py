@@ -331,21 +331,24 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-async def start_command(liveness_port: int) -> asyncio.subprocess.Process:
+async def start_command(liveness_port: int, scope: tuple[str, ...] = ("--all-namespaces",)
+                        ) -> asyncio.subprocess.Process:
     """``waveflow operator`` as deployed: its own process, kopf's own login (the kubeconfig)."""
     command = Path(sys.executable).parent / "waveflow"
     return await asyncio.create_subprocess_exec(
-        str(command), "operator", "--all-namespaces", "--standalone", "--metrics-port", "0",
+        str(command), "operator", *scope, "--standalone", "--metrics-port", "0",
         "--liveness", f"http://127.0.0.1:{liveness_port}/healthz", env=dict(os.environ),
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
 
 
+@pytest.mark.parametrize("scope", [("--all-namespaces",), ("--namespace", NAMESPACE)],
+                         ids=["cluster-wide", "one namespace as the chart runs it"])
 async def test_waveflow_operator_command_serves_liveness_runs_jobs_and_stops_on_sigterm(
-        cluster: Cluster, kubelet: Kubelet, tmp_path: Path) -> None:
+        cluster: Cluster, kubelet: Kubelet, tmp_path: Path, scope: tuple[str, ...]) -> None:
     port = free_port()
     cluster.aws.client("s3").put_object(Bucket="waveflow-test", Key="audio/cli.wav",
                                         Body=wav(tmp_path))
-    process = await start_command(port)
+    process = await start_command(port, scope)
     try:
         await cluster.create_queue()
         await eventually(lambda: cluster.condition("Ready").get("status") == "True", 30, "Ready")
