@@ -13,7 +13,10 @@ that stall or confuse kopf, filled in here:
 - creates answer 200 → 201; ``generateName`` is honoured (kopf posts its events with it);
 - ``/version/``, ``/api/``, ``/apis/`` with a trailing slash answer like without it;
 - deleting an object with finalizers bumps its revision; deleting an owner deletes the objects
-  whose ownerReferences name its uid (background garbage collection).
+  whose ownerReferences name its uid (background garbage collection);
+- speed: kmock matches every request against its whole request history and finds objects by
+  scanning them all (quadratic over a test); answered requests are forgotten here (the API
+  calls are recorded for the permissions test instead) and objects are looked up by key.
 
 Still not emulated: PUT, server-side defaults and validation, ``/api/v1/namespaces`` listing
 (run kopf cluster-wide), watch ``timeoutSeconds``.
