@@ -108,9 +108,9 @@ class Storage:
     def put_json(self, key: str, body: bytes, *, metadata: dict[str, str] | None = None) -> None:
         """Store a JSON document with ``Content-Type: application/json``.
 
-        ``metadata`` values are encoded like tag values: S3 metadata must be ASCII.
+        ``metadata`` values are encoded with :func:`encode_metadata_value` (S3 wants ASCII).
         """
-        encoded = {k: encode_tag_value(v) for k, v in (metadata or {}).items()}
+        encoded = {k: encode_metadata_value(v) for k, v in (metadata or {}).items()}
         with self._errors("PUT", key):
             self.client.put_object(Bucket=self.bucket, Key=key, Body=body,
                                    ContentType="application/json", Metadata=encoded)
@@ -192,6 +192,13 @@ def encode_tag_value(value: str) -> str:
     if len(encoded) > _MAX_TAG_VALUE:
         raise ValueError(f"tag value too long for S3 even encoded ({len(value)} characters)")
     return encoded
+
+
+def encode_metadata_value(value: str) -> str:
+    """S3 user metadata must be printable ASCII; anything else is base64url behind ``b64:``."""
+    if value.isascii() and value.isprintable() and not value.startswith(_TAG_B64):
+        return value
+    return _TAG_B64 + base64.urlsafe_b64encode(value.encode("utf-8")).decode("ascii")
 
 
 def decode_tag_value(value: str) -> str:

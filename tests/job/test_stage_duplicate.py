@@ -11,7 +11,8 @@ import pytest
 from support.aws import MotoEndpoint
 from support.jobrun import KWARGS, JobWorld, json_message, make_world, wav_bytes
 from support.webhooks import WebhookRecorder
-from waveflow_job.contract import WebhookEvent, delivery_id
+from waveflow_job.contract import WebhookEvent, delivery_id, waveform_key
+from waveflow_job.s3 import decode_tag_value
 
 TASK = "process_duplicate_file"
 KEY = "audio/중복 업로드 #2.wav"
@@ -185,6 +186,8 @@ def test_original_uploaded_again_after_analysis_is_recognised_by_its_waveform(
     analysis = json_message("process_audio_analysis", **KWARGS, filepath=KEY, audio_hash=sha,
                             num_peaks=16)
     assert world.run(analysis) == 0
+    waveform = world.s3.head_object(Bucket=world.bucket, Key=waveform_key("stem-789", sha))
+    assert decode_tag_value(waveform["Metadata"]["waveflow-source-key"]) == KEY
     world.put(KEY, data)  # the same bytes uploaded again: S3 forgets the tags
     assert "waveflow-analysed" not in world.tags(KEY)
     world.webhooks.clear()
