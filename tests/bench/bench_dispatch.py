@@ -25,55 +25,22 @@ import argparse
 import asyncio
 import json
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import requests
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from support.aws import REGION, MotoEndpoint
+from support.aws import REGION, moto_process
 from support.kube import JOBS, QUEUES, running_kube
 from support.kubelet import Kubelet
 from support.operator_e2e import running_operator
 from support.queues import Queues, backend_message, make_queues
 
 NAMESPACE = "audio"
-
-
-@contextmanager
-def moto_process() -> Iterator[MotoEndpoint]:
-    """moto in a process of its own: in this one it would compete for the GIL with the
-    emulator, kopf and the kubelet, and the benchmark would measure moto."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H",
-                               "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    endpoint = MotoEndpoint(f"http://127.0.0.1:{port}")
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                requests.get(f"{endpoint.url}/moto-api/", timeout=1)
-                break
-            except requests.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-        yield endpoint
-    finally:
-        server.terminate()
-        server.wait(10)
 
 
 def percentile(values: list[float], fraction: float) -> float:

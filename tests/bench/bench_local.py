@@ -13,24 +13,18 @@ the ceiling here: a bare receive + batch-delete loop against it settles ~75 mess
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from support.aws import BUCKET, REGION, MotoEndpoint, running_moto
+from support.aws import BUCKET, REGION, MotoEndpoint, moto_process, running_moto
 from support.queues import backend_message, make_queues
 from support.webhooks import running_webhook_recorder
 from waveflow_operator.config import QueueSettings, default_job_command
@@ -88,28 +82,6 @@ async def burst(endpoint_url: str, webhook_url: str, count: int, max_in_flight: 
     return {"p50": statistics.median(latencies),
             "p99": latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
             "per_second": count / elapsed, "failed": dispatcher.status.failed}
-
-
-@contextlib.contextmanager
-def moto_process() -> Iterator[MotoEndpoint]:
-    """moto in a process of its own, so its work does not share our GIL (unlike the tests)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H",
-                               "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    endpoint = MotoEndpoint(f"http://127.0.0.1:{port}")
-    try:
-        for _ in range(200):
-            with contextlib.suppress(requests.ConnectionError):
-                requests.get(f"{endpoint.url}/moto-api/", timeout=1)
-                break
-            time.sleep(0.05)
-        yield endpoint
-    finally:
-        server.terminate()
-        server.wait(10)
 
 
 def main() -> None:

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import boto3
 import requests
@@ -52,6 +57,33 @@ def running_moto() -> Iterator[MotoEndpoint]:
         yield MotoEndpoint(f"http://{host}:{port}")
     finally:
         server.stop()
+
+
+@contextmanager
+def moto_process() -> Iterator[MotoEndpoint]:
+    """moto in a process of its own, for benchmarks: in ours it would compete for the GIL with
+    the code being measured, and the benchmark would measure moto."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H",
+                               "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    endpoint = MotoEndpoint(f"http://127.0.0.1:{port}")
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                requests.get(f"{endpoint.url}/moto-api/", timeout=1)
+                break
+            except requests.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        yield endpoint
+    finally:
+        server.terminate()
+        server.wait(10)
 
 
 def apply_env(endpoint: MotoEndpoint) -> dict[str, str | None]:
