@@ -7,8 +7,10 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from support.loopback import serving
 
 
 @dataclass(frozen=True)
@@ -88,15 +90,6 @@ def _handler_for(recorder: WebhookRecorder) -> type[BaseHTTPRequestHandler]:
 def running_webhook_recorder() -> Iterator[WebhookRecorder]:
     """Serve on a free loopback port; the recorder's ``url`` is the WEBHOOK_URL to configure."""
     recorder = WebhookRecorder(url="")
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(recorder))
-    server.daemon_threads = True
-    recorder.url = f"http://127.0.0.1:{server.server_address[1]}/webhook"
-    # A short poll interval: shutdown() waits for the serving loop to notice, once per test.
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02},
-                              daemon=True)
-    thread.start()
-    try:
+    with serving(_handler_for(recorder)) as port:
+        recorder.url = f"http://127.0.0.1:{port}/webhook"
         yield recorder
-    finally:
-        server.shutdown()
-        server.server_close()
