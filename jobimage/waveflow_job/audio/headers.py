@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import os
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -115,13 +116,7 @@ def _read_riff(f: BinaryIO, file_size: int) -> PcmLayout:
     container = "WAV" if head[:4] == b"RIFF" else "RF64"
     ds64_data: int | None = None
     fmt: _Fmt | None = None
-    pos = 12
-    while pos + 8 <= file_size:
-        f.seek(pos)
-        chunk = f.read(8)
-        if len(chunk) < 8:
-            break
-        cid, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+    for cid, size, pos in _iff_chunks(f, file_size, "<"):
         if cid == b"ds64":
             ds64_data = struct.unpack("<Q", f.read(16)[8:16])[0]
         elif cid == b"fmt ":
@@ -135,8 +130,23 @@ def _read_riff(f: BinaryIO, file_size: int) -> PcmLayout:
             elif size in (0, 0xFFFFFFFF):
                 declared = None  # a streamed WAV whose writer never came back to fix the size
             return _layout(container, fmt, pos + 8, declared, file_size - pos - 8)
-        pos += 8 + size + (size & 1)
     raise HeaderError("no data chunk")
+
+
+def _iff_chunks(f: BinaryIO, file_size: int, endian: str) -> Iterator[tuple[bytes, int, int]]:
+    """(id, size, offset) of each chunk after the 12-byte RIFF/AIFF header, padded to even.
+
+    The file is positioned just past the chunk's 8-byte header when a chunk is yielded.
+    """
+    pos = 12
+    while pos + 8 <= file_size:
+        f.seek(pos)
+        chunk = f.read(8)
+        if len(chunk) < 8:
+            return
+        size = struct.unpack(endian + "I", chunk[4:])[0]
+        yield chunk[:4], size, pos
+        pos += 8 + size + (size & 1)
 
 
 #: (format tag, channels, sample rate, container bits, block align, valid bits)
@@ -191,13 +201,7 @@ def _read_aiff(f: BinaryIO, file_size: int) -> PcmLayout:
     is_aifc = head[8:12] == b"AIFC"
     comm: _Fmt | None = None
     comm_frames = 0
-    pos = 12
-    while pos + 8 <= file_size:
-        f.seek(pos)
-        chunk = f.read(8)
-        if len(chunk) < 8:
-            break
-        cid, size = chunk[:4], struct.unpack(">I", chunk[4:])[0]
+    for cid, size, pos in _iff_chunks(f, file_size, ">"):
         if cid == b"COMM":
             body = f.read(min(size, 22))
             if len(body) < 18:
@@ -213,7 +217,6 @@ def _read_aiff(f: BinaryIO, file_size: int) -> PcmLayout:
             start = pos + 16 + data_off
             layout = _layout("AIFF", comm, start, comm_frames * comm[4], file_size - start)
             return PcmLayout(**{**layout.__dict__, "big_endian": True})
-        pos += 8 + size + (size & 1)
     if comm is not None and comm_frames == 0:
         return _layout("AIFF", comm, file_size, 0, 0)
     raise HeaderError("no SSND chunk")
