@@ -53,10 +53,15 @@ class WebhookRefused(WebhookUndelivered):
         self.answer = answer
 
 
+def signature_hex(secret: str, timestamp: int, raw_body: bytes) -> str:
+    """The ``v1`` value: hex HMAC-SHA256(secret, "<t>.<raw body>"); receivers recompute it."""
+    message = f"{timestamp}.".encode() + raw_body
+    return hmac.new(secret.encode("utf-8"), message, hashlib.sha256).hexdigest()
+
+
 def sign(secret: str, timestamp: int, raw_body: bytes) -> str:
     """``X-WaveFlow-Signature``: ``t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>``."""
-    mac = hmac.new(secret.encode("utf-8"), f"{timestamp}.".encode() + raw_body, hashlib.sha256)
-    return f"t={timestamp},v1={mac.hexdigest()}"
+    return f"t={timestamp},v1={signature_hex(secret, timestamp, raw_body)}"
 
 
 def user_agent() -> str:

@@ -23,7 +23,6 @@ Successful POSTs answer **201** ``{"status":"success"}`` like NestJS. A webhook 
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import logging
@@ -37,6 +36,9 @@ from typing import Any
 
 import boto3
 
+from waveflow_job.contract import DEFAULT_NUM_PEAKS
+from waveflow_job.webhooks import signature_hex
+
 __all__ = ["DevBackend", "StemRecord"]
 
 log = logging.getLogger(__name__)
@@ -44,7 +46,6 @@ log = logging.getLogger(__name__)
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 #: How far a signature's timestamp may be from now.
 SIGNATURE_TOLERANCE_SECONDS = 300
-DEFAULT_NUM_PEAKS = 1024
 
 
 def _now_iso() -> str:
@@ -304,8 +305,7 @@ class DevBackend:
             return "missing or malformed X-WaveFlow-Signature"
         if abs(time.time() - timestamp) > SIGNATURE_TOLERANCE_SECONDS:
             return "X-WaveFlow-Signature timestamp is too old"
-        expected = hmac.new(self.secret.encode(), f"{timestamp}.".encode() + raw,
-                            hashlib.sha256).hexdigest()
+        expected = signature_hex(self.secret, timestamp, raw)
         if not hmac.compare_digest(expected, parts.get("v1", "")):
             return "X-WaveFlow-Signature does not match"
         return None
