@@ -169,3 +169,15 @@ def test_waveflow_dev_backend_serves_from_the_command_line(queues: Queues,
     finally:
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=10) == 0
+
+
+@pytest.mark.parametrize(("secret", "problem"), [
+    ("another-secret", "X-WaveFlow-Signature does not match"),
+    (None, "missing or malformed X-WaveFlow-Signature"),
+])
+def test_a_webhook_without_a_valid_signature_is_refused_and_acts_on_nothing(
+        backend: DevBackend, queues: Queues, secret: str | None, problem: str) -> None:
+    answer = post(backend, "hash-check", hash_check("stem-x"), secret=secret)
+    assert answer.status_code == 401
+    assert answer.json()["message"] == problem
+    assert received(queues) == []
