@@ -1,0 +1,406 @@
+"""The backend's three task messages (CONTRACT.md §1): their kwargs, parsing AND building.
+
+One definition per task's kwargs (a ``TypedDict``) drives all three uses: :func:`parse_message`
+checks the required and optional fields it lists, the builders write them in each envelope the
+backend or kombu sends, and :mod:`waveflow_job.contract.schemas` exports them as JSON Schema.
+"""
+
+import base64
+import binascii
+import json
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, NotRequired, TypedDict, get_type_hints
+
+from waveflow_job.contract.fields import (
+    DEFAULT_NUM_PEAKS,
+    MAX_KEY_BYTES,
+    MAX_NUM_PEAKS,
+    Id,
+    Key,
+    NumPeaks,
+    Sha256,
+    Timestamp,
+)
+from waveflow_job.contract.results import ErrorCode
+
+__all__ = ["TASK_MODULE", "AnalysisKwargs", "DuplicateKwargs", "Envelope", "HashKwargs",
+           "InvalidMessage", "StemMessage", "Task", "flat_envelope", "json_envelope",
+           "kombu_envelope", "message_document", "message_id_for", "parse_message",
+           "task_kwargs", "task_name"]
+
+#: The backend names its tasks ``app.tasks.<name>``; the short name is accepted too.
+TASK_MODULE = "app.tasks."
+_SHA256_HEX = re.compile(r"^[0-9a-fA-F]{64}$")
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class Task(StrEnum):
+    """The three steps of the pipeline, named as the backend names them."""
+
+    #: SHA-256 the upload and ask the backend whether it is a duplicate.
+    HASH = "generate_hash_and_webhook"
+    #: Delete a duplicate upload (never an original).
+    DUPLICATE = "process_duplicate_file"
+    #: Decode the audio, store waveform JSON, report completion.
+    ANALYSIS = "process_audio_analysis"
+
+
+class Envelope(StrEnum):
+    """How a message reached us; all three are accepted, as the old worker accepted them."""
+
+    #: ``{"task", "id", "args", "kwargs"}`` — what the backend sends today.
+    JSON = "json"
+    #: kwargs at top level beside ``"task"``.
+    FLAT = "flat"
+    #: Celery protocol 2 as kombu's SQS transport writes it (base64 JSON, base64 body).
+    KOMBU = "kombu"
+
+
+class HashKwargs(TypedDict):
+    """``generate_hash_and_webhook``: hash the upload, ask the backend about duplicates."""
+
+    userId: Id
+    trackId: Id
+    stemId: Id
+    filepath: Key
+    timestamp: NotRequired[Timestamp]
+    original_filename: NotRequired[str]
+
+
+class DuplicateKwargs(TypedDict):
+    """``process_duplicate_file``: delete this duplicate upload."""
+
+    userId: Id
+    trackId: Id
+    stemId: Id
+    filepath: Key
+    audio_hash: Sha256
+
+
+class AnalysisKwargs(TypedDict):
+    """``process_audio_analysis``: decode, store waveform JSON, report completion."""
+
+    userId: Id
+    trackId: Id
+    stemId: Id
+    filepath: Key
+    audio_hash: Sha256
+    timestamp: NotRequired[Timestamp]
+    original_filename: NotRequired[str]
+    num_peaks: NotRequired[NumPeaks]
+
+
+#: A TypedDict class per task (typed ``Any``: mypy has no type for "some TypedDict class").
+_KWARGS: dict[Task, Any] = {Task.HASH: HashKwargs, Task.DUPLICATE: DuplicateKwargs,
+                            Task.ANALYSIS: AnalysisKwargs}
+
+
+def task_kwargs(task: Task) -> Any:
+    """The ``TypedDict`` of ``task``'s kwargs (for the schema export)."""
+    return _KWARGS[task]
+
+
+def _fields(task: Task, required: bool) -> tuple[str, ...]:
+    kwargs = _KWARGS[task]
+    wanted = kwargs.__required_keys__ if required else kwargs.__optional_keys__
+    return tuple(name for name in get_type_hints(kwargs) if name in wanted)
+
+
+_REQUIRED = {task: _fields(task, required=True) for task in Task}
+_OPTIONAL = {task: _fields(task, required=False) for task in Task}
+_KNOWN = frozenset(name for task in Task for name in (*_REQUIRED[task], *_OPTIONAL[task]))
+
+
+@dataclass(frozen=True)
+class StemMessage:
+    """One validated SQS message, whatever envelope it came in."""
+
+    task: Task
+    user_id: str
+    track_id: str
+    stem_id: str
+    filepath: str
+    #: The backend's ``id`` (``hash-stem789-1732600000000``), or None when the body had none.
+    message_id: str | None = None
+    timestamp: str | None = None
+    original_filename: str | None = None
+    #: Lowercase hex SHA-256; required for the duplicate and analysis stages.
+    audio_hash: str | None = None
+    num_peaks: int = DEFAULT_NUM_PEAKS
+    #: Unknown kwargs (``stageId``, ``upstreamId``…), carried through untouched.
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    envelope: Envelope = Envelope.JSON
+
+    def log_context(self) -> dict[str, str | None]:
+        """The fields every log line about this message carries."""
+        return {"stemId": self.stem_id, "task": self.task.value, "messageId": self.message_id}
+
+
+# --------------------------------------------------------------------------- building
+
+_ID_PREFIX = {Task.HASH: "hash", Task.DUPLICATE: "duplicate", Task.ANALYSIS: "analysis"}
+#: Celery protocol 2's third body element: no callbacks, no chain.
+_KOMBU_EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+
+
+def task_name(task: Task) -> str:
+    """The task's full name as the backend writes it: ``app.tasks.<name>``."""
+    return TASK_MODULE + task.value
+
+
+def message_id_for(task: Task, stem_id: str, millis: int | None = None) -> str:
+    """The backend's message id: ``hash-|duplicate-|analysis-`` + stemId + epoch milliseconds."""
+    stamp = int(time.time() * 1000) if millis is None else millis
+    return f"{_ID_PREFIX[task]}-{stem_id}-{stamp}"
+
+
+def message_document(task: Task, kwargs: Mapping[str, Any], *,
+                     message_id: str | None = None) -> dict[str, Any]:
+    """The envelope the backend sends today, as a document: ``{"task", "id", "args", "kwargs"}``.
+
+    Without ``message_id`` the id is made as the backend makes it (:func:`message_id_for`).
+    """
+    return {"task": task_name(task),
+            "id": message_id or message_id_for(task, str(kwargs["stemId"])),
+            "args": [], "kwargs": dict(kwargs)}
+
+
+def json_envelope(task: Task, kwargs: Mapping[str, Any], *,
+                  message_id: str | None = None) -> str:
+    """:func:`message_document` as the SQS body text (UTF-8 JSON, as NestJS writes it)."""
+    return _dumps(message_document(task, kwargs, message_id=message_id))
+
+
+def flat_envelope(task: Task, kwargs: Mapping[str, Any], *, message_id: str | None = None
+                  ) -> str:
+    """The kwargs at top level beside the short task name (and ``id`` when given)."""
+    document: dict[str, Any] = {"task": task.value, **kwargs}
+    if message_id is not None:
+        document["id"] = message_id
+    return _dumps(document)
+
+
+def kombu_envelope(task: Task, kwargs: Mapping[str, Any], *, message_id: str) -> str:
+    """Celery protocol 2 as kombu's SQS transport writes it: base64 JSON, base64 body."""
+    body = _dumps([[], dict(kwargs), _KOMBU_EMBED])
+    envelope = {
+        "body": base64.b64encode(body.encode("utf-8")).decode("ascii"),
+        "content-encoding": "utf-8", "content-type": "application/json",
+        "headers": {"lang": "py", "task": task_name(task), "id": message_id},
+        "properties": {"body_encoding": "base64", "delivery_tag": message_id},
+    }
+    return base64.b64encode(_dumps(envelope).encode("utf-8")).decode("ascii")
+
+
+def _dumps(document: Any) -> str:
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":"))
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+class InvalidMessage(ValueError):
+    """Raised by :func:`parse_message`; names the field, the problem and what could be read.
+
+    ``waveflow_job.errors.MessageError`` wraps it for the job; the operator uses it directly to
+    dead-letter the message with the reason (and, when ``stem_id`` is known, tell the backend).
+    """
+
+    def __init__(self, field_name: str, problem: str, code: ErrorCode = ErrorCode.MESSAGE_INVALID,
+                 *, stem_id: str | None = None, task: str | None = None,
+                 message_id: str | None = None) -> None:
+        super().__init__(f"{field_name}: {problem}")
+        self.field = field_name
+        self.problem = problem
+        self.code = code
+        self.stem_id = stem_id
+        self.task = task
+        self.message_id = message_id
+
+
+_Invalid = Callable[..., InvalidMessage]
+
+
+def parse_message(raw: str | bytes, *, max_num_peaks: int = MAX_NUM_PEAKS) -> StemMessage:
+    """Parse and validate one SQS body in any accepted envelope.
+
+    Raises :class:`InvalidMessage` naming the field and the problem.
+    """
+    task_name, message_id, kwargs, envelope = _unwrap(raw)
+    stem_guess = kwargs.get("stemId") if isinstance(kwargs.get("stemId"), str) else None
+
+    def invalid(field_name: str, problem: str,
+                code: ErrorCode = ErrorCode.MESSAGE_INVALID) -> InvalidMessage:
+        return InvalidMessage(field_name, problem, code, stem_id=stem_guess or None,
+                              task=task_name, message_id=message_id)
+
+    task = _task_from_name(task_name, invalid)
+    values: dict[str, Any] = {}
+    for name in _REQUIRED[task]:
+        if name not in kwargs or kwargs[name] is None:
+            raise invalid(name, f"is required for {task.value}")
+        values[name] = _text(kwargs[name], name, invalid)
+    for name in _OPTIONAL[task]:
+        if kwargs.get(name) is not None and name != "num_peaks":
+            values[name] = _text(kwargs[name], name, invalid, allow_empty=True)
+    _check_key(values["filepath"], invalid)
+    if "audio_hash" in values:
+        if not _SHA256_HEX.match(values["audio_hash"]):
+            raise invalid("audio_hash", "must be 64 hexadecimal characters (SHA-256)")
+        values["audio_hash"] = values["audio_hash"].lower()
+    num_peaks = DEFAULT_NUM_PEAKS
+    if task is Task.ANALYSIS and kwargs.get("num_peaks") is not None:
+        num_peaks = _num_peaks(kwargs["num_peaks"], max_num_peaks, invalid)
+    extra = {k: v for k, v in kwargs.items() if k not in _KNOWN}
+    return StemMessage(
+        task=task, user_id=values["userId"], track_id=values["trackId"],
+        stem_id=values["stemId"], filepath=values["filepath"], message_id=message_id,
+        timestamp=values.get("timestamp"), original_filename=values.get("original_filename"),
+        audio_hash=values.get("audio_hash"), num_peaks=num_peaks, extra=extra, envelope=envelope,
+    )
+
+
+def _unwrap(raw: str | bytes) -> tuple[str | None, str | None, dict[str, Any], Envelope]:
+    """Find task name, message id and kwargs in whichever envelope the body uses."""
+    text = _decode_text(raw)
+    document = _json_or_none(text)
+    if document is None:
+        document = _kombu_outer(text)
+    if not isinstance(document, dict):
+        raise InvalidMessage("body", "must be a JSON object")
+    if isinstance(document.get("headers"), dict) and "task" in document["headers"]:
+        return _unwrap_kombu(document)
+    if "task" not in document:
+        raise InvalidMessage("task", "is missing", ErrorCode.UNKNOWN_TASK)
+    task_name = document["task"]
+    message_id = document.get("id") if isinstance(document.get("id"), str) else None
+    if "kwargs" in document:
+        kwargs = document["kwargs"]
+        if not isinstance(kwargs, dict):
+            raise InvalidMessage("kwargs", "must be a JSON object", message_id=message_id)
+        args = document.get("args", [])
+        if not isinstance(args, list):
+            raise InvalidMessage("args", "must be a JSON array", message_id=message_id)
+        return _name(task_name), message_id, kwargs, Envelope.JSON
+    kwargs = {k: v for k, v in document.items() if k not in ("task", "id")}
+    return _name(task_name), message_id, kwargs, Envelope.FLAT
+
+
+def _unwrap_kombu(document: dict[str, Any]) -> tuple[str | None, str | None, dict[str, Any],
+                                                       Envelope]:
+    headers = document["headers"]
+    message_id = headers.get("id") if isinstance(headers.get("id"), str) else None
+    body = document.get("body")
+    if not isinstance(body, str):
+        raise InvalidMessage("body", "kombu envelope has no string body", message_id=message_id)
+    encoding = (document.get("properties") or {}).get("body_encoding", "base64")
+    inner_text = body
+    if encoding == "base64":
+        inner_text = _decode_text(_b64(body, "body"))
+    inner = _json_or_none(inner_text)
+    if not (isinstance(inner, list) and len(inner) >= 2 and isinstance(inner[1], dict)):
+        raise InvalidMessage("body", "kombu body must be the JSON array [args, kwargs, embed]",
+                             message_id=message_id)
+    return _name(headers.get("task")), message_id, inner[1], Envelope.KOMBU
+
+
+def _kombu_outer(text: str) -> Any:
+    """kombu's SQS transport base64-encodes the whole envelope."""
+    stripped = text.strip()
+    try:
+        decoded = base64.b64decode(stripped, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidMessage("body", "is neither JSON nor a base64 kombu envelope") from None
+    document = _json_or_none(_decode_text(decoded))
+    if document is None:
+        raise InvalidMessage("body", "base64 body does not decode to JSON")
+    return document
+
+
+def _b64(value: str, field_name: str) -> bytes:
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidMessage(field_name, "is not valid base64") from None
+
+
+def _decode_text(raw: str | bytes) -> str:
+    if isinstance(raw, str):
+        return raw
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidMessage("body", "is not UTF-8 text") from None
+
+
+def _json_or_none(text: str) -> Any:
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _name(task: Any) -> str | None:
+    return task if isinstance(task, str) else None
+
+
+def _task_from_name(name: str | None, invalid: _Invalid) -> Task:
+    if name is None:
+        raise invalid("task", "must be a string", ErrorCode.UNKNOWN_TASK)
+    short = name.removeprefix(TASK_MODULE)
+    try:
+        return Task(short)
+    except ValueError:
+        known = ", ".join(t.value for t in Task)
+        raise invalid("task", f"unknown task {name!r} (known: {known})",
+                      ErrorCode.UNKNOWN_TASK) from None
+
+
+def _text(value: Any, name: str, invalid: _Invalid, *, allow_empty: bool = False) -> str:
+    """Ids are strings; integers are accepted and kept exactly (JavaScript may send numbers)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        raise invalid(name, f"must be a string, got {type(value).__name__}")
+    if not allow_empty and not value.strip():
+        raise invalid(name, "must not be empty")
+    return value
+
+
+def _check_key(key: str, invalid: _Invalid) -> None:
+    """Structural hostility only; which prefixes may be deleted is the duplicate stage's call."""
+    if key.startswith("/"):
+        raise invalid("filepath", "must be a key relative to the bucket, not an absolute path",
+                      ErrorCode.KEY_INVALID)
+    if any(part in ("..", ".") for part in key.split("/")):
+        raise invalid("filepath", "must not contain '.' or '..' segments", ErrorCode.KEY_INVALID)
+    if _CONTROL_CHARS.search(key):
+        raise invalid("filepath", "must not contain control characters", ErrorCode.KEY_INVALID)
+    if len(key.encode("utf-8")) > MAX_KEY_BYTES:
+        raise invalid("filepath", f"is longer than S3's {MAX_KEY_BYTES}-byte limit",
+                      ErrorCode.KEY_INVALID)
+
+
+def _num_peaks(value: Any, maximum: int, invalid: _Invalid) -> int:
+    number: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    elif isinstance(value, str) and value.strip().isdigit():
+        number = int(value.strip())
+    if number is None:
+        raise invalid("num_peaks", f"must be an integer, got {value!r}",
+                      ErrorCode.NUM_PEAKS_INVALID)
+    if not 1 <= number <= maximum:
+        raise invalid("num_peaks", f"must be between 1 and {maximum}, got {number}",
+                      ErrorCode.NUM_PEAKS_INVALID)
+    return number
