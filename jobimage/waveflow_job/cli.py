@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from waveflow_job import contract
-from waveflow_job.contract import ErrorCode, ExitCode, JobSummary, Outcome, WebhookEvent
+from waveflow_job.contract import ErrorCode, ExitCode, JobSummary, Outcome
 
 if TYPE_CHECKING:
     from waveflow_job.config import JobConfig
@@ -133,7 +133,7 @@ def _read_message(args: argparse.Namespace) -> str | bytes | None:
         return args.message_file.read_bytes()
     if args.message is not None:
         return str(args.message)
-    return os.environ.get("WAVEFLOW_MESSAGE") or None
+    return os.environ.get(contract.env.MESSAGE) or None
 
 
 def _process(raw: str | bytes, config: JobConfig) -> tuple[int, JobSummary]:
@@ -194,11 +194,11 @@ def _rejected(error: WaveflowError, summary: JobSummary, webhooks: WebhookClient
               extra={"error_code": error.code.value, "failure_sent": report})
     if not report or summary.stem_id is None:
         return ExitCode.REJECTED, summary
-    body = contract.failure_body(summary.stem_id, summary.task, error.code, error.message,
-                                 retryable=False)
-    delivery = contract.delivery_id(WebhookEvent.COMPLETION, summary.message_id, raw)
+    failure = contract.failure_completion(
+        stem_id=summary.stem_id, task=summary.task, code=error.code, message=error.message,
+        retryable=False, message_id=summary.message_id, raw_body=raw)
     try:
-        webhooks.post(WebhookEvent.COMPLETION, body, delivery=delivery)
+        webhooks.send(failure)
     except WebhookUndelivered as undelivered:
         log.error("could not deliver the FAILURE completion; exiting for a retry: %s",
                   undelivered.message, extra={"error_code": undelivered.code.value})

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import requests
 
-from waveflow_job.contract import ErrorCode, WebhookEvent, dumps_strict
+from waveflow_job.contract import ErrorCode, Webhook, WebhookEvent, dumps_strict
 from waveflow_job.errors import WebhookUndelivered
 
 if TYPE_CHECKING:
@@ -107,6 +107,10 @@ class WebhookClient:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+    def send(self, webhook: Webhook) -> int:
+        """Deliver a webhook the contract built (e.g. ``contract.failure_completion``)."""
+        return self.post(webhook.event, webhook.body, delivery=webhook.delivery)
 
     def post(self, event: WebhookEvent, body: Mapping[str, Any], *, delivery: str) -> int:
         """Deliver ``body``; returns the 2xx status. Raises :class:`WebhookUndelivered`."""

@@ -53,9 +53,7 @@ from waveflow_job.contract import (
     Outcome,
     StemMessage,
     Task,
-    WebhookEvent,
-    delivery_id,
-    failure_body,
+    failure_completion,
     parse_message,
 )
 from waveflow_operator.config import SQS_MAX_VISIBILITY_SECONDS, QueueSettings
@@ -176,11 +174,11 @@ class WebhookFailureNotifier:
                              raw_body: str) -> bool:
         from waveflow_job.errors import WebhookUndelivered
 
-        body = failure_body(stem_id, task, code, message, retryable=retryable)
-        delivery = delivery_id(WebhookEvent.COMPLETION, message_id, raw_body)
+        failure = failure_completion(stem_id=stem_id, task=task, code=code, message=message,
+                                     retryable=retryable, message_id=message_id,
+                                     raw_body=raw_body)
         try:
-            await asyncio.to_thread(self._client.post, WebhookEvent.COMPLETION, body,
-                                    delivery=delivery)
+            await asyncio.to_thread(self._client.send, failure)
         except WebhookUndelivered as error:
             log.error("FAILURE completion for stem %s not delivered: %s", stem_id, error)
             return False
