@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from waveflow_job.contract import MAX_NUM_PEAKS, WAVEFORM_PREFIX
+from waveflow_job.contract import env as names
 
 __all__ = ["ConfigError", "EnvReader", "JobConfig"]
 
@@ -71,29 +72,29 @@ class JobConfig:
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> JobConfig:
         """Read and check every setting; raises :class:`ConfigError` naming the variable."""
         env = EnvReader(environ)
-        max_duration = env.number("WAVEFLOW_MAX_DURATION_SECONDS", 4 * 3600.0, minimum=0)
+        max_duration = env.number(names.MAX_DURATION_SECONDS, 4 * 3600.0, minimum=0)
         return cls(
-            bucket=env.required("S3_BUCKET_NAME"),
-            webhook_url=env.url("WEBHOOK_URL"),
-            region=env.text("AWS_REGION") or env.text("AWS_DEFAULT_REGION"),
-            endpoint_url=env.text("AWS_ENDPOINT_URL"),
-            webhook_secret=env.text("WEBHOOK_SECRET"),
-            upload_prefixes=_prefixes(env.text("UPLOAD_PREFIXES") or ""),
-            log_level=(env.text("LOG_LEVEL") or "INFO").upper(),
-            summary_file=Path(p) if (p := env.text("WAVEFLOW_SUMMARY_FILE")) else None,
-            scratch_dir=Path(env.text("TMPDIR") or tempfile.gettempdir()),
-            max_file_bytes=int(env.number("WAVEFLOW_MAX_FILE_BYTES", 2 * GIB, minimum=1,
+            bucket=env.required(names.BUCKET),
+            webhook_url=env.url(names.WEBHOOK_URL),
+            region=env.text(names.REGION) or env.text(names.REGION_FALLBACK),
+            endpoint_url=env.text(names.ENDPOINT_URL),
+            webhook_secret=env.text(names.WEBHOOK_SECRET),
+            upload_prefixes=_prefixes(env.text(names.UPLOAD_PREFIXES) or ""),
+            log_level=(env.text(names.LOG_LEVEL) or "INFO").upper(),
+            summary_file=Path(p) if (p := env.text(names.SUMMARY_FILE)) else None,
+            scratch_dir=Path(env.text(names.SCRATCH_DIR) or tempfile.gettempdir()),
+            max_file_bytes=int(env.number(names.MAX_FILE_BYTES, 2 * GIB, minimum=1,
                                           integer=True)),
             max_duration_seconds=max_duration or None,
-            max_num_peaks=int(env.number("WAVEFLOW_MAX_NUM_PEAKS", MAX_NUM_PEAKS, minimum=1,
+            max_num_peaks=int(env.number(names.MAX_NUM_PEAKS, MAX_NUM_PEAKS, minimum=1,
                                          maximum=MAX_NUM_PEAKS, integer=True)),
-            webhook_timeout=env.number("WAVEFLOW_WEBHOOK_TIMEOUT_SECONDS", 10.0, minimum=0.1),
-            webhook_budget=env.number("WAVEFLOW_WEBHOOK_BUDGET_SECONDS", 60.0, minimum=0.1),
-            webhook_backoff=env.number("WAVEFLOW_WEBHOOK_BACKOFF_SECONDS", 0.5, minimum=0),
-            s3_connect_timeout=env.number("WAVEFLOW_S3_CONNECT_TIMEOUT_SECONDS", 5.0,
+            webhook_timeout=env.number(names.WEBHOOK_TIMEOUT_SECONDS, 10.0, minimum=0.1),
+            webhook_budget=env.number(names.WEBHOOK_BUDGET_SECONDS, 60.0, minimum=0.1),
+            webhook_backoff=env.number(names.WEBHOOK_BACKOFF_SECONDS, 0.5, minimum=0),
+            s3_connect_timeout=env.number(names.S3_CONNECT_TIMEOUT_SECONDS, 5.0,
                                           minimum=0.1),
-            s3_read_timeout=env.number("WAVEFLOW_S3_READ_TIMEOUT_SECONDS", 60.0, minimum=0.1),
-            s3_max_attempts=int(env.number("WAVEFLOW_S3_MAX_ATTEMPTS", 5, minimum=1,
+            s3_read_timeout=env.number(names.S3_READ_TIMEOUT_SECONDS, 60.0, minimum=0.1),
+            s3_max_attempts=int(env.number(names.S3_MAX_ATTEMPTS, 5, minimum=1,
                                            integer=True)),
         )
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from waveflow_job.config import ConfigError, EnvReader
 from waveflow_job.contract import Task
+from waveflow_job.contract import env as names
 
 __all__ = ["DEFAULT_DEADLINES", "ConfigError", "QueueSettings", "RunnerConfig",
            "default_job_command"]
@@ -177,9 +178,4 @@ class RunnerConfig:
 
 
 #: The job's own tuning variables (waveflow_job.config) that ``waveflow local`` passes through.
-_JOB_PASSTHROUGH = frozenset({
-    "WAVEFLOW_MAX_FILE_BYTES", "WAVEFLOW_MAX_DURATION_SECONDS", "WAVEFLOW_MAX_NUM_PEAKS",
-    "WAVEFLOW_WEBHOOK_TIMEOUT_SECONDS", "WAVEFLOW_WEBHOOK_BUDGET_SECONDS",
-    "WAVEFLOW_WEBHOOK_BACKOFF_SECONDS", "WAVEFLOW_S3_CONNECT_TIMEOUT_SECONDS",
-    "WAVEFLOW_S3_READ_TIMEOUT_SECONDS", "WAVEFLOW_S3_MAX_ATTEMPTS",
-})
+_JOB_PASSTHROUGH = names.JOB_TUNING

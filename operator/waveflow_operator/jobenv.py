@@ -7,13 +7,14 @@ path, and takes ``WEBHOOK_SECRET`` from a Secret (``include_secret=False``).
 
 from __future__ import annotations
 
+from waveflow_job.contract import env as names
 from waveflow_operator.config import QueueSettings
 from waveflow_operator.dispatcher import Delivery
 
 __all__ = ["SECRET_VARIABLE", "job_env"]
 
 #: The one variable that must come from a Secret in Kubernetes, never inline in the Job.
-SECRET_VARIABLE = "WEBHOOK_SECRET"
+SECRET_VARIABLE = names.WEBHOOK_SECRET
 
 
 def job_env(delivery: Delivery, settings: QueueSettings, *,
@@ -24,22 +25,19 @@ def job_env(delivery: Delivery, settings: QueueSettings, *,
     dict), so the Job builder's output is deterministic.
     """
     env: dict[str, str] = {
-        "WAVEFLOW_MESSAGE": delivery.body,
-        "WAVEFLOW_SQS_MESSAGE_ID": delivery.sqs_message_id,
-        "WAVEFLOW_JOB_NAME": delivery.job_name,
-        "WAVEFLOW_QUEUE": delivery.queue,
-        "S3_BUCKET_NAME": settings.bucket,
-        "SQS_QUEUE_URL": settings.queue_url,
-        "WEBHOOK_URL": settings.webhook_url,
-        "LOG_LEVEL": settings.log_level,
+        names.MESSAGE: delivery.body,
+        names.BUCKET: settings.bucket,
+        names.QUEUE_URL: settings.queue_url,
+        names.WEBHOOK_URL: settings.webhook_url,
+        names.LOG_LEVEL: settings.log_level,
     }
     if settings.region:
-        env["AWS_REGION"] = settings.region
-        env["AWS_DEFAULT_REGION"] = settings.region
+        env[names.REGION] = settings.region
+        env[names.REGION_FALLBACK] = settings.region
     if settings.endpoint_url:
-        env["AWS_ENDPOINT_URL"] = settings.endpoint_url
+        env[names.ENDPOINT_URL] = settings.endpoint_url
     if settings.upload_prefixes:
-        env["UPLOAD_PREFIXES"] = ",".join(settings.upload_prefixes)
+        env[names.UPLOAD_PREFIXES] = ",".join(settings.upload_prefixes)
     for key, value in settings.job_env.items():
         env.setdefault(key, value)
     if include_secret and settings.webhook_secret:

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from waveflow_job.contract import Task
+from waveflow_job.contract import env as names
 from waveflow_operator.config import QueueSettings
 from waveflow_operator.dispatcher import Delivery
 from waveflow_operator.jobenv import SECRET_VARIABLE, job_env
@@ -74,9 +75,7 @@ SPEC_DEFAULTS: Mapping[str, Any] = {
 DEFAULT_SCRATCH_SIZE = "4Gi"
 
 #: Variables only the operator sets; ``spec.job.env`` cannot replace them.
-_RESERVED_ENV = frozenset({"WAVEFLOW_MESSAGE", "WAVEFLOW_SQS_MESSAGE_ID", "WAVEFLOW_JOB_NAME",
-                           "WAVEFLOW_QUEUE", "WAVEFLOW_SUMMARY_FILE", "TMPDIR",
-                           SECRET_VARIABLE})
+_RESERVED_ENV = names.RESERVED
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _DO_NOT_DISRUPT = {"karpenter.sh/do-not-disrupt": "true",
                    "cluster-autoscaler.kubernetes.io/safe-to-evict": "false"}
@@ -255,7 +254,7 @@ def _env(delivery: Delivery, spec: Mapping[str, Any], job_spec: Mapping[str, Any
          queue_name: str) -> list[dict[str, Any]]:
     settings = spec_to_settings(queue_name, spec)
     values = job_env(delivery, settings, include_secret=False)
-    values.update({"TMPDIR": SCRATCH_PATH, "WAVEFLOW_SUMMARY_FILE": SUMMARY_PATH})
+    values.update({names.SCRATCH_DIR: SCRATCH_PATH, names.SUMMARY_FILE: SUMMARY_PATH})
     env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in values.items()]
     secret_ref = spec.get("webhookSecretRef") or {}
     if secret_ref.get("name"):

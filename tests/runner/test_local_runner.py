@@ -22,7 +22,7 @@ from support.queues import backend_message
 from support.runner import Stack, eventually
 from waveflow_job.audio import synth
 from waveflow_job.contract import Task
-from waveflow_operator.dispatcher import Dispatcher
+from waveflow_operator.dispatcher import Dispatcher, job_name_for
 from waveflow_operator.launch_local import LocalLauncher, sweep_scratch
 from waveflow_operator.metrics import Metrics
 
@@ -269,18 +269,19 @@ def test_job_scratch_and_summary_live_in_a_fresh_directory_removed_afterwards(
         "import os, pathlib\n"
         f"pathlib.Path({str(out)!r}).write_text('\\n'.join(f'{{k}}={{os.environ.get(k)}}' for "
         "k in ['TMPDIR', 'WAVEFLOW_SUMMARY_FILE', 'S3_BUCKET_NAME', 'WEBHOOK_SECRET', "
-        "'WAVEFLOW_JOB_NAME', 'AWS_ENDPOINT_URL']) + '\\n' + os.getcwd())\n")
+        "'AWS_ENDPOINT_URL']) + '\\n' + os.getcwd())\n")
+    sent: list[str] = []
 
     async def scenario() -> None:
         async with running(stack, job_command=(sys.executable, str(probe))) as dispatcher:
-            stack.queues.send(backend_message("generate_hash_and_webhook", "stem-e"))
+            sent.append(stack.queues.send(backend_message("generate_hash_and_webhook", "stem-e")))
             await eventually(lambda: dispatcher.status.succeeded == 1, 30, "success")
 
     asyncio.run(scenario())
     values = dict(line.split("=", 1) for line in out.read_text().splitlines()[:-1])
     tmpdir = Path(values["TMPDIR"])
     assert tmpdir.parent.parent == stack.scratch and tmpdir.name == "tmp"
-    assert tmpdir.parent.name.startswith("wfjob-" + values["WAVEFLOW_JOB_NAME"])
+    assert tmpdir.parent.name.startswith("wfjob-" + job_name_for(Task.HASH, sent[0]))
     assert Path(values["WAVEFLOW_SUMMARY_FILE"]) == tmpdir.parent / "summary.json"
     assert out.read_text().splitlines()[-1] == str(tmpdir)
     assert values["S3_BUCKET_NAME"] == stack.bucket

@@ -64,9 +64,7 @@ def test_the_job_environment_carries_the_message_and_every_contract_variable() -
                         job_name_for(Task.HASH, "mid-1"), "q")
     env = job_env(delivery, settings)
     assert env == {
-        "WAVEFLOW_MESSAGE": body, "WAVEFLOW_SQS_MESSAGE_ID": "mid-1",
-        "WAVEFLOW_JOB_NAME": delivery.job_name, "WAVEFLOW_QUEUE": "q",
-        "S3_BUCKET_NAME": "b", "SQS_QUEUE_URL": "https://sqs/q",
+        "WAVEFLOW_MESSAGE": body, "S3_BUCKET_NAME": "b", "SQS_QUEUE_URL": "https://sqs/q",
         "WEBHOOK_URL": "https://backend/webhook", "LOG_LEVEL": "INFO",
         "AWS_REGION": "eu-west-1", "AWS_DEFAULT_REGION": "eu-west-1",
         "AWS_ENDPOINT_URL": "http://127.0.0.1:5000", "UPLOAD_PREFIXES": "a/",
