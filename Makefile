@@ -25,6 +25,28 @@ $(INSTALLED): pyproject.toml
 
 -include charts/Makefile.mk
 
+# The browser players the demo page shows (peaks.js, wavesurfer.js), from the npm registry.
+PLAYERS_DIR := dev/players
+PLAYERS := $(PLAYERS_DIR)/node_modules/.package-lock.json
+CHROMIUM ?= chromium
+TEST_TOOLS += players tools-chromium
+
+players: $(PLAYERS) ## npm ci the demo page's players (peaks.js, wavesurfer.js) into dev/players
+
+$(PLAYERS): $(PLAYERS_DIR)/package.json $(PLAYERS_DIR)/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { echo "make demo needs npm (Node.js 18+) to install \
+	peaks.js and wavesurfer.js for the demo page: apt-get install npm, or see nodejs.org" >&2; exit 1; }
+	npm ci --prefix $(PLAYERS_DIR) --no-audit --no-fund --loglevel=error
+	@touch $@
+
+tools-chromium: ## Debian's chromium for the demo page's browser test (skipped when on PATH)
+	@if command -v $(CHROMIUM) >/dev/null 2>&1; then \
+		echo "chromium: $$(command -v $(CHROMIUM))"; \
+	else \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium; \
+	fi
+
 lint: install chart-lint ## ruff, mypy, hadolint on both Dockerfiles, helm lint
 	$(VENV)/bin/ruff check jobimage operator tests charts/dev
 	$(VENV)/bin/mypy
@@ -38,13 +60,13 @@ bench: install ## Benchmarks: waveform speed/memory vs the naive baseline, dispa
 	$(PY) tests/bench/bench_local.py
 	$(PY) tests/bench/bench_dispatch.py
 
-demo: install ## The whole pipeline end to end on this machine: no AWS, no cluster
-	$(VENV)/bin/waveflow demo
+demo: install players ## The whole pipeline end to end on this machine: no AWS, no cluster
+	$(VENV)/bin/waveflow demo --players $(PLAYERS_DIR)/node_modules
 
 schemas: install ## Re-export the contract's JSON Schemas to docs/schemas
 	$(PY) -m waveflow_job.contract docs/schemas
 
 clean: ## Remove the virtualenv, caches and demo output
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache demo-output
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache demo-output $(PLAYERS_DIR)/node_modules
 
-.PHONY: help install lint test bench demo schemas clean
+.PHONY: help install lint test bench demo schemas clean players tools-chromium

@@ -84,6 +84,9 @@ def _parser() -> argparse.ArgumentParser:
                       help="where the table, PNGs and index.html go (default demo-output/)")
     demo.add_argument("--keep-running", action="store_true",
                       help="leave the stack up afterwards and print its endpoints")
+    demo.add_argument("--players", type=Path, metavar="NODE_MODULES",
+                      help="the node_modules with peaks.js and wavesurfer.js for index.html "
+                           "(default: dev/players/node_modules of this checkout; `make players`)")
     demo.add_argument("--webhook-url", metavar="URL",
                       help="with --keep-running: afterwards, send the runner's webhooks to this "
                            "backend (signed with $WEBHOOK_SECRET when set)")
@@ -213,7 +216,8 @@ def _dev_backend(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from waveflow_operator import demo
 
-    return demo.run(args.output, keep_running=args.keep_running, webhook_url=args.webhook_url)
+    return demo.run(args.output, keep_running=args.keep_running, webhook_url=args.webhook_url,
+                    players=args.players)
 
 
 def _health(args: argparse.Namespace) -> int:

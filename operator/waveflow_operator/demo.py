@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import html
 import json
 import logging
 import os
@@ -40,6 +39,7 @@ import numpy as np
 import requests
 
 from waveflow_job.contract import JobSummary, Outcome, Task
+from waveflow_operator import players_page
 from waveflow_operator.config import QueueSettings, RunnerConfig, default_job_command
 from waveflow_operator.devbackend import DevBackend
 from waveflow_operator.dispatcher import Delivery, Dispatcher, JobResult
@@ -126,15 +126,19 @@ class _Run:
         return time.monotonic() - self.started
 
 
-def run(output: Path, *, keep_running: bool = False, webhook_url: str | None = None) -> int:
+def run(output: Path, *, keep_running: bool = False, webhook_url: str | None = None,
+        players: Path | None = None) -> int:
     """Run the demo; returns the process exit code. With ``keep_running`` the stack stays up
     afterwards; ``webhook_url`` then sends the runner's webhooks to a real backend (signed with
-    ``$WEBHOOK_SECRET`` when set) instead of the reference backend."""
+    ``$WEBHOOK_SECRET`` when set) instead of the reference backend. ``players`` is the
+    ``node_modules`` holding peaks.js and wavesurfer.js for index.html (default: the checkout's
+    ``dev/players/node_modules``)."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("werkzeug", "moto", "botocore", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory(prefix="waveflow-demo-") as work, _emulator() as endpoint:
-        return asyncio.run(_main(Path(work), endpoint, output, keep_running, webhook_url))
+        return asyncio.run(_main(Path(work), endpoint, output, keep_running, webhook_url,
+                                 players or players_page.default_node_modules()))
 
 
 @contextlib.contextmanager
@@ -167,7 +171,7 @@ def _emulator() -> Iterator[str]:
 
 
 async def _main(work: Path, endpoint: str, output: Path, keep_running: bool,
-                webhook_url: str | None) -> int:
+                webhook_url: str | None, players: Path) -> int:
     run_state = _Run()
     s3 = boto3.client("s3", endpoint_url=endpoint, region_name=REGION)
     sqs = boto3.client("sqs", endpoint_url=endpoint, region_name=REGION)
@@ -208,7 +212,7 @@ async def _main(work: Path, endpoint: str, output: Path, keep_running: bool,
     output.mkdir(parents=True, exist_ok=True)
     for stale in output.glob("stem-*.png"):  # pictures of an earlier run
         stale.unlink()
-    _write_pictures(rows, s3, output)
+    _write_pictures(rows, s3, output, players)
     problems += _check(rows, run_state, backend, s3)
     _print_metrics(metrics)
     print(f"\nWaveform pictures and index.html: {output.resolve()}/index.html")
@@ -375,6 +379,8 @@ class _Row:
     waveform_key: str | None
     outcome: str
     error_code: str
+    #: The SUCCESS result the backend stored (analysed stems).
+    result: dict[str, Any] = field(default_factory=dict)
 
 
 def _rows(state: _Run, backend: DevBackend, s3: Any) -> list[_Row]:
@@ -404,7 +410,8 @@ def _rows(state: _Run, backend: DevBackend, s3: Any) -> list[_Row]:
             channels=_number(result.get("channels"), "{}"),
             peak=_number(result.get("peak_dbfs"), "{:.1f} dBFS"),
             waveform_key=result.get("waveform_data_path") if status == "completed" else None,
-            outcome=outcome, error_code=(record.error_code if record else None) or "-"))
+            outcome=outcome, error_code=(record.error_code if record else None) or "-",
+            result=result))
     return rows
 
 
@@ -452,32 +459,31 @@ def _print_replay(state: _Run) -> None:
           "is sent, so the stem stays analysed.")
 
 
-def _write_pictures(rows: list[_Row], s3: Any, output: Path) -> None:
-    """One PNG per analysed stem from its waveform JSON in S3, and an index.html."""
+def _write_pictures(rows: list[_Row], s3: Any, output: Path, players: Path) -> None:
+    """One PNG per analysed stem from its waveform JSON in S3, and the players' index.html."""
+    missing = players_page.copy_bundles(players, output)
+    if missing:
+        print(f"\nindex.html without players: {', '.join(missing)} not found in {players} "
+              "(`make players` installs peaks.js and wavesurfer.js)")
     cards = []
     for row in rows:
-        picture = ""
+        document, detail, picture = None, None, None
         if row.waveform_key:
-            document = json.loads(s3.get_object(Bucket=BUCKET, Key=row.waveform_key)["Body"]
-                                  .read())
-            name = f"{row.sample.stem}.png"
-            (output / name).write_bytes(waveform_png(document))
-            picture = f'<img src="{html.escape(name)}" alt="waveform of {html.escape(name)}">'
+            document = json.loads(_object(s3, row.waveform_key))
+            detail_key = document.get("waveform_detail_path")
+            detail = _object(s3, detail_key) if isinstance(detail_key, str) else None
+            picture = f"{row.sample.stem}.png"
+            (output / picture).write_bytes(waveform_png(document))
         facts = (f"{row.outcome} · {row.duration} · {row.sample_rate} · {row.channels} ch · "
-                 f"peak {row.peak} · error {row.error_code}")
-        cards.append(f"<section><h2>{html.escape(row.sample.filename)} "
-                     f"<small>{html.escape(row.sample.stem)}</small></h2>"
-                     f"<p>{html.escape(row.stages)}</p><p>{html.escape(facts)}</p>"
-                     f"<p><code>{html.escape(row.waveform_key or '')}</code></p>{picture}"
-                     f"</section>")
-    (output / "index.html").write_text(
-        "<!doctype html><meta charset=utf-8><title>WaveFlow demo</title>"
-        "<style>body{font:14px system-ui;background:#111418;color:#dde;margin:2em}"
-        "section{margin-bottom:2em}img{max-width:100%;border:1px solid #334}"
-        "small{color:#889}</style><h1>WaveFlow demo</h1>"
-        "<p>Drawn from the waveform JSON the analysis stage stored in S3 "
-        "(audiowaveform v2 min/max pairs, one lane per channel).</p>" + "".join(cards),
-        encoding="utf-8")
+                 f"{players_page.levels_text(row.result)} · error {row.error_code}")
+        cards.append(players_page.StemCard(
+            stem=row.sample.stem, filename=row.sample.filename, stages=row.stages, facts=facts,
+            waveform_key=row.waveform_key, document=document, detail=detail, picture=picture))
+    players_page.write_page(output, cards, players=not missing)
+
+
+def _object(s3: Any, key: str) -> bytes:
+    return s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
 
 
 _COLOURS = [(94, 176, 255), (255, 153, 102), (134, 220, 140), (230, 120, 200),

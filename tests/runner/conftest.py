@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from support.aws import REGION, MotoEndpoint
+from support.chromium import Page, chromium_path, headless_chromium
 from support.queues import make_queues
 from support.runner import SECRET, Stack
 from waveflow_operator.devbackend import DevBackend
@@ -22,3 +23,13 @@ def stack(aws: MotoEndpoint, bucket: str, tmp_path: Path) -> Iterator[Stack]:
         yield Stack(aws, queues, bucket, backend, tmp_path / "scratch")
     finally:
         backend.stop()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Page]:
+    """A real headless Chromium's page (Debian's chromium; `make test` installs it)."""
+    executable = chromium_path()
+    if executable is None:
+        pytest.fail("chromium is missing: `make test` installs it (apt-get install chromium)")
+    with headless_chromium(tmp_path_factory.mktemp("chromium") / "profile", executable) as page:
+        yield page

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from support.chromium import Page
 from waveflow_operator.demo import SAMPLES, waveform_png
 
 WAVEFLOW = Path(sys.executable).parent / "waveflow"
@@ -34,7 +35,8 @@ def test_a_waveform_document_is_drawn_one_lane_per_channel() -> None:
 
 
 @pytest.mark.slow
-def test_the_demo_exits_zero_with_a_table_pictures_and_no_leftovers(tmp_path: Path) -> None:
+def test_the_demo_exits_zero_with_a_table_pictures_players_and_no_leftovers(
+        tmp_path: Path, browser: Page) -> None:
     scratch_before = set(Path(tempfile.gettempdir()).glob("waveflow-demo-*"))
     result = subprocess.run([str(WAVEFLOW), "demo", "--output", str(tmp_path / "out")],
                             capture_output=True, text=True, timeout=120, check=False,
@@ -51,3 +53,21 @@ def test_the_demo_exits_zero_with_a_table_pictures_and_no_leftovers(tmp_path: Pa
     index = (tmp_path / "out" / "index.html").read_text(encoding="utf-8")
     assert all(f"{stem}.png" in index for stem in analysed)
     assert set(Path(tempfile.gettempdir()).glob("waveflow-demo-*")) == scratch_before
+
+    # index.html, opened from the folder as a user would: both players draw every analysed stem
+    browser.open((tmp_path / "out" / "index.html").as_uri())
+    reports = {r["stem"]: r for r in browser.evaluate("window.waveflowPlayers.ready")}
+    assert sorted(reports) == sorted(analysed)
+    documents = browser.evaluate(
+        "Object.fromEntries(Object.entries(window.waveflowPlayers.stems)"
+        ".map(([stem, s]) => [stem, s.document]))")
+    for stem, report in reports.items():
+        document = documents[stem]
+        detail = document.get("waveform_detail_path")
+        assert report["hasDetail"] == bool(detail)
+        assert report["wavesurferDuration"] == pytest.approx(document["duration"], abs=1e-6)
+        assert report["overviewScale"] == document["samples_per_pixel"]
+        assert report["zoomviewScale"] == (256 if detail else document["samples_per_pixel"])
+        for scale in (512, 256):
+            assert browser.evaluate(f"window.waveflowPlayers.zoomTo('{stem}', {scale})") == scale
+    assert browser.errors() == []
