@@ -60,6 +60,10 @@ bench: install ## Benchmarks: waveform speed/memory vs the naive baseline, dispa
 	$(PY) tests/bench/bench_local.py
 	$(PY) tests/bench/bench_dispatch.py
 
+soak: install ## Load at full size: 1,000+ mixed messages under seeded faults; prints the figures
+	WAVEFLOW_LOAD_MESSAGES=$${WAVEFLOW_LOAD_MESSAGES:-1000} $(PY) -m pytest \
+		tests/reliability/test_load.py -s -p no:logging --timeout=5400 $(PYTEST_ARGS)
+
 demo: install players ## The whole pipeline end to end on this machine: no AWS, no cluster
 	$(VENV)/bin/waveflow demo --players $(PLAYERS_DIR)/node_modules
 
@@ -69,4 +73,4 @@ schemas: install ## Re-export the contract's JSON Schemas to docs/schemas
 clean: ## Remove the virtualenv, caches and demo output
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache demo-output $(PLAYERS_DIR)/node_modules
 
-.PHONY: help install lint test bench demo schemas clean players tools-chromium
+.PHONY: help install lint test bench soak demo schemas clean players tools-chromium

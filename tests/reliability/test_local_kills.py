@@ -1,0 +1,83 @@
+"""SIGKILL of ``waveflow local`` at every step of settling, then a restart: each message must
+still be settled exactly once, with one truthful answer to the backend per stem.
+
+Each step is reached deterministically, never by timing: a job waits on a gate file (started),
+a finished job stays alive until released (ended, not yet seen by the runner), or the fault
+proxy parks the runner's next SQS call (after the FAILURE webhook: the dead letter; after
+the dead letter: the delete; after a success: the delete). The runner is killed while it waits,
+the parked call is dropped, and a new runner takes over.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from reliability.audio import wav
+from reliability.checks import assert_holds, failure_of, hook, reasons, status
+from support.faultproxy import Request, Rule
+from support.queues import wait_for
+from support.rig import Rig
+
+pytestmark = pytest.mark.slow
+
+
+def deleting(rig: Rig, body_id: str):  # type: ignore[no-untyped-def]
+    """A delete of the message whose body id is ``body_id``."""
+    ledger = rig.aws_proxy.ledger
+
+    def match(request: Request) -> bool:
+        if request.service != "sqs" or not request.operation.startswith("DeleteMessage"):
+            return False
+        sent = request.json()
+        handles = [e.get("ReceiptHandle") for e in sent.get("Entries", [])] or \
+            [sent.get("ReceiptHandle")]
+        with ledger.lock:
+            return any(ledger.bodies.get(ledger.receipts.get(h or "", "")) == body_id
+                       for h in handles)
+
+    return match
+
+
+def dead_lettering(rig: Rig):  # type: ignore[no-untyped-def]
+    return lambda r: r.service == "sqs" and r.operation == "SendMessage" and \
+        r.target == rig.queues.dlq_url
+
+
+def kill_while_held(rig: Rig) -> None:
+    """The runner is parked on a call the proxy holds: kill it there, drop the call."""
+    rig.aws_proxy.wait_held(60)
+    rig.kill_runner()
+    rig.aws_proxy.release(forward=False)
+
+
+def message_id(rig: Rig, prefix: str, stem: str) -> str:
+    return str(wait_for(lambda: rig.next_id(prefix, stem), 30, message=f"{prefix} of {stem}"))
+
+
+def test_sigkill_after_the_failure_webhook_before_the_dead_letter(rig: Rig) -> None:
+    rig.hooks.add(Rule(hook("hash-check", "stem-f"), "answer", status=503, times=None))
+    parked = rig.aws_proxy.add(Rule(dead_lettering(rig), "hold"))
+    rig.start_runner()
+    rig.upload("audio/f.wav", wav(72), "stem-f")
+    kill_while_held(rig)
+    assert failure_of(rig, "stem-f")["retryable"] is True  # told before it died
+    assert parked.fired == 1
+    rig.start_runner()
+    rig.wait_settled()
+    figures = assert_holds(rig, {"audio/f.wav": "stem-f"})
+    assert figures["outcomes"] == {"dead-lettered": 1}
+    assert reasons(rig) == ["JOB_BACKOFF_LIMIT"]
+
+
+def test_sigkill_after_a_success_before_the_delete(rig: Rig) -> None:
+    rig.start_runner()
+    rig.upload("audio/k.wav", wav(74), "stem-k")
+    analysis_id = message_id(rig, "analysis", "stem-k")
+    rig.aws_proxy.add(Rule(deleting(rig, analysis_id), "hold"))
+    kill_while_held(rig)
+    rig.start_runner()
+    rig.wait_settled()
+    figures = assert_holds(rig, {"audio/k.wav": "stem-k"})
+    assert figures["outcomes"] == {"completed": 2}
+    assert status(rig, "stem-k") == "completed"
+
