@@ -20,7 +20,7 @@ from typing import Any
 @dataclass
 class JobProcess:
     pid: int
-    sqs_id: str
+    #: The message's body ``id`` (unique per message the backend sends).
     body_id: str
     started: float
     ended: float | None = None
@@ -58,7 +58,7 @@ class JobMonitor:
     jobs: dict[int, JobProcess] = field(default_factory=dict)
     #: Most job processes alive at one moment, and when.
     peak_concurrent: int = 0
-    #: Most processes alive at once for one SQS MessageId.
+    #: Most processes alive at once for one message.
     peak_per_message: int = 0
     overlapping: set[str] = field(default_factory=set)
     #: (seconds since start, runner RSS bytes) every ``memory_interval``.
@@ -112,7 +112,7 @@ class JobMonitor:
                     job.ended = time.time()
             running = [j for j in running if j.ended is None]
             self.peak_concurrent = max(self.peak_concurrent, len(running))
-            per_message = Counter(j.sqs_id for j in running)
+            per_message = Counter(j.body_id for j in running)
             if per_message:
                 top = max(per_message.values())
                 self.peak_per_message = max(self.peak_per_message, top)
@@ -130,8 +130,7 @@ class JobMonitor:
             record = json.loads(line)
             with self._lock:
                 if record["event"] == "start":
-                    job = JobProcess(record["pid"], record["sqs_id"], record["body_id"],
-                                     record["t"])
+                    job = JobProcess(record["pid"], record["body_id"], record["t"])
                     self.jobs[job.pid] = job
                     self.history.append(job)
                 elif record["event"] == "end" and record["pid"] in self.jobs:

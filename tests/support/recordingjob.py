@@ -1,8 +1,7 @@
 """The real ``waveflow-job run``, in this process, with a record of its life for the tests.
 
 Given as ``WAVEFLOW_JOB_COMMAND`` (``python recordingjob.py run``), it appends one JSON line to
-``RECORDING_JOB_LOG`` when it starts and one when it ends (pid, SQS MessageId, the body's id,
-exit code), so the reliability tests can count job processes per message and how many ran at
+``RECORDING_JOB_LOG`` when it starts and one when it ends (pid, the body's id, exit code), so the reliability tests can count job processes per message and how many ran at
 once — across runner restarts, since the file outlives any runner. Two gates make a test stop
 the world at an exact step:
 
@@ -38,7 +37,6 @@ def _record(event: str, **fields: Any) -> None:
     if not path:
         return
     line = json.dumps({"event": event, "pid": os.getpid(), "t": time.time(),
-                       "sqs_id": os.environ.get("WAVEFLOW_SQS_MESSAGE_ID"),
                        "body_id": _body_id(), **fields})
     with open(path, "a", encoding="utf-8") as f:
         f.write(line + "\n")

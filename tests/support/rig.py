@@ -231,14 +231,14 @@ class Rig:
         exits: dict[str, list[int | None]] = defaultdict(list)
         if self.monitor is not None:
             for job in self.monitor.history:
-                exits[job.sqs_id].append(job.code)
+                exits[job.body_id].append(job.code)
         if len(set(sent)) != len(sent):
             verdict.problems.append("two messages share a body id; the ledger cannot tell")
         for body in sent:
             sqs = sqs_of.get(body)
             deletes = ledger.deletes.get(sqs, 0) if sqs else 0
             letters = dead_per.get(sqs, 0) if sqs else 0
-            codes = exits.get(sqs or "", [])
+            codes = exits.get(body, [])
             last = next((c for c in reversed(codes) if c is not None), None)
             if deletes == 0:
                 verdict.lost.append(body)
@@ -273,7 +273,7 @@ class Rig:
                 verdict.problems.append(f"{self.monitor.peak_concurrent} jobs ran at once; the "
                                         f"limit is {self.max_in_flight}")
             if self.monitor.overlapping:
-                verdict.problems.append(f"two jobs at once for one MessageId: "
+                verdict.problems.append(f"two jobs at once for one message: "
                                         f"{sorted(self.monitor.overlapping)[:5]}")
         return verdict
 
