@@ -1,8 +1,9 @@
 """The real ``waveflow-job run``, in this process, with a record of its life for the tests.
 
 Given as ``WAVEFLOW_JOB_COMMAND`` (``python recordingjob.py run``), it appends one JSON line to
-``RECORDING_JOB_LOG`` when it starts and one when it ends (pid, the body's id, exit code), so the reliability tests can count job processes per message and how many ran at
-once — across runner restarts, since the file outlives any runner. Two gates make a test stop
+``RECORDING_JOB_LOG`` when it starts and one when it ends (pid, the body's id, exit code), so
+the reliability tests can count job processes per message and how many ran at once — across
+runner restarts, since the file outlives any runner. Two gates make a test stop
 the world at an exact step:
 
     RECORDING_JOB_GATE         a directory: before working, wait until ``<dir>/<body id>.go``
