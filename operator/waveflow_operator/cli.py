@@ -21,7 +21,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from waveflow_operator.config import ConfigError, RunnerConfig
+from waveflow_operator.local.config import ConfigError, RunnerConfig, local_environment_help
 
 __all__ = ["main", "run_local"]
 
@@ -46,10 +46,10 @@ def _parser() -> argparse.ArgumentParser:
         "local", help="run jobs as local child processes",
         description="Receive from SQS_QUEUE_URL and run each message as `waveflow-job run` in a "
                     "child process. Settings come from the environment (CONTRACT.md §4 plus "
-                    "WAVEFLOW_*; see waveflow_operator.config). SIGINT/SIGTERM stops receiving "
-                    "and lets running jobs finish within WAVEFLOW_GRACE_SECONDS; a second "
-                    "signal kills them. Unfinished messages go back to the queue.")
-    local.epilog = _LOCAL_ENVIRONMENT
+                    "WAVEFLOW_*; see waveflow_operator.local.config). SIGINT/SIGTERM stops "
+                    "receiving and lets running jobs finish within WAVEFLOW_GRACE_SECONDS; a "
+                    "second signal kills them. Unfinished messages go back to the queue.")
+    local.epilog = _LOCAL_ENVIRONMENT + local_environment_help()
     local.formatter_class = argparse.RawDescriptionHelpFormatter
     local.add_argument("--metrics-port", type=int, help="override WAVEFLOW_METRICS_PORT")
     local.add_argument("--health-port", type=int, help="override WAVEFLOW_HEALTH_PORT")
@@ -101,15 +101,11 @@ _LOCAL_ENVIRONMENT = """environment:
   SQS_QUEUE_URL, S3_BUCKET_NAME, WEBHOOK_URL   required
   AWS_REGION, AWS_ENDPOINT_URL, WEBHOOK_SECRET, UPLOAD_PREFIXES, LOG_LEVEL
   SQS_DLQ_URL                          default: the queue's RedrivePolicy target
-  WAVEFLOW_MAX_IN_FLIGHT=4             jobs at once
-  WAVEFLOW_WAIT_TIME_SECONDS=20        SQS long poll
-  WAVEFLOW_VISIBILITY_TIMEOUT_SECONDS=300   renewed while a job runs
-  WAVEFLOW_BACKOFF_LIMIT=2             retries of a failing job
-  WAVEFLOW_DEADLINE_{HASH,DUPLICATE,ANALYSIS}_SECONDS=600,300,3600
   WAVEFLOW_GRACE_SECONDS=25            on SIGTERM, before running jobs are killed
   WAVEFLOW_SCRATCH_ROOT=$TMPDIR/waveflow-local
   WAVEFLOW_JOB_COMMAND                 default: waveflow-job run (tests: a stand-in)
   WAVEFLOW_METRICS_PORT=9090, WAVEFLOW_HEALTH_PORT=8080   0 turns either off
+the queue's numbers (default, range; from waveflow_operator.runner.spec):
 """
 
 
@@ -139,7 +135,7 @@ def _local(args: argparse.Namespace) -> int:
 async def run_local(config: RunnerConfig) -> int:
     """Run until SIGINT/SIGTERM; a second signal kills running jobs. Returns the exit code."""
     from waveflow_operator.health import serve_liveness
-    from waveflow_operator.launch_local import local_dispatcher
+    from waveflow_operator.local.launcher import local_dispatcher
     from waveflow_operator.metrics import Metrics, serve
 
     metrics = Metrics()
@@ -187,7 +183,7 @@ async def run_local(config: RunnerConfig) -> int:
 
 
 def _operator(args: argparse.Namespace) -> int:
-    from waveflow_operator import handlers  # kopf and the Kubernetes client load only here
+    from waveflow_operator.k8s import handlers  # kopf loads only here
 
     _configure_logging(os.environ.get("LOG_LEVEL", "INFO"))
     result = handlers.run_operator(

@@ -40,11 +40,14 @@ import requests
 
 from waveflow_job.contract import JobSummary, Outcome, Task
 from waveflow_operator import players_page
-from waveflow_operator.config import QueueSettings, RunnerConfig, default_job_command
 from waveflow_operator.devbackend import DevBackend
-from waveflow_operator.dispatcher import Delivery, Dispatcher, JobResult
-from waveflow_operator.launch_local import SCRATCH_PREFIX, local_dispatcher
+from waveflow_operator.local.config import RunnerConfig, default_job_command
+from waveflow_operator.local.launcher import local_dispatcher
+from waveflow_operator.local.scratch import SCRATCH_PREFIX
 from waveflow_operator.metrics import Metrics, serve
+from waveflow_operator.runner.dispatcher import Dispatcher
+from waveflow_operator.runner.protocol import JobRequest, JobResult
+from waveflow_operator.runner.spec import QueueSpec
 
 __all__ = ["SAMPLES", "Sample", "run"]
 
@@ -116,11 +119,11 @@ class _Run:
     decision_before_replay: str | None = None
     started: float = field(default_factory=time.monotonic)
 
-    def on_settled(self, delivery: Delivery, result: JobResult) -> None:
+    def on_settled(self, request: JobRequest, result: JobResult) -> None:
         summary: JobSummary | None = result.summary
         code = result.error_code or (summary.error_code if summary else None)
-        self.settled.setdefault(delivery.message.stem_id, []).append(
-            _Settled(delivery.message.task, result.outcome, code, result.duration_seconds))
+        self.settled.setdefault(request.message.stem_id, []).append(
+            _Settled(request.message.task, result.outcome, code, result.duration_seconds))
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -186,7 +189,7 @@ async def _main(work: Path, endpoint: str, output: Path, keep_running: bool,
     backend = DevBackend(queue_url, secret=secret, region=REGION, endpoint_url=endpoint).start()
     scratch = work / "scratch"
     config = RunnerConfig(
-        queue=QueueSettings(
+        queue=QueueSpec(
             name="demo", queue_url=queue_url, bucket=BUCKET, webhook_url=backend.webhook_url,
             region=REGION, endpoint_url=endpoint, webhook_secret=secret,
             upload_prefixes=("uploads/",), max_in_flight=4, wait_time_seconds=1,
@@ -225,7 +228,7 @@ async def _main(work: Path, endpoint: str, output: Path, keep_running: bool,
             dispatcher = local_dispatcher(replace(config, queue=queue), metrics=metrics)
             await dispatcher.start()
         await _stay_up(endpoint, queue_url, dlq_url, backend, metrics,
-                       dispatcher.settings.webhook_url, dispatcher.settings.webhook_secret)
+                       dispatcher.spec.webhook_url, dispatcher.spec.webhook_secret)
     await dispatcher.stop(10)
     backend.stop()
     problems += _check_leftovers(scratch, sqs, queue_url, dlq_url)

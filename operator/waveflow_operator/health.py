@@ -11,6 +11,7 @@ also while SQS is failing: a bad queue URL is a status to report, not a reason t
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import threading
@@ -25,7 +26,7 @@ import requests
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from waveflow_operator.config import QueueSettings
+from waveflow_operator.runner.spec import QueueSpec
 
 __all__ = ["Check", "kubernetes_checks", "run_checks", "serve_liveness"]
 
@@ -45,7 +46,7 @@ class Check:
         return f"{'OK  ' if self.ok else 'FAIL'}  {self.name:<10} {self.detail}"
 
 
-def run_checks(settings: QueueSettings, *, kubernetes: bool | None = None) -> list[Check]:
+def run_checks(settings: QueueSpec, *, kubernetes: bool | None = None) -> list[Check]:
     """Every check; ``kubernetes=None`` means "only when a configuration exists"."""
     config = Config(connect_timeout=_TIMEOUT, read_timeout=_TIMEOUT,
                     retries={"mode": "standard", "max_attempts": 2})
@@ -75,7 +76,7 @@ def _aws_problem(error: Exception) -> str:
     return f"cannot reach the endpoint: {error}"
 
 
-def _check_sqs(settings: QueueSettings, config: Config) -> Check:
+def _check_sqs(settings: QueueSpec, config: Config) -> Check:
     client = boto3.client("sqs", region_name=settings.region, endpoint_url=settings.endpoint_url,
                           config=config)
     try:
@@ -88,7 +89,7 @@ def _check_sqs(settings: QueueSettings, config: Config) -> Check:
     return Check("sqs", True, f"{settings.queue_url} ({visible} visible)")
 
 
-def _check_dlq(settings: QueueSettings, config: Config) -> Check:
+def _check_dlq(settings: QueueSpec, config: Config) -> Check:
     client = boto3.client("sqs", region_name=settings.region, endpoint_url=settings.endpoint_url,
                           config=config)
     try:
@@ -106,7 +107,7 @@ def _check_dlq(settings: QueueSettings, config: Config) -> Check:
     return Check("dlq", True, "from the queue's RedrivePolicy")
 
 
-def _check_s3(settings: QueueSettings, config: Config) -> Check:
+def _check_s3(settings: QueueSpec, config: Config) -> Check:
     client = boto3.client("s3", region_name=settings.region, endpoint_url=settings.endpoint_url,
                           config=config)
     try:
@@ -116,7 +117,7 @@ def _check_s3(settings: QueueSettings, config: Config) -> Check:
     return Check("s3", True, f"bucket {settings.bucket}")
 
 
-def _check_webhook(settings: QueueSettings) -> Check:
+def _check_webhook(settings: QueueSpec) -> Check:
     """Any HTTP answer below 500 means the backend is there (NestJS 404s a GET on the base)."""
     try:
         response = requests.get(settings.webhook_url, timeout=_TIMEOUT)
@@ -136,17 +137,21 @@ def _kubernetes_configured() -> bool:
 
 
 def _check_kubernetes() -> Check:
-    try:
-        from kubernetes import client, config
+    """``/version`` through the operator's own API client, with the credentials it uses."""
+    from waveflow_operator.k8s.api import KubeApi
 
+    async def probe() -> dict[str, Any]:
+        api = KubeApi.from_environment(timeout=_TIMEOUT)
         try:
-            config.load_incluster_config()
-        except config.ConfigException:
-            config.load_kube_config()
-        version = client.VersionApi().get_code(_request_timeout=_TIMEOUT)
+            return await api.version()
+        finally:
+            await api.close()
+
+    try:
+        version = asyncio.run(probe())
     except Exception as error:  # any failure here is the answer
         return Check("kubernetes", False, f"the API server is not reachable: {error}")
-    return Check("kubernetes", True, f"API server {version.git_version}")
+    return Check("kubernetes", True, f"API server {version.get('gitVersion', '?')}")
 
 
 def serve_liveness(port: int, probe: Callable[[], tuple[bool, str]],

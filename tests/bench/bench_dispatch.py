@@ -1,6 +1,6 @@
 """Dispatch benchmark: SQS message sent → Kubernetes Job created, and messages settled per second.
 
-The whole operator (kopf + ``waveflow_operator.handlers``) runs against the kmock emulator and
+The whole operator (kopf + ``waveflow_operator.k8s.handlers``) runs against the kmock emulator and
 moto's SQS (moto in a process of its own); the test kubelet completes every Job at once
 without running anything, so what is measured is the runner itself: receive, validate, create
 the Job, see it finish, delete the message. For each in-flight limit (10 and 100):

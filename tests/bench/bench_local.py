@@ -27,10 +27,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from support.aws import BUCKET, REGION, MotoEndpoint, moto_process, running_moto
 from support.queues import backend_message, make_queues
 from support.webhooks import running_webhook_recorder
-from waveflow_operator.config import QueueSettings, default_job_command
-from waveflow_operator.dispatcher import Delivery, Dispatcher
-from waveflow_operator.launch_local import LocalLauncher
+from waveflow_operator.local.config import default_job_command
+from waveflow_operator.local.launcher import LocalLauncher
 from waveflow_operator.metrics import Metrics
+from waveflow_operator.runner.dispatcher import Dispatcher
+from waveflow_operator.runner.protocol import Adopted, Created, JobRequest
+from waveflow_operator.runner.spec import QueueSpec
 
 
 class TimedLauncher(LocalLauncher):
@@ -38,11 +40,12 @@ class TimedLauncher(LocalLauncher):
 
     latencies: list[float]
 
-    async def launch(self, delivery: Delivery) -> bool:
-        created = await super().launch(delivery)
-        if created and delivery.sent_timestamp_ms is not None:
-            self.latencies.append(time.time() - delivery.sent_timestamp_ms / 1000)
-        return created
+    async def launch(self, request: JobRequest) -> Created | Adopted:
+        answer = await super().launch(request)
+        sent = request.delivery.sent_timestamp_ms
+        if isinstance(answer, Created) and sent is not None:
+            self.latencies.append(time.time() - sent / 1000)
+        return answer
 
 
 async def burst(endpoint_url: str, webhook_url: str, count: int, max_in_flight: int,
@@ -50,10 +53,10 @@ async def burst(endpoint_url: str, webhook_url: str, count: int, max_in_flight: 
                 ) -> dict[str, float]:
     endpoint = MotoEndpoint(endpoint_url)
     queues = make_queues(endpoint, name)
-    settings = QueueSettings(name=name, queue_url=queues.url, bucket=BUCKET,
-                             webhook_url=webhook_url, region=REGION,
-                             endpoint_url=endpoint_url, max_in_flight=max_in_flight,
-                             wait_time_seconds=1, depth_poll_seconds=60)
+    settings = QueueSpec(name=name, queue_url=queues.url, bucket=BUCKET,
+                         webhook_url=webhook_url, region=REGION,
+                         endpoint_url=endpoint_url, max_in_flight=max_in_flight,
+                         wait_time_seconds=1, depth_poll_seconds=60)
     scratch = Path(tempfile.mkdtemp(prefix="wf-bench-"))
     launcher = TimedLauncher(settings, scratch, job_command=command)
     launcher.latencies = []

@@ -13,9 +13,10 @@ import pytest
 from chart.helm import CI_VALUES, find, render
 from chart.pss import restricted_violations
 from waveflow_job.contract import Task, parse_message
-from waveflow_operator.dispatcher import Delivery, job_name_for
-from waveflow_operator.jobs import build_job
-from waveflow_operator.k8s_permissions import PERMISSIONS
+from waveflow_operator.k8s.crd import parse_spec
+from waveflow_operator.k8s.jobs import build_job
+from waveflow_operator.k8s.permissions import PERMISSIONS
+from waveflow_operator.runner.protocol import Delivery, JobRequest, job_name_for
 
 Manifests = list[dict[str, Any]]
 Permission = tuple[str, str, str]
@@ -168,11 +169,11 @@ def test_jobs_built_from_the_charts_queue_are_restricted_and_valid(
         {"task": f"app.tasks.{task.value}", "kwargs": {**kwargs, "audio_hash": "a" * 64}}
     )
     message_id = "5fea7756-0ea4-451a-a703-a558b933e274"
-    delivery = Delivery(
-        message_id, "receipt", body, 1_732_600_000_000, 1, parse_message(body),
-        job_name_for(task, message_id), owner["name"],
+    request = JobRequest(
+        job_name_for(task, message_id), parse_message(body),
+        Delivery(message_id, "receipt", body, 1_732_600_000_000, 1),
     )  # fmt: skip
-    job = build_job(delivery, queue["spec"], owner)
+    job = build_job(request, *parse_spec(owner["name"], queue["spec"]), owner)
     pod = job["spec"]["template"]["spec"]
     assert restricted_violations(pod) == []
     assert pod["serviceAccountName"] == find(all_on_manifests, "ServiceAccount", "-job")[

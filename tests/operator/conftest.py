@@ -16,7 +16,7 @@ from support.kubelet import Kubelet
 from support.operator_e2e import OBSERVED_CALLS, SECRET, Cluster
 from support.queues import Queues, make_queues
 from waveflow_operator.devbackend import DevBackend
-from waveflow_operator.k8s_permissions import PERMISSIONS
+from waveflow_operator.k8s.permissions import PERMISSIONS
 
 ALLOWED_CALLS = {(group, resource, verb) for group, resource, verbs in PERMISSIONS
                  for verb in verbs}
@@ -45,7 +45,7 @@ async def cluster(aws: MotoEndpoint, backend: tuple[Queues, DevBackend], tmp_pat
         yield state
         calls = kube.emulator.api_calls()
         OBSERVED_CALLS.update(calls)
-        # Every call the operator made is one its Role allows (k8s_permissions.PERMISSIONS).
+        # Every call the operator made is one its Role allows (k8s.permissions.PERMISSIONS).
         assert calls <= ALLOWED_CALLS, f"calls missing from PERMISSIONS: {calls - ALLOWED_CALLS}"
 
 

@@ -13,9 +13,10 @@ from kubernetes_validate.utils import ValidationError, latest_version
 
 from chart.pss import restricted_violations
 from waveflow_job.contract import Task, parse_message
-from waveflow_operator.dispatcher import Delivery, job_name_for
-from waveflow_operator.jobenv import job_env
-from waveflow_operator.jobs import SPEC_DEFAULTS, build_job, spec_to_settings
+from waveflow_operator.k8s import jobs
+from waveflow_operator.k8s.crd import SPEC_DEFAULTS, parse_spec
+from waveflow_operator.runner.jobenv import job_env
+from waveflow_operator.runner.protocol import Delivery, JobRequest, job_name_for
 
 CRD = Path(__file__).resolve().parents[2] / "charts/waveflow/files/crds/waveflowqueue.yaml"
 OWNER = {"name": "audio", "namespace": "media", "uid": "0b7a1c4e-1111-4222-8333-944455556666"}
@@ -35,13 +36,24 @@ def spec(**overrides: Any) -> dict[str, Any]:
             "job": job, **overrides}
 
 
-def delivery(task: Task = Task.ANALYSIS, stem: str = "stem789") -> Delivery:
+def build_job(request: JobRequest, raw_spec: dict[str, Any],
+              owner: dict[str, Any]) -> dict[str, Any]:
+    """The builder on the spec as the operator reads it (once, into typed settings)."""
+    return jobs.build_job(request, *parse_spec(str(owner["name"]), raw_spec), owner)
+
+
+def spec_to_settings(name: str, raw_spec: dict[str, Any], **kwargs: Any) -> Any:
+    queue, _ = parse_spec(name, raw_spec, **kwargs)
+    return queue
+
+
+def request_for(task: Task = Task.ANALYSIS, stem: str = "stem789") -> JobRequest:
     kwargs = {"userId": "user123", "trackId": "track456", "stemId": stem,
               "filepath": "audio/sample.wav", "audio_hash": "a" * 64}
     body = json.dumps({"task": f"app.tasks.{task.value}", "id": f"analysis-{stem}-1",
                        "args": [], "kwargs": kwargs})
-    return Delivery(SQS_ID, "receipt", body, 1_732_600_000_000, 1, parse_message(body),
-                    job_name_for(task, SQS_ID), "audio")
+    return JobRequest(job_name_for(task, SQS_ID), parse_message(body),
+                      Delivery(SQS_ID, "receipt", body, 1_732_600_000_000, 1))
 
 
 def container(job: dict[str, Any]) -> dict[str, Any]:
@@ -56,7 +68,7 @@ def env_of(job: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.mark.parametrize("task", list(Task))
 def test_the_job_is_a_valid_kubernetes_job_for_every_task(task: Task) -> None:
-    job = build_job(delivery(task), spec(), OWNER)
+    job = build_job(request_for(task), spec(), OWNER)
     try:
         kubernetes_validate.validate(job, latest_version(), strict=True)
     except ValidationError as error:
@@ -64,7 +76,7 @@ def test_the_job_is_a_valid_kubernetes_job_for_every_task(task: Task) -> None:
 
 
 def test_the_pod_meets_the_restricted_pod_security_standard() -> None:
-    job = build_job(delivery(), spec(job={"scratch": {"sizeLimit": "1Gi", "medium": "Memory"}}),
+    job = build_job(request_for(), spec(job={"scratch": {"sizeLimit": "1Gi", "medium": "Memory"}}),
                     OWNER)
     assert restricted_violations(job["spec"]["template"]["spec"]) == []
     pod = job["spec"]["template"]["spec"]
@@ -73,7 +85,7 @@ def test_the_pod_meets_the_restricted_pod_security_standard() -> None:
 
 
 def test_the_environment_is_the_one_a_local_job_gets_plus_scratch_summary_and_secret() -> None:
-    message = delivery()
+    message = request_for()
     env = env_of(build_job(message, spec(), OWNER))
     local = job_env(message, spec_to_settings("audio", spec()), include_secret=False)
     assert {k: env[k] for k in local} == local
@@ -89,7 +101,7 @@ def test_the_environment_is_the_one_a_local_job_gets_plus_scratch_summary_and_se
 def test_extra_env_is_added_but_cannot_replace_what_the_operator_sets() -> None:
     extra = [{"name": "LOG_LEVEL", "value": "DEBUG"}, {"name": "TMPDIR", "value": "/tmp"},
              {"name": "WAVEFLOW_MESSAGE", "value": "{}"}, {"name": "HTTPS_PROXY", "value": "p"}]
-    job = build_job(delivery(), spec(job={"env": extra, "envFrom": [
+    job = build_job(request_for(), spec(job={"env": extra, "envFrom": [
         {"secretRef": {"name": "aws"}}]}), OWNER)
     env = env_of(job)
     assert env["LOG_LEVEL"] == "DEBUG" and env["HTTPS_PROXY"] == "p"
@@ -99,7 +111,7 @@ def test_extra_env_is_added_but_cannot_replace_what_the_operator_sets() -> None:
 
 
 def test_exit_code_three_fails_the_job_and_disruptions_do_not_count() -> None:
-    rules = build_job(delivery(), spec(), OWNER)["spec"]["podFailurePolicy"]["rules"]
+    rules = build_job(request_for(), spec(), OWNER)["spec"]["podFailurePolicy"]["rules"]
     assert rules[0] == {"action": "FailJob", "onExitCodes": {
         "containerName": "job", "operator": "In", "values": [3]}}
     assert rules[1] == {"action": "Ignore", "onPodConditions": [
@@ -109,8 +121,8 @@ def test_exit_code_three_fails_the_job_and_disruptions_do_not_count() -> None:
 def test_deadline_resources_backoff_and_ttl_come_from_the_spec_per_task() -> None:
     custom = spec(job={"activeDeadlineSeconds": {"hash": 42}, "backoffLimit": 5,
                        "ttlSecondsAfterFinished": 60})
-    hashing = build_job(delivery(Task.HASH), custom, OWNER)
-    analysis = build_job(delivery(Task.ANALYSIS), custom, OWNER)
+    hashing = build_job(request_for(Task.HASH), custom, OWNER)
+    analysis = build_job(request_for(Task.ANALYSIS), custom, OWNER)
     assert hashing["spec"]["activeDeadlineSeconds"] == 42
     assert analysis["spec"]["activeDeadlineSeconds"] == SPEC_DEFAULTS[
         "job.activeDeadlineSeconds.analysis"]
@@ -118,11 +130,11 @@ def test_deadline_resources_backoff_and_ttl_come_from_the_spec_per_task() -> Non
         (5, 60)
     assert container(hashing)["resources"] == {"requests": {"cpu": "100m"}}
     assert container(analysis)["resources"]["limits"] == {"memory": "1Gi"}
-    assert container(build_job(delivery(Task.DUPLICATE), custom, OWNER))["resources"] == {}
+    assert container(build_job(request_for(Task.DUPLICATE), custom, OWNER))["resources"] == {}
 
 
 def test_labels_annotations_and_owner_name_the_queue_task_message_and_stem() -> None:
-    job = build_job(delivery(), spec(), OWNER)
+    job = build_job(request_for(), spec(), OWNER)
     meta = job["metadata"]
     assert meta["name"] == job_name_for(Task.ANALYSIS, SQS_ID)
     assert meta["namespace"] == "media"
@@ -140,15 +152,15 @@ def test_labels_annotations_and_owner_name_the_queue_task_message_and_stem() -> 
 
 def test_a_stem_id_that_is_not_a_valid_label_is_only_an_annotation() -> None:
     stem = "스템 #1+" + "x" * 70
-    job = build_job(delivery(stem=stem), spec(), OWNER)
+    job = build_job(request_for(stem=stem), spec(), OWNER)
     assert "waveflow.io/stem-id" not in job["metadata"]["labels"]
     assert job["metadata"]["annotations"]["waveflow.io/stem-id"] == stem
     kubernetes_validate.validate(job, latest_version(), strict=True)
 
 
 def test_autoscaler_annotations_are_on_by_default_and_can_be_turned_off() -> None:
-    on = build_job(delivery(), spec(job={"podAnnotations": {"team": "audio"}}), OWNER)
-    off = build_job(delivery(), spec(job={"doNotDisrupt": False}), OWNER)
+    on = build_job(request_for(), spec(job={"podAnnotations": {"team": "audio"}}), OWNER)
+    off = build_job(request_for(), spec(job={"doNotDisrupt": False}), OWNER)
     assert on["spec"]["template"]["metadata"]["annotations"] == {
         "team": "audio", "karpenter.sh/do-not-disrupt": "true",
         "cluster-autoscaler.kubernetes.io/safe-to-evict": "false"}
@@ -167,7 +179,7 @@ def test_scheduling_and_identity_fields_are_passed_to_the_pod() -> None:
         "podLabels": {"team": "audio", "waveflow.io/queue": "spoofed"},
         "scratch": {"sizeLimit": "8Gi", "medium": "Memory"},
     }
-    job = build_job(delivery(), spec(job=scheduling), OWNER)
+    job = build_job(request_for(), spec(job=scheduling), OWNER)
     pod = job["spec"]["template"]["spec"]
     for key in ("serviceAccountName", "priorityClassName", "nodeSelector", "tolerations",
                 "affinity", "imagePullSecrets"):
@@ -183,7 +195,7 @@ def test_scheduling_and_identity_fields_are_passed_to_the_pod() -> None:
 def test_without_a_secret_reference_no_webhook_secret_is_set() -> None:
     bare = spec()
     del bare["webhookSecretRef"]
-    assert "WEBHOOK_SECRET" not in env_of(build_job(delivery(), bare, OWNER))
+    assert "WEBHOOK_SECRET" not in env_of(build_job(request_for(), bare, OWNER))
 
 
 def test_spec_to_settings_applies_the_crd_defaults() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from waveflow_job.contract import Outcome
-from waveflow_operator.launch_k8s import job_outcome, result_from_status
+from waveflow_operator.k8s.launcher import job_outcome, result_from_status
 
 SUMMARY = ('{"task":"process_audio_analysis","outcome":"succeeded","stem_id":"s1","bytes":2048,'
            '"audio_seconds":12.5,"timings":{"total":1.2}}')

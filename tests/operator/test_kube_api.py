@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from support.kube import running_kube
-from waveflow_operator.kubeapi import KubeApi, KubeApiError
+from waveflow_operator.k8s.api import KubeApi, KubeApiError
+from waveflow_operator.k8s.runtime import QueueStatus
 from waveflow_operator.metrics import Metrics
-from waveflow_operator.queue_runtime import QueueStatus
 
 LABELS = {"app.kubernetes.io/managed-by": "waveflow-operator", "waveflow.io/queue": "q"}
 JOB = {"apiVersion": "batch/v1", "kind": "Job",

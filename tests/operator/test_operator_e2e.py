@@ -1,4 +1,4 @@
-"""End to end through the operator: kopf runs ``waveflow_operator.handlers`` against the kmock
+"""End to end through the operator: kopf runs ``waveflow_operator.k8s.handlers`` against the kmock
 emulator; Jobs are run by the test kubelet with the real ``waveflow-job`` (or, where a job must
 fail on purpose, ``tests/support/fakejob.py``); SQS and S3 are moto; the backend is the reference
 backend that sends the next stage's message when a webhook arrives.
@@ -26,7 +26,7 @@ from support.operator_e2e import Cluster, running_operator
 from support.queues import backend_message, make_queues
 from support.runner import eventually
 from waveflow_job.audio import synth
-from waveflow_operator.jobs import LABEL_QUEUE
+from waveflow_operator.k8s.jobs import LABEL_QUEUE
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from support.operator_e2e import OBSERVED_CALLS
-from waveflow_operator.k8s_permissions import PERMISSIONS
+from waveflow_operator.k8s.permissions import PERMISSIONS
 
 
 def test_every_listed_permission_was_used_by_the_end_to_end_tests() -> None:

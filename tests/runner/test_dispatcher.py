@@ -1,13 +1,13 @@
-"""The dispatcher's own rules, against moto's SQS and a recording backend.
+"""The dispatcher's loops, against moto's SQS and a recording backend.
 
 The launcher here is scripted (jobs finish when the test says so); everything else is real:
-SQS over HTTP, the webhook client, the dead-letter queue. The local launcher's end-to-end
-tests live in test_local_runner.py.
+SQS over HTTP, the webhook client, the dead-letter queue. Nothing here sleeps: timing rules
+(heartbeat due times, orphans' grace, settle retries) are the ledger's, tested with a fake clock
+in test_ledger.py; the local launcher's end-to-end tests live in test_local_runner.py.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import re
@@ -20,13 +20,10 @@ from support.queues import Queues, backend_message, make_queues
 from support.runner import ScriptedLauncher, eventually, queue_settings
 from support.webhooks import WebhookRecorder
 from waveflow_job.contract import Outcome, Task
-from waveflow_operator.dispatcher import (
-    Dispatcher,
-    JobResult,
-    WebhookFailureNotifier,
-    job_name_for,
-)
 from waveflow_operator.metrics import Metrics
+from waveflow_operator.runner.dispatcher import Dispatcher
+from waveflow_operator.runner.notify import WebhookFailureNotifier
+from waveflow_operator.runner.protocol import JobResult, job_name_for
 
 HASH = "a" * 64
 
@@ -95,7 +92,8 @@ async def test_receives_only_up_to_the_in_flight_maximum(
     await dispatcher.start()
     try:
         await eventually(lambda: len(launcher.launched) == 2, message="two launches")
-        await asyncio.sleep(1.5)  # more polls would happen here if backpressure were broken
+        # The poll loop now waits for a free slot (test_ledger.py: in_flight counts held ones).
+        await eventually(lambda: dispatcher.status.last_poll_time, message="a poll")
         assert len(launcher.launched) == 2
         assert queues.counts() == (3, 2)  # the rest waits in SQS, not in memory
         await launcher.finish(launcher.launched[0].job_name, Outcome.SUCCEEDED)
@@ -146,24 +144,6 @@ async def test_outcomes_settle_as_the_contract_says(
     assert metrics.value("waveflow_dispatch_latency_seconds_count", queue="test") == 3
 
 
-async def test_heartbeat_keeps_a_long_job_invisible_past_its_visibility_timeout(
-        queues: Queues, webhooks: WebhookRecorder) -> None:
-    launcher = ScriptedLauncher()
-    dispatcher = dispatcher_for(queues, webhooks, launcher, visibility_timeout_seconds=3)
-    queues.send(backend_message("generate_hash_and_webhook", "stem-long"))
-    await dispatcher.start()
-    try:
-        await eventually(lambda: launcher.launched, message="a launch")
-        await asyncio.sleep(6)  # two visibility timeouts
-        assert queues.counts() == (0, 1)
-        assert dispatcher.status.received == 1  # never redelivered
-        await launcher.finish(launcher.launched[0].job_name, Outcome.SUCCEEDED)
-        await eventually(lambda: queues.counts() == (0, 0), message="deletion")
-    finally:
-        await dispatcher.stop(1)
-    assert dispatcher.metrics.total("waveflow_heartbeat_errors_total") == 0
-
-
 async def test_a_result_from_an_earlier_run_settles_the_redelivered_message_once(
         queues: Queues, webhooks: WebhookRecorder) -> None:
     message_id = queues.send(backend_message("process_audio_analysis", "stem-r",
@@ -175,7 +155,7 @@ async def test_a_result_from_an_earlier_run_settles_the_redelivered_message_once
     await dispatcher.start()
     try:
         await eventually(lambda: queues.counts() == (0, 0), message="settlement")
-        await asyncio.sleep(1.2)
+        await eventually(lambda: dispatcher.status.failed == 1, message="the count")
     finally:
         await dispatcher.stop(1)
     assert launcher.launched == [] and launcher.adopted == []

@@ -7,9 +7,10 @@ import sys
 import pytest
 
 from waveflow_job.contract import Task, parse_message
-from waveflow_operator.config import ConfigError, QueueSettings, RunnerConfig
-from waveflow_operator.dispatcher import Delivery, job_name_for
-from waveflow_operator.jobenv import job_env
+from waveflow_operator.local.config import ConfigError, RunnerConfig
+from waveflow_operator.runner.jobenv import job_env
+from waveflow_operator.runner.protocol import Delivery, JobRequest, job_name_for
+from waveflow_operator.runner.spec import QueueSpec
 
 BASE = {"SQS_QUEUE_URL": "https://sqs.ap-northeast-2.amazonaws.com/123456789012/audio",
         "S3_BUCKET_NAME": "uploads", "WEBHOOK_URL": "https://backend.example.com/webhook/",
@@ -56,12 +57,12 @@ def test_a_bad_setting_is_named_in_the_error(variable: str, value: str, named: s
 def test_the_job_environment_carries_the_message_and_every_contract_variable() -> None:
     body = ('{"task":"app.tasks.generate_hash_and_webhook","id":"hash-s-1","args":[],'
             '"kwargs":{"userId":"u","trackId":"t","stemId":"s","filepath":"a/b.wav"}}')
-    settings = QueueSettings(name="q", queue_url="https://sqs/q", bucket="b",
-                             webhook_url="https://backend/webhook", region="eu-west-1",
-                             endpoint_url="http://127.0.0.1:5000", webhook_secret="s3cret",
-                             upload_prefixes=("a/",), job_env={"WAVEFLOW_S3_MAX_ATTEMPTS": "2"})
-    delivery = Delivery("mid-1", "rh", body, None, 1, parse_message(body),
-                        job_name_for(Task.HASH, "mid-1"), "q")
+    settings = QueueSpec(name="q", queue_url="https://sqs/q", bucket="b",
+                         webhook_url="https://backend/webhook", region="eu-west-1",
+                         endpoint_url="http://127.0.0.1:5000", webhook_secret="s3cret",
+                         upload_prefixes=("a/",), job_env={"WAVEFLOW_S3_MAX_ATTEMPTS": "2"})
+    delivery = JobRequest(job_name_for(Task.HASH, "mid-1"), parse_message(body),
+                          Delivery("mid-1", "rh", body, None, 1))
     env = job_env(delivery, settings)
     assert env == {
         "WAVEFLOW_MESSAGE": body, "S3_BUCKET_NAME": "b", "SQS_QUEUE_URL": "https://sqs/q",

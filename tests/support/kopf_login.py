@@ -1,6 +1,6 @@
 """Test-only kopf login: the emulator's kubeconfig (``KUBECONFIG``), nothing else.
 
-Loaded with ``-m support.kopf_login`` beside ``-m waveflow_operator.handlers``; defining a login
+Loaded with ``-m support.kopf_login`` beside ``-m waveflow_operator.k8s.handlers``; defining a login
 handler switches off kopf's own ones (which would try pykube and the client library first).
 """
 

@@ -21,7 +21,7 @@ NAMESPACE = "audio"
 SECRET = "operator-test-secret"
 #: What kopf is started with: cluster-wide (kmock serves no namespace list), one replica.
 KOPF_ARGS = ["run", "-A", "--standalone", "-m", "support.kopf_login",
-             "-m", "waveflow_operator.handlers"]
+             "-m", "waveflow_operator.k8s.handlers"]
 #: Every API call the operator made in any end-to-end test (the permissions test reads it).
 OBSERVED_CALLS: set[tuple[str, str, str]] = set()
 

@@ -12,12 +12,19 @@ from typing import Any
 from support.aws import BUCKET, REGION, MotoEndpoint
 from support.queues import Queues
 from waveflow_job.contract import Outcome
-from waveflow_operator.config import QueueSettings
 from waveflow_operator.devbackend import DevBackend
-from waveflow_operator.dispatcher import Delivery, JobResult, ResultCallback
+from waveflow_operator.runner.protocol import (
+    Adopted,
+    Created,
+    JobRequest,
+    JobResult,
+    Recovered,
+    ResultCallback,
+)
+from waveflow_operator.runner.spec import QueueSpec
 
 
-def queue_settings(queues: Queues, webhook_url: str, **overrides: Any) -> QueueSettings:
+def queue_settings(queues: Queues, webhook_url: str, **overrides: Any) -> QueueSpec:
     """Settings for tests: short long-polls and timeouts so nothing waits long."""
     values: dict[str, Any] = {
         "name": "test", "queue_url": queues.url, "bucket": BUCKET, "webhook_url": webhook_url,
@@ -28,16 +35,18 @@ def queue_settings(queues: Queues, webhook_url: str, **overrides: Any) -> QueueS
                     "0.05", "WAVEFLOW_S3_MAX_ATTEMPTS": "2"},
     }
     values.update(overrides)
-    return QueueSettings(**values)
+    return QueueSpec(**values)
 
 
 class ScriptedLauncher:
-    """A launcher whose jobs finish when the test says so (for the dispatcher's own rules)."""
+    """A launcher whose jobs finish when the test says so (for the dispatcher's own rules).
+
+    ``earlier`` is what a previous run left: job name → its result, or None while it runs."""
 
     def __init__(self, earlier: Mapping[str, JobResult | None] | None = None) -> None:
-        self.launched: list[Delivery] = []
-        self.adopted: list[Delivery] = []
-        self.jobs: dict[str, Delivery] = {}
+        self.launched: list[JobRequest] = []
+        self.adopted: list[JobRequest] = []
+        self.jobs: dict[str, JobRequest] = {}
         self.finished: set[str] = set()
         self.earlier = dict(earlier or {})
         self.on_result: ResultCallback | None = None
@@ -45,20 +54,24 @@ class ScriptedLauncher:
     async def start(self, on_result: ResultCallback) -> None:
         self.on_result = on_result
 
-    async def launch(self, delivery: Delivery) -> bool:
-        if delivery.job_name in self.jobs or delivery.job_name in self.earlier:
-            self.adopted.append(delivery)
-            self.jobs.setdefault(delivery.job_name, delivery)
-            return False
-        self.jobs[delivery.job_name] = delivery
-        self.launched.append(delivery)
-        return True
+    async def recover(self) -> Recovered:
+        return Recovered(frozenset(k for k, v in self.earlier.items() if v is None),
+                         {k: v for k, v in self.earlier.items() if v is not None})
 
-    async def running(self) -> Mapping[str, JobResult | None]:
-        return dict(self.earlier)
+    async def launch(self, request: JobRequest) -> Created | Adopted:
+        if request.job_name in self.jobs or request.job_name in self.earlier:
+            self.adopted.append(request)
+            self.jobs.setdefault(request.job_name, request)
+            return Adopted(self.earlier.get(request.job_name))
+        self.jobs[request.job_name] = request
+        self.launched.append(request)
+        return Created()
 
-    async def stop(self, grace_seconds: float) -> list[str]:
+    async def drain(self, grace_seconds: float) -> list[str]:
         return [name for name in self.jobs if name not in self.finished]
+
+    async def hurry(self) -> None:
+        """Nothing runs for real."""
 
     async def finish(self, job_name: str, outcome: Outcome, code: str | None = None,
                      message: str | None = None) -> None:
@@ -94,7 +107,7 @@ class Stack:
     backend: DevBackend
     scratch: Path
 
-    def settings(self, **overrides: Any) -> QueueSettings:
+    def settings(self, **overrides: Any) -> QueueSpec:
         """Test queue settings pointed at this stack (signed webhooks)."""
         return queue_settings(self.queues, self.backend.webhook_url,
                               **{"webhook_secret": SECRET, **overrides})

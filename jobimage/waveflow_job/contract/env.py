@@ -1,6 +1,6 @@
 """Every environment variable a runner passes to ``waveflow-job`` (CONTRACT.md §4).
 
-The runner writes them (``waveflow_operator.jobenv`` for both launchers, the Job builder for
+The runner writes them (``waveflow_operator.runner.jobenv`` for both launchers, the Job builder for
 Kubernetes) and the job reads them (``waveflow_job.config``, ``waveflow_job.cli``): both sides
 name them only through these constants, so a variable cannot be set under one name and read
 under another. What each one means is documented where it is read (``JobConfig``).

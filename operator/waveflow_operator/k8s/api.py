@@ -3,7 +3,7 @@
 kopf watches and patches the WaveflowQueues; everything else — creating and reading Jobs,
 reading pods' termination messages, reading the webhook Secret, writing the queue's status —
 goes through :class:`KubeApi`. Each method is one call listed in
-:mod:`waveflow_operator.k8s_permissions` (a test keeps the two in step). Failed calls are counted
+:mod:`waveflow_operator.k8s.permissions` (a test keeps the two in step). Failed calls are counted
 in ``waveflow_kubernetes_api_errors_total`` and raised as :class:`KubeApiError`, whose
 ``retryable`` says whether the caller should try again later (429, 5xx, network) or give up.
 
@@ -62,7 +62,8 @@ class KubeApi:
         self._session: aiohttp.ClientSession | None = None
 
     @classmethod
-    def from_environment(cls, metrics: Metrics | None = None) -> KubeApi:
+    def from_environment(cls, metrics: Metrics | None = None, *,
+                         timeout: float = 30.0) -> KubeApi:
         """In-cluster service account if there is one, else the kubeconfig."""
         host, port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get(
             "KUBERNETES_SERVICE_PORT", "443")
@@ -70,14 +71,14 @@ class KubeApi:
             context = ssl.create_default_context(cafile=str(_SERVICE_ACCOUNT / "ca.crt"))
             server = f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
             return cls(server, metrics=metrics, token_file=_SERVICE_ACCOUNT / "token",
-                       ssl_context=context)
+                       ssl_context=context, timeout=timeout)
         import kopf
 
         info = kopf.login_with_kubeconfig(settings=kopf.OperatorSettings(), logger=log)
         if info is None:
             raise RuntimeError("no Kubernetes credentials: neither in a pod nor a kubeconfig")
         return cls(info.server, metrics=metrics, token=info.token,
-                   ssl_context=_ssl_from(info))
+                   ssl_context=_ssl_from(info), timeout=timeout)
 
     async def close(self) -> None:
         if self._session is not None:
@@ -85,6 +86,10 @@ class KubeApi:
             self._session = None
 
     # ------------------------------------------------------------------ calls
+
+    async def version(self) -> dict[str, Any]:
+        """The API server's ``/version`` (``waveflow health``; needs no permission)."""
+        return await self._call("version", "GET", "/version") or {}
 
     async def create_job(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any] | None:
         """Create a Job; None when one of that name exists already (409)."""

@@ -8,8 +8,8 @@ path, and takes ``WEBHOOK_SECRET`` from a Secret (``include_secret=False``).
 from __future__ import annotations
 
 from waveflow_job.contract import env as names
-from waveflow_operator.config import QueueSettings
-from waveflow_operator.dispatcher import Delivery
+from waveflow_operator.runner.protocol import JobRequest
+from waveflow_operator.runner.spec import QueueSpec
 
 __all__ = ["SECRET_VARIABLE", "job_env"]
 
@@ -17,7 +17,7 @@ __all__ = ["SECRET_VARIABLE", "job_env"]
 SECRET_VARIABLE = names.WEBHOOK_SECRET
 
 
-def job_env(delivery: Delivery, settings: QueueSettings, *,
+def job_env(request: JobRequest, spec: QueueSpec, *,
             include_secret: bool = True) -> dict[str, str]:
     """Every variable ``waveflow-job run`` reads for this message, as plain strings.
 
@@ -25,21 +25,21 @@ def job_env(delivery: Delivery, settings: QueueSettings, *,
     dict), so the Job builder's output is deterministic.
     """
     env: dict[str, str] = {
-        names.MESSAGE: delivery.body,
-        names.BUCKET: settings.bucket,
-        names.QUEUE_URL: settings.queue_url,
-        names.WEBHOOK_URL: settings.webhook_url,
-        names.LOG_LEVEL: settings.log_level,
+        names.MESSAGE: request.body,
+        names.BUCKET: spec.bucket,
+        names.QUEUE_URL: spec.queue_url,
+        names.WEBHOOK_URL: spec.webhook_url,
+        names.LOG_LEVEL: spec.log_level,
     }
-    if settings.region:
-        env[names.REGION] = settings.region
-        env[names.REGION_FALLBACK] = settings.region
-    if settings.endpoint_url:
-        env[names.ENDPOINT_URL] = settings.endpoint_url
-    if settings.upload_prefixes:
-        env[names.UPLOAD_PREFIXES] = ",".join(settings.upload_prefixes)
-    for key, value in settings.job_env.items():
+    if spec.region:
+        env[names.REGION] = spec.region
+        env[names.REGION_FALLBACK] = spec.region
+    if spec.endpoint_url:
+        env[names.ENDPOINT_URL] = spec.endpoint_url
+    if spec.upload_prefixes:
+        env[names.UPLOAD_PREFIXES] = ",".join(spec.upload_prefixes)
+    for key, value in spec.job_env.items():
         env.setdefault(key, value)
-    if include_secret and settings.webhook_secret:
-        env[SECRET_VARIABLE] = settings.webhook_secret
+    if include_secret and spec.webhook_secret:
+        env[SECRET_VARIABLE] = spec.webhook_secret
     return env

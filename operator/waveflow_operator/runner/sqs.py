@@ -20,9 +20,10 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from waveflow_operator.config import QueueSettings
+from waveflow_operator.runner.protocol import Delivery
+from waveflow_operator.runner.spec import QueueSpec
 
-__all__ = ["QueueDepth", "ReceivedMessage", "SqsError", "SqsPoller"]
+__all__ = ["QueueDepth", "SqsError", "SqsQueue"]
 
 log = logging.getLogger(__name__)
 
@@ -50,19 +51,6 @@ class SqsError(Exception):
 
 
 @dataclass(frozen=True)
-class ReceivedMessage:
-    """One message as SQS handed it over."""
-
-    message_id: str
-    receipt_handle: str
-    body: str
-    #: Epoch milliseconds when SQS accepted the message (``SentTimestamp``).
-    sent_timestamp_ms: int | None
-    #: How many times it has been received, this time included.
-    receive_count: int
-
-
-@dataclass(frozen=True)
 class QueueDepth:
     """Approximate counts from GetQueueAttributes."""
 
@@ -71,19 +59,19 @@ class QueueDepth:
     delayed: int
 
 
-class SqsPoller:
+class SqsQueue:
     """One queue (and its dead-letter queue) behind small async methods."""
 
-    def __init__(self, settings: QueueSettings, client: Any | None = None) -> None:
-        self.settings = settings
-        self.queue_url = settings.queue_url
-        read_timeout = settings.wait_time_seconds + 15
+    def __init__(self, spec: QueueSpec, client: Any | None = None) -> None:
+        self.spec = spec
+        self.queue_url = spec.queue_url
+        read_timeout = spec.wait_time_seconds + 15
         self._client = client or boto3.client(
-            "sqs", region_name=settings.region, endpoint_url=settings.endpoint_url,
+            "sqs", region_name=spec.region, endpoint_url=spec.endpoint_url,
             config=Config(retries={"mode": "standard", "max_attempts": 3},
                           connect_timeout=5, read_timeout=read_timeout,
                           max_pool_connections=20))
-        self._dlq_url: str | None = settings.dlq_url
+        self._dlq_url: str | None = spec.dlq_url
         #: SQS calls get threads of their own: a long poll or a burst of deletes must not
         #: wait behind other work in the loop's default executor.
         self._executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="sqs")
@@ -94,14 +82,14 @@ class SqsPoller:
     # ----------------------------------------------------------------- receive
 
     async def receive(self, max_messages: int, wait_seconds: int | None = None
-                      ) -> list[ReceivedMessage]:
+                      ) -> list[Delivery]:
         """Long-poll for up to ``max_messages`` (1..10) messages."""
         count = max(1, min(10, max_messages))
-        wait = self.settings.wait_time_seconds if wait_seconds is None else wait_seconds
+        wait = self.spec.wait_time_seconds if wait_seconds is None else wait_seconds
         response = await self._call("receive", "receive_message",
                                     QueueUrl=self.queue_url, MaxNumberOfMessages=count,
                                     WaitTimeSeconds=wait,
-                                    VisibilityTimeout=self.settings.visibility_timeout_seconds,
+                                    VisibilityTimeout=self.spec.visibility_timeout_seconds,
                                     MessageSystemAttributeNames=["SentTimestamp",
                                                                  "ApproximateReceiveCount"])
         return [_received(m) for m in response.get("Messages", [])]
@@ -191,7 +179,7 @@ class SqsPoller:
         dlq_url = await self.dlq_url()
         attributes = {
             "WaveflowReason": reason, "WaveflowReasonDetail": detail,
-            "WaveflowSourceQueue": self.settings.name, "WaveflowSourceMessageId": message_id,
+            "WaveflowSourceQueue": self.spec.name, "WaveflowSourceMessageId": message_id,
             # Did the backend accept the FAILURE completion? "no": tell it after a redrive.
             "WaveflowBackendNotified": backend_notified,
         }
@@ -224,7 +212,7 @@ class SqsPoller:
         response = await self._call("dlq_lookup", "get_queue_url", QueueName=name,
                                     QueueOwnerAWSAccountId=account)
         self._dlq_url = str(response["QueueUrl"])
-        log.info("dead-letter queue of %s is %s (RedrivePolicy)", self.settings.name,
+        log.info("dead-letter queue of %s is %s (RedrivePolicy)", self.spec.name,
                  self._dlq_url)
         return self._dlq_url
 
@@ -263,11 +251,11 @@ class SqsPoller:
             raise SqsError(operation, str(error), retryable=True) from error
 
 
-def _received(message: Mapping[str, Any]) -> ReceivedMessage:
+def _received(message: Mapping[str, Any]) -> Delivery:
     attributes = message.get("Attributes", {})
     sent = attributes.get("SentTimestamp")
-    return ReceivedMessage(
-        message_id=str(message["MessageId"]), receipt_handle=str(message["ReceiptHandle"]),
+    return Delivery(
+        sqs_message_id=str(message["MessageId"]), receipt_handle=str(message["ReceiptHandle"]),
         body=str(message.get("Body", "")),
         sent_timestamp_ms=int(sent) if sent else None,
         receive_count=int(attributes.get("ApproximateReceiveCount", 1)))

@@ -2,19 +2,18 @@
 
 What a Kubernetes Job gives the job, a child process gets here too:
 
-- the same environment (:func:`waveflow_operator.jobenv.job_env`), plus ``TMPDIR`` pointing at a
-  fresh scratch directory and ``WAVEFLOW_SUMMARY_FILE`` at a summary file of its own beside it
-  (``<scratch root>/wfjob-<job name>-<random>/{tmp/, summary.json}``);
+- the same environment (:func:`waveflow_operator.runner.jobenv.job_env`), plus ``TMPDIR``
+  pointing at a fresh scratch directory and ``WAVEFLOW_SUMMARY_FILE`` at a summary file of its
+  own beside it (:mod:`.scratch`);
 - emptyDir semantics: that directory is removed when the process ends, whatever happens;
 - ``backoffLimit``: a failing attempt (exit code other than 0 and 3) is retried with exponential
   backoff; exit 3 is final (``podFailurePolicy: FailJob``);
 - ``activeDeadlineSeconds``: the whole job, retries included, is killed at its task's deadline
   and reported as failed with ``JOB_DEADLINE_EXCEEDED``.
 
-On start it sweeps scratch directories a crashed run left behind: only ``wfjob-*`` directories,
-removed when older than 30 minutes and their owner process is gone, or older than 2 hours in any
-case (the old service's clean-up rule). Children run in their own session, so a Ctrl-C aimed at
-``waveflow local`` reaches them only through :meth:`LocalLauncher.stop`.
+The outcome of an attempt is named by :func:`~waveflow_operator.runner.protocol.ending_outcome`,
+the rule the Kubernetes launcher uses too. Children run in their own session, so a Ctrl-C aimed
+at ``waveflow local`` reaches them only through :meth:`LocalLauncher.drain`.
 """
 
 from __future__ import annotations
@@ -28,45 +27,45 @@ import shutil
 import signal
 import tempfile
 import time
-from collections import OrderedDict, deque
-from collections.abc import Callable, Mapping, Sequence
+from collections import deque
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from waveflow_job.contract import ErrorCode, ExitCode, JobSummary, Outcome
-from waveflow_operator.config import QueueSettings, RunnerConfig, default_job_command
-from waveflow_operator.dispatcher import (
-    Delivery,
-    Dispatcher,
-    FailureNotifier,
+from waveflow_job.contract import ErrorCode, JobSummary, Outcome
+from waveflow_operator.local.config import RunnerConfig, default_job_command
+from waveflow_operator.local.scratch import OWNER_FILE, SCRATCH_PREFIX, STALE_SECONDS, sweep_scratch
+from waveflow_operator.metrics import Metrics
+from waveflow_operator.runner.dispatcher import Dispatcher
+from waveflow_operator.runner.jobenv import job_env
+from waveflow_operator.runner.notify import FailureNotifier
+from waveflow_operator.runner.protocol import (
+    Adopted,
+    Created,
+    Ending,
+    JobRequest,
     JobResult,
     LaunchError,
+    Recovered,
     ResultCallback,
+    ending_outcome,
 )
-from waveflow_operator.jobenv import job_env
-from waveflow_operator.metrics import Metrics
+from waveflow_operator.runner.settle import SettledCallback
+from waveflow_operator.runner.spec import QueueSpec
 
-__all__ = ["SCRATCH_PREFIX", "LocalLauncher", "local_dispatcher", "sweep_scratch"]
+__all__ = ["LocalLauncher", "local_dispatcher"]
 
 log = logging.getLogger(__name__)
 job_log = logging.getLogger(f"{__name__}.job")
 
-#: Every scratch directory this launcher creates starts with this; the sweep touches nothing else.
-SCRATCH_PREFIX = "wfjob-"
-#: Older than this and not owned by a live process: removed at start (the old 30-minute rule).
-STALE_SECONDS = 30 * 60
-#: Older than this: removed whatever its owner (the old 2-hour rule).
-FORCED_SECONDS = 2 * 3600
 #: The longest wait between two attempts (Kubernetes caps its own backoff at 6 minutes).
 MAX_RETRY_DELAY = 360.0
-_OWNER_FILE = "owner.pid"
-_FINISHED_MEMORY = 10_000
 _TAIL_LINES = 20
 
 
 @dataclass
 class _Job:
-    delivery: Delivery
+    request: JobRequest
     started: float
     task: asyncio.Task[None] | None = None
     process: asyncio.subprocess.Process | None = None
@@ -77,11 +76,11 @@ class _Job:
 class LocalLauncher:
     """Runs jobs as child processes; implements the dispatcher's ``Launcher`` protocol."""
 
-    def __init__(self, settings: QueueSettings, scratch_root: Path, *,
+    def __init__(self, spec: QueueSpec, scratch_root: Path, *,
                  job_command: Sequence[str] | None = None, retry_backoff_seconds: float = 1.0,
                  kill_grace_seconds: float = 2.0,
                  base_env: Mapping[str, str] | None = None) -> None:
-        self.settings = settings
+        self.spec = spec
         self.scratch_root = Path(scratch_root)
         self.job_command = tuple(job_command or default_job_command())
         self.retry_backoff_seconds = retry_backoff_seconds
@@ -90,10 +89,9 @@ class LocalLauncher:
         self.base_env = dict(os.environ if base_env is None else base_env)
         self._on_result: ResultCallback | None = None
         self._jobs: dict[str, _Job] = {}
-        self._finished: OrderedDict[str, JobResult] = OrderedDict()
-        self._slots = asyncio.Semaphore(settings.max_in_flight)
-        self._stopping = False
-        self._stop_by: float | None = None
+        self._slots = asyncio.Semaphore(spec.max_in_flight)
+        self._draining = False
+        self._drain_by: float | None = None
         self._hurry = asyncio.Event()
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -107,58 +105,36 @@ class LocalLauncher:
         await self._sweep()
         self._sweeper = asyncio.create_task(self._sweep_periodically(), name="scratch sweep")
 
-    async def _sweep(self) -> None:
-        removed = await asyncio.to_thread(sweep_scratch, self.scratch_root)
-        if removed:
-            log.info("removed %d stale scratch director%s", len(removed),
-                     "y" if len(removed) == 1 else "ies")
+    async def recover(self) -> Recovered:
+        """Child processes do not outlive this process's memory of them: nothing to recover."""
+        return Recovered()
 
-    async def _sweep_periodically(self) -> None:
-        while True:
-            await asyncio.sleep(STALE_SECONDS)
-            try:
-                await self._sweep()
-            except OSError as error:
-                log.warning("scratch sweep failed: %s", error)
-
-    async def launch(self, delivery: Delivery) -> bool:
-        """Start the job; a job of that name already running (or finished) is adopted."""
-        name = delivery.job_name
-        if self._stopping:
+    async def launch(self, request: JobRequest) -> Created | Adopted:
+        """Start the job; a job of that name already running is adopted."""
+        name = request.job_name
+        if self._draining:
             raise LaunchError("the runner is stopping", retryable=True)
         if name in self._jobs:
-            return False
-        if name in self._finished:
-            result = self._finished[name]
-            asyncio.get_running_loop().create_task(self._report(result))
-            return False
-        job = _Job(delivery, time.monotonic())
+            return Adopted()
+        job = _Job(request, time.monotonic())
         self._jobs[name] = job
         job.task = asyncio.create_task(self._run(job), name=f"job {name}")
-        return True
+        return Created()
 
-    async def running(self) -> Mapping[str, JobResult | None]:
-        """Running jobs (None) and the results of finished ones this process remembers."""
-        known: dict[str, JobResult | None] = dict(self._finished)
-        known.update({name: None for name in self._jobs})
-        return known
-
-    async def stop(self, grace_seconds: float) -> list[str]:
+    async def drain(self, grace_seconds: float) -> list[str]:
         """Wait up to ``grace_seconds`` for running jobs, then kill the rest (no result is
-        reported for them) and return their names. A second call with a smaller grace period
-        (the second signal) cuts the first one short."""
-        self._stopping = True
+        reported for them) and return their names."""
+        self._draining = True
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
-        stop_by = time.monotonic() + max(0.0, grace_seconds)
-        if self._stop_by is None or stop_by < self._stop_by:
-            self._stop_by = stop_by
-            self._hurry.set()
+        drain_by = time.monotonic() + max(0.0, grace_seconds)
+        # hurry() may have come first (two signals at once): the earlier end wins.
+        self._drain_by = drain_by if self._drain_by is None else min(drain_by, self._drain_by)
         while self._jobs:
             self._hurry.clear()
-            remaining = self._stop_by - time.monotonic()
+            remaining = (self._drain_by or 0.0) - time.monotonic()
             if remaining <= 0:
                 break
             tasks = {job.task for job in self._jobs.values() if job.task is not None}
@@ -178,49 +154,70 @@ class LocalLauncher:
                         ", ".join(abandoned))
         return abandoned
 
+    async def hurry(self) -> None:
+        """The second signal: the drain in progress kills what still runs, now."""
+        self._drain_by = time.monotonic()
+        self._hurry.set()
+
+    # ------------------------------------------------------------------ sweeping
+
+    async def _sweep(self) -> None:
+        removed = await asyncio.to_thread(sweep_scratch, self.scratch_root)
+        if removed:
+            log.info("removed %d stale scratch director%s", len(removed),
+                     "y" if len(removed) == 1 else "ies")
+
+    async def _sweep_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(STALE_SECONDS)
+            try:
+                await self._sweep()
+            except OSError as error:
+                log.warning("scratch sweep failed: %s", error)
+
     # ------------------------------------------------------------------ one job
 
     async def _run(self, job: _Job) -> None:
-        delivery = job.delivery
-        deadline_seconds = self.settings.deadline(delivery.message.task)
-        deadline = job.started + deadline_seconds
+        name = job.request.job_name
+        deadline_seconds = self.spec.deadline(job.request.message.task)
         async with self._slots:
             try:
-                result = await self._attempts(job, deadline, deadline_seconds)
+                result = await self._attempts(job, job.started + deadline_seconds,
+                                              deadline_seconds)
             except OSError as error:  # the command is missing, fork failed, disk full…
-                log.error("job %s could not be started: %s", delivery.job_name, error)
-                result = JobResult(delivery.job_name, Outcome.FAILED,
-                                   ErrorCode.JOB_NOT_CREATED.value,
+                log.error("job %s could not be started: %s", name, error)
+                result = JobResult(name, Outcome.FAILED, ErrorCode.JOB_NOT_CREATED.value,
                                    f"could not start {self.job_command[0]!r}: {error}",
                                    None, time.monotonic() - job.started)
-        self._jobs.pop(delivery.job_name, None)
-        self._finished[delivery.job_name] = result
-        while len(self._finished) > _FINISHED_MEMORY:
-            self._finished.popitem(last=False)
-        await self._report(result)
+        self._jobs.pop(name, None)
+        if self._on_result is not None:
+            await self._on_result(result)
 
     async def _attempts(self, job: _Job, deadline: float, deadline_seconds: float) -> JobResult:
-        name = job.delivery.job_name
-        limit = self.settings.backoff_limit
+        name = job.request.job_name
         while True:
             job.attempts += 1
             code, summary = await self._attempt(job, deadline)
             elapsed = time.monotonic() - job.started
+            # SIGKILL is only sent by the runner at the deadline (code None then) or by the
+            # kernel's OOM killer: the same rule a pod's "OOMKilled" follows.
+            ending = Ending(code, oom_killed=code == -signal.SIGKILL,
+                            deadline_exceeded=code is None, failed=code != 0)
+            outcome, error = ending_outcome(ending)
+            if outcome is Outcome.SUCCEEDED:
+                return JobResult(name, outcome, None, None, summary, elapsed)
+            if outcome is Outcome.REJECTED:
+                return JobResult(name, outcome, summary.error_code if summary else None,
+                                 self._last_words(job), summary, elapsed)
+            assert error is not None
             if code is None:
-                return JobResult(name, Outcome.FAILED, ErrorCode.JOB_DEADLINE_EXCEEDED.value,
+                return JobResult(name, outcome, error.value,
                                  f"killed at its {deadline_seconds:g} s deadline after "
                                  f"{job.attempts} attempt(s)", summary, elapsed)
-            if code == ExitCode.DONE:
-                return JobResult(name, Outcome.SUCCEEDED, None, None, summary, elapsed)
-            if code == ExitCode.REJECTED:
-                return JobResult(name, Outcome.REJECTED, summary.error_code if summary else None,
-                                 self._last_words(job), summary, elapsed)
             detail = f"exit {code}" + (f" ({summary.error_code})"
                                        if summary and summary.error_code else "")
-            if job.attempts > limit:
-                error = (ErrorCode.JOB_OOM_KILLED if code == -signal.SIGKILL
-                         else ErrorCode.JOB_BACKOFF_LIMIT)
-                return JobResult(name, Outcome.FAILED, error.value,
+            if job.attempts > self.spec.backoff_limit:
+                return JobResult(name, outcome, error.value,
                                  f"failed {job.attempts} time(s); last attempt: {detail}. "
                                  f"{self._last_words(job)}".strip(), summary, elapsed)
             delay = min(MAX_RETRY_DELAY, self.retry_backoff_seconds * 2 ** (job.attempts - 1))
@@ -228,7 +225,7 @@ class LocalLauncher:
                         detail, delay)
             if time.monotonic() + delay >= deadline:
                 await asyncio.sleep(max(0.0, deadline - time.monotonic()))
-                return JobResult(name, Outcome.FAILED, ErrorCode.JOB_DEADLINE_EXCEEDED.value,
+                return JobResult(name, outcome, ErrorCode.JOB_DEADLINE_EXCEEDED.value,
                                  f"deadline of {deadline_seconds:g} s reached while waiting to "
                                  f"retry after {detail}", summary, time.monotonic() - job.started)
             await asyncio.sleep(delay)
@@ -236,14 +233,14 @@ class LocalLauncher:
     async def _attempt(self, job: _Job, deadline: float) -> tuple[int | None, JobSummary | None]:
         """One process in a fresh scratch directory; (exit code or None at the deadline,
         summary). The directory is gone when this returns or is cancelled."""
-        workdir = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{job.delivery.job_name}-",
+        workdir = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{job.request.job_name}-",
                                         dir=self.scratch_root))
         summary_path = workdir / "summary.json"
         try:
-            (workdir / _OWNER_FILE).write_text(str(os.getpid()))
+            (workdir / OWNER_FILE).write_text(str(os.getpid()))
             scratch = workdir / "tmp"
             scratch.mkdir()
-            env = {**self.base_env, **job_env(job.delivery, self.settings),
+            env = {**self.base_env, **job_env(job.request, self.spec),
                    "TMPDIR": str(scratch), "WAVEFLOW_SUMMARY_FILE": str(summary_path)}
             process = await asyncio.create_subprocess_exec(
                 *self.job_command, env=env, cwd=scratch, stdin=asyncio.subprocess.DEVNULL,
@@ -255,7 +252,7 @@ class LocalLauncher:
                 code: int | None = await asyncio.wait_for(
                     process.wait(), timeout=max(0.0, deadline - time.monotonic()))
             except TimeoutError:
-                log.warning("job %s ran past its deadline; killing it", job.delivery.job_name)
+                log.warning("job %s ran past its deadline; killing it", job.request.job_name)
                 await self._kill(process)
                 code = None
             finally:
@@ -302,7 +299,7 @@ class LocalLauncher:
     def _note(self, job: _Job, line: bytes) -> None:
         text = line.decode("utf-8", "replace").rstrip()[:4000]
         job.tail.append(text)
-        job_log.debug("%s: %s", job.delivery.job_name, text)
+        job_log.debug("%s: %s", job.request.job_name, text)
 
     def _last_words(self, job: _Job) -> str:
         """The job's last log message (its JSON ``message`` field when it logged JSON)."""
@@ -314,10 +311,6 @@ class LocalLauncher:
             last = str(document.get("message", last))
         return last[:500]
 
-    async def _report(self, result: JobResult) -> None:
-        if self._on_result is not None:
-            await self._on_result(result)
-
 
 def _read_summary(path: Path) -> JobSummary | None:
     try:
@@ -326,54 +319,10 @@ def _read_summary(path: Path) -> JobSummary | None:
         return None
 
 
-def sweep_scratch(root: Path, *, now: float | None = None, stale_seconds: float = STALE_SECONDS,
-                  forced_seconds: float = FORCED_SECONDS) -> list[Path]:
-    """Remove ``wfjob-*`` directories left by crashed runs (30-minute / 2-hour rule)."""
-    moment = time.time() if now is None else now
-    removed: list[Path] = []
-    if not root.is_dir():
-        return removed
-    for entry in root.iterdir():
-        if not entry.name.startswith(SCRATCH_PREFIX) or not entry.is_dir() \
-                or entry.is_symlink():
-            continue
-        age = moment - _newest_mtime(entry)
-        if age > forced_seconds or (age > stale_seconds and not _owner_alive(entry)):
-            shutil.rmtree(entry, ignore_errors=True)
-            removed.append(entry)
-    return removed
-
-
-def _newest_mtime(directory: Path) -> float:
-    newest = directory.lstat().st_mtime
-    for base, dirs, files in os.walk(directory):
-        for name in dirs + files:
-            with contextlib.suppress(OSError):
-                newest = max(newest, os.lstat(os.path.join(base, name)).st_mtime)
-    return newest
-
-
-def _owner_alive(directory: Path) -> bool:
-    try:
-        pid = int((directory / _OWNER_FILE).read_text().strip())
-    except (OSError, ValueError):
-        return False
-    if pid == os.getpid():
-        return False  # a previous process that had our pid; ours are not swept
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def local_dispatcher(config: RunnerConfig, *, metrics: Metrics | None = None,
                      notifier: FailureNotifier | None = None,
                      base_env: Mapping[str, str] | None = None,
-                     on_settled: Callable[[Delivery, JobResult], None] | None = None
-                     ) -> Dispatcher:
+                     on_settled: SettledCallback | None = None) -> Dispatcher:
     """The dispatcher with a local launcher, as ``waveflow local`` and ``waveflow demo`` run it."""
     launcher = LocalLauncher(config.queue, config.scratch_root, job_command=config.job_command,
                              retry_backoff_seconds=config.retry_backoff_seconds,

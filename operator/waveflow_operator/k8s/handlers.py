@@ -1,6 +1,6 @@
 """The kopf wiring, thin: every handler is a few lines calling plain modules.
 
-- one ``@kopf.daemon`` per WaveflowQueue runs its dispatcher (:mod:`queue_runtime`); kopf stops
+- one ``@kopf.daemon`` per WaveflowQueue runs its dispatcher (:mod:`.runtime`); kopf stops
   it when the resource is deleted or the operator exits;
 - Job status reaches the launchers through ``@kopf.on.event`` on ``batch/v1`` Jobs labelled
   ``app.kubernetes.io/managed-by: waveflow-operator`` (not ``on.update``: kopf leaves status out
@@ -26,10 +26,10 @@ from typing import Any
 
 import kopf
 
-from waveflow_operator.jobs import LABEL_MANAGED_BY, LABEL_QUEUE, MANAGED_BY
-from waveflow_operator.kubeapi import KubeApi
+from waveflow_operator.k8s.api import KubeApi
+from waveflow_operator.k8s.jobs import LABEL_MANAGED_BY, LABEL_QUEUE, MANAGED_BY
+from waveflow_operator.k8s.runtime import NotReady, OperatorRuntime, serve_queue
 from waveflow_operator.metrics import Metrics, serve
-from waveflow_operator.queue_runtime import NotReady, OperatorRuntime, serve_queue
 
 __all__ = ["run_operator"]
 
@@ -77,7 +77,7 @@ async def queue_daemon(meta: kopf.Meta, body: kopf.Body, memo: kopf.Memo,
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_MANAGED_BY: MANAGED_BY})
 async def job_event(type: str | None, body: kopf.Body, namespace: str | None,
                     labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
-    await memo["runtime"].observe_job(namespace or "", labels.get(LABEL_QUEUE), body, type)
+    memo["runtime"].job_event(namespace or "", labels.get(LABEL_QUEUE), body, type)
 
 
 @kopf.on.probe(id="queues")

@@ -15,19 +15,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from waveflow_operator.config import ConfigError, QueueSettings
-from waveflow_operator.dispatcher import Dispatcher, DispatcherStatus
-from waveflow_operator.jobs import SPEC_DEFAULTS, spec_to_settings
-from waveflow_operator.kubeapi import KubeApi, KubeApiError
-from waveflow_operator.launch_k8s import KubernetesLauncher
+from waveflow_operator.k8s.api import KubeApi, KubeApiError
+from waveflow_operator.k8s.crd import JobTemplate, parse_spec
+from waveflow_operator.k8s.launcher import JobWatch, KubernetesLauncher
 from waveflow_operator.metrics import Metrics
-from waveflow_operator.sqs import SqsError
+from waveflow_operator.runner.dispatcher import Dispatcher
+from waveflow_operator.runner.spec import ConfigError, QueueSpec
+from waveflow_operator.runner.sqs import SqsError
+from waveflow_operator.runner.status import DispatcherStatus
 
 __all__ = ["NotReady", "OperatorRuntime", "QueueStatus", "serve_queue"]
 
@@ -52,17 +54,17 @@ class OperatorRuntime:
 
     api: KubeApi
     metrics: Metrics
-    #: (namespace, queue name) → the launcher waiting for that queue's Job events.
-    launchers: dict[tuple[str, str], KubernetesLauncher] = field(default_factory=dict)
+    #: (namespace, queue name) → where that queue's Job events go (its launcher reads them).
+    watches: dict[tuple[str, str], JobWatch] = field(default_factory=dict)
     #: (namespace, queue name) → the running dispatcher (for the liveness probe).
     dispatchers: dict[tuple[str, str], Dispatcher] = field(default_factory=dict)
 
-    async def observe_job(self, namespace: str, queue: str | None, job: Mapping[str, Any],
-                          event: str | None = None) -> None:
-        """Route one Job event to its queue's launcher (Jobs of other queues are ignored)."""
-        launcher = self.launchers.get((namespace, queue or ""))
-        if launcher is not None:
-            await launcher.observe(job, deleted=event == "DELETED")
+    def job_event(self, namespace: str, queue: str | None, job: Mapping[str, Any],
+                  event: str | None = None) -> None:
+        """Route one Job event to its queue's watch (Jobs of other queues are ignored)."""
+        watch = self.watches.get((namespace, queue or ""))
+        if watch is not None:
+            watch.put(job, deleted=event == "DELETED")
 
     def liveness(self) -> dict[str, str]:
         """Each queue's receive loop; raises when one died unexpectedly."""
@@ -103,19 +105,19 @@ class QueueStatus:
         self.conditions[kind] = {"type": kind, "status": status, "reason": reason,
                                  "message": message, "lastTransitionTime": since}
 
-    def from_dispatcher(self, status: DispatcherStatus, settings: QueueSettings,
+    def from_dispatcher(self, status: DispatcherStatus, queue: QueueSpec,
                         reachable: bool = False) -> dict[str, Any]:
         """Ready and Polling from what the dispatcher saw last (``reachable``: the queue
         answered GetQueueAttributes at start, before the first long poll returned)."""
-        max_in_flight = settings.max_in_flight
+        max_in_flight = queue.max_in_flight
         if status.polling or (reachable and not status.last_error):
-            self.condition("Ready", True, "Polling", f"receiving from {settings.queue_url}")
+            self.condition("Ready", True, "Polling", f"receiving from {queue.queue_url}")
         elif status.last_error and not status.last_error_retryable:
             self.condition("Ready", False, "QueueUnavailable",
-                           f"{settings.queue_url}: {status.last_error}")
+                           f"{queue.queue_url}: {status.last_error}")
         elif status.last_error:
             self.condition("Ready", False, "QueueError",
-                           f"{settings.queue_url}: {status.last_error}")
+                           f"{queue.queue_url}: {status.last_error}")
         else:
             self.condition("Ready", None, "Starting", "waiting for the first receive")
         if status.running >= max_in_flight:
@@ -160,14 +162,14 @@ async def serve_queue(runtime: OperatorRuntime, meta: Mapping[str, Any],
         try:
             reachable = await _reachable(dispatcher)
             while not stopped and _plain(body.get("spec") or {}) == spec:
-                document = status.from_dispatcher(dispatcher.status, dispatcher.settings,
+                document = status.from_dispatcher(dispatcher.status, dispatcher.spec,
                                                   reachable)
                 if document != written:  # an idle queue costs no API calls
                     written = document if await _write_status(
                         runtime, namespace, name, document) else None
                 await stopped.wait(STATUS_INTERVAL)
         finally:
-            runtime.launchers.pop(key, None)
+            runtime.watches.pop(key, None)
             runtime.dispatchers.pop(key, None)
             await dispatcher.stop(0)
             last = dispatcher.status
@@ -180,15 +182,14 @@ async def serve_queue(runtime: OperatorRuntime, meta: Mapping[str, Any],
 
 async def _start(runtime: OperatorRuntime, namespace: str, name: str, meta: Mapping[str, Any],
                  spec: dict[str, Any], status: QueueStatus) -> Dispatcher:
-    """Secret → settings → launcher → dispatcher, or NotReady with the status written."""
+    """Spec → Secret → launcher → dispatcher, or NotReady with the status written."""
     try:
-        secret = await _webhook_secret(runtime.api, namespace, spec)
-        settings = spec_to_settings(name, spec, webhook_secret=secret)
-        if not (spec.get("job") or {}).get("image"):
-            raise ConfigError("spec.job.image is required")
-        launcher = KubernetesLauncher(runtime.api, namespace, meta, spec)
-        runtime.launchers[(namespace, name)] = launcher
-        dispatcher = Dispatcher(settings, launcher, metrics=runtime.metrics)
+        queue, template = parse_spec(name, spec)
+        queue = dataclasses.replace(queue, webhook_secret=await _webhook_secret(
+            runtime.api, namespace, template))
+        watch = runtime.watches[(namespace, name)] = JobWatch()
+        launcher = KubernetesLauncher(runtime.api, namespace, meta, queue, template, watch)
+        dispatcher = Dispatcher(queue, launcher, metrics=runtime.metrics)
         await dispatcher.start()
         return dispatcher
     except NotReady as error:
@@ -198,7 +199,7 @@ async def _start(runtime: OperatorRuntime, namespace: str, name: str, meta: Mapp
         failure, reason, delay = error, "InvalidSpec", 60.0
     except KubeApiError as error:
         failure, reason, delay = error, "KubernetesApiError", 10.0 if error.retryable else 60.0
-    runtime.launchers.pop((namespace, name), None)
+    runtime.watches.pop((namespace, name), None)
     log.error("queue %s/%s is not ready (%s): %s", namespace, name, reason, failure)
     status.condition("Ready", False, reason, str(failure))
     status.condition("Polling", False, "NotStarted", str(failure))
@@ -212,19 +213,18 @@ async def _reachable(dispatcher: Dispatcher) -> bool:
     try:
         await dispatcher.sqs.depth()
     except SqsError as error:
-        log.warning("queue %s is not reachable: %s", dispatcher.settings.queue_url, error)
+        log.warning("queue %s is not reachable: %s", dispatcher.spec.queue_url, error)
         return False
     return True
 
 
-async def _webhook_secret(api: KubeApi, namespace: str, spec: Mapping[str, Any]) -> str | None:
-    ref = spec.get("webhookSecretRef") or {}
-    if not ref.get("name"):
+async def _webhook_secret(api: KubeApi, namespace: str, template: JobTemplate) -> str | None:
+    if not template.secret_name:
         return None
-    key = ref.get("key") or SPEC_DEFAULTS["webhookSecretRef.key"]
-    value = await api.read_secret_key(namespace, ref["name"], key)
+    value = await api.read_secret_key(namespace, template.secret_name, template.secret_key)
     if value is None:
-        raise NotReady("SecretNotFound", f"Secret {ref['name']!r} has no key {key!r}")
+        raise NotReady("SecretNotFound", f"Secret {template.secret_name!r} has no key "
+                                         f"{template.secret_key!r}")
     return value
 
 

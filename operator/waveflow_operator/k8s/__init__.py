@@ -1,0 +1,1 @@
+"""Jobs as Kubernetes Jobs: the WaveflowQueue spec, the Job builder, the launcher, kopf."""

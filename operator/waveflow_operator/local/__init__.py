@@ -1,0 +1,1 @@
+"""Jobs as local child processes: `waveflow local` and `waveflow demo`."""

@@ -1,0 +1,71 @@
+"""Scratch directories of local jobs: where each attempt's ``TMPDIR`` lives, and the sweep that
+removes what a crashed run left behind.
+
+Each attempt gets ``<scratch root>/wfjob-<job name>-<random>/{tmp/, summary.json, owner.pid}``
+and the launcher removes it when the process ends. At start (and every 30 minutes) the sweep
+removes only ``wfjob-*`` directories: older than 30 minutes and their owner process gone, or older
+than 2 hours in any case (the old service's clean-up rule).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import time
+from pathlib import Path
+
+__all__ = ["FORCED_SECONDS", "OWNER_FILE", "SCRATCH_PREFIX", "STALE_SECONDS", "sweep_scratch"]
+
+#: Every scratch directory the local launcher creates starts with this; the sweep touches
+#: nothing else.
+SCRATCH_PREFIX = "wfjob-"
+#: Older than this and not owned by a live process: removed (the old 30-minute rule).
+STALE_SECONDS = 30 * 60
+#: Older than this: removed whatever its owner (the old 2-hour rule).
+FORCED_SECONDS = 2 * 3600
+#: The pid of the runner that made the directory.
+OWNER_FILE = "owner.pid"
+
+
+def sweep_scratch(root: Path, *, now: float | None = None, stale_seconds: float = STALE_SECONDS,
+                  forced_seconds: float = FORCED_SECONDS) -> list[Path]:
+    """Remove ``wfjob-*`` directories left by crashed runs (30-minute / 2-hour rule)."""
+    moment = time.time() if now is None else now
+    removed: list[Path] = []
+    if not root.is_dir():
+        return removed
+    for entry in root.iterdir():
+        if not entry.name.startswith(SCRATCH_PREFIX) or not entry.is_dir() \
+                or entry.is_symlink():
+            continue
+        age = moment - _newest_mtime(entry)
+        if age > forced_seconds or (age > stale_seconds and not _owner_alive(entry)):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
+
+
+def _newest_mtime(directory: Path) -> float:
+    newest = directory.lstat().st_mtime
+    for base, dirs, files in os.walk(directory):
+        for name in dirs + files:
+            with contextlib.suppress(OSError):
+                newest = max(newest, os.lstat(os.path.join(base, name)).st_mtime)
+    return newest
+
+
+def _owner_alive(directory: Path) -> bool:
+    try:
+        pid = int((directory / OWNER_FILE).read_text().strip())
+    except (OSError, ValueError):
+        return False
+    if pid == os.getpid():
+        return False  # a previous process that had our pid; ours are not swept
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

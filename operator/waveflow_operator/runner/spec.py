@@ -1,0 +1,181 @@
+"""``QueueSpec``: one queue's settings, the ONE typed value the dispatcher and both launchers get.
+
+Every tunable number has one row in :data:`TUNABLES`: its default, its range, where it lives in
+the ``WaveflowQueue`` spec (the CRD) and which variable sets it for ``waveflow local``. The CRD,
+the chart's ``values.yaml``/``values.schema.json`` and ``waveflow local``'s defaults are checked
+against this table (tests/runner/test_spec_table.py), so they cannot drift apart again.
+
+One column is deliberately different: ``runner_minimum``. The CRD refuses a visibility timeout
+under 30 s (shorter ones cost ChangeMessageVisibility calls and buy nothing in production), but
+the runner itself accepts down to 1 s so ``waveflow local`` on a laptop and the tests can use a
+few seconds. Where ``runner_minimum`` is None it equals ``minimum``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from waveflow_job.config import ConfigError
+from waveflow_job.contract import Task
+
+__all__ = [
+    "SQS_MAX_VISIBILITY_SECONDS",
+    "TASK_KEYS",
+    "TUNABLES",
+    "ConfigError",
+    "QueueSpec",
+    "Tunable",
+    "deadline_tunable",
+    "default_deadlines",
+]
+
+#: SQS's hard cap on how long one receipt can stay invisible.
+SQS_MAX_VISIBILITY_SECONDS = 43200
+
+
+@dataclass(frozen=True)
+class TaskKey:
+    """The names one task goes by outside the contract (the one task-name map)."""
+
+    #: ``spec.job.activeDeadlineSeconds.<key>``, ``spec.job.resources.<key>``,
+    #: ``WAVEFLOW_DEADLINE_<KEY>_SECONDS``.
+    key: str
+    #: Job names are ``wf-<prefix>-<hash>``; "dup" is kept so Jobs made by earlier releases
+    #: are still found (and adopted) under the same name.
+    job_prefix: str
+
+
+TASK_KEYS: Mapping[Task, TaskKey] = {
+    Task.HASH: TaskKey("hash", "hash"),
+    Task.DUPLICATE: TaskKey("duplicate", "dup"),
+    Task.ANALYSIS: TaskKey("analysis", "analysis"),
+}
+
+
+@dataclass(frozen=True)
+class Tunable:
+    """One number of a queue's settings: default, range and its names in every source."""
+
+    #: The :class:`QueueSpec` attribute (for a deadline: ``deadline.<task key>``).
+    attribute: str
+    #: Dotted path in the WaveflowQueue spec (and under ``queue.`` in values.yaml).
+    crd_path: str
+    #: The ``waveflow local`` variable.
+    env: str
+    default: int
+    minimum: int
+    #: None: unbounded.
+    maximum: int | None
+    #: What the runner itself accepts, when it allows less than the CRD (see module docstring).
+    runner_minimum: int | None = None
+
+    @property
+    def is_deadline(self) -> bool:
+        return self.attribute.startswith("deadline.")
+
+    @property
+    def floor(self) -> int:
+        return self.minimum if self.runner_minimum is None else self.runner_minimum
+
+    def check(self, value: float) -> None:
+        if value < self.floor or (self.maximum is not None and value > self.maximum):
+            high = "" if self.maximum is None else str(self.maximum)
+            raise ConfigError(f"{self.attribute} ({self.env} / spec.{self.crd_path}) must be "
+                              f"in {self.floor}..{high}, got {value:g}")
+
+
+def deadline_tunable(task: Task, default: int) -> Tunable:
+    key = TASK_KEYS[task].key
+    return Tunable(f"deadline.{key}", f"job.activeDeadlineSeconds.{key}",
+                   f"WAVEFLOW_DEADLINE_{key.upper()}_SECONDS", default, 1, None)
+
+
+#: The ONE table of defaults and ranges.
+TUNABLES: tuple[Tunable, ...] = (
+    Tunable("max_in_flight", "maxInFlight", "WAVEFLOW_MAX_IN_FLIGHT", 10, 1, 1000),
+    Tunable("receive_batch_size", "receiveBatchSize", "WAVEFLOW_RECEIVE_BATCH_SIZE", 10, 1, 10),
+    Tunable("wait_time_seconds", "waitTimeSeconds", "WAVEFLOW_WAIT_TIME_SECONDS", 20, 0, 20),
+    Tunable("visibility_timeout_seconds", "visibilityTimeoutSeconds",
+            "WAVEFLOW_VISIBILITY_TIMEOUT_SECONDS", 300, 30, SQS_MAX_VISIBILITY_SECONDS,
+            runner_minimum=1),
+    Tunable("backoff_limit", "job.backoffLimit", "WAVEFLOW_BACKOFF_LIMIT", 2, 0, 20),
+    deadline_tunable(Task.HASH, 600),
+    deadline_tunable(Task.DUPLICATE, 300),
+    deadline_tunable(Task.ANALYSIS, 3600),
+)
+_BY_ATTRIBUTE = {t.attribute: t for t in TUNABLES}
+
+
+def default_deadlines() -> dict[Task, float]:
+    """Per-task ``activeDeadlineSeconds`` from the table (hashing needs little, analysis more)."""
+    return {task: float(_BY_ATTRIBUTE[f"deadline.{k.key}"].default)
+            for task, k in TASK_KEYS.items()}
+
+
+def tunable_fields(values: Mapping[str, float]) -> dict[str, Any]:
+    """:class:`QueueSpec` keyword arguments from ``{Tunable.attribute: value}`` (every row)."""
+    fields: dict[str, Any] = {t.attribute: int(values[t.attribute]) for t in TUNABLES
+                              if not t.is_deadline}
+    fields["deadlines"] = {task: float(values[f"deadline.{key.key}"])
+                           for task, key in TASK_KEYS.items()}
+    return fields
+
+
+def _default(attribute: str) -> int:
+    return _BY_ATTRIBUTE[attribute].default
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    """One SQS queue and how its jobs run; built once from the CRD spec or the environment."""
+
+    #: A short name for logs, metrics labels and job labels (the WaveflowQueue's name).
+    name: str
+    #: The SQS queue the backend sends to.
+    queue_url: str
+    #: The S3 bucket holding uploads and waveform JSON.
+    bucket: str
+    #: The backend's webhook base URL (``/hash-check`` and ``/completion`` are appended).
+    webhook_url: str
+    #: The dead-letter queue; None means "the queue's RedrivePolicy target".
+    dlq_url: str | None = None
+    #: AWS region for SQS, S3 and the job.
+    region: str | None = None
+    #: An AWS-compatible endpoint (moto, LocalStack); None on real AWS.
+    endpoint_url: str | None = None
+    #: Key prefixes the duplicate stage may delete under; empty means any key outside waveforms/.
+    upload_prefixes: tuple[str, ...] = ()
+    #: Signs every webhook (``X-WaveFlow-Signature``) when set.
+    webhook_secret: str | None = None
+    #: Jobs in flight at most; the rest waits in SQS.
+    max_in_flight: int = _default("max_in_flight")
+    #: Messages per ReceiveMessage call at most (SQS allows 1..10).
+    receive_batch_size: int = _default("receive_batch_size")
+    #: Long-poll wait per ReceiveMessage call (0..20 seconds).
+    wait_time_seconds: int = _default("wait_time_seconds")
+    #: How long a received message stays invisible; renewed by the heartbeat until settled.
+    visibility_timeout_seconds: int = _default("visibility_timeout_seconds")
+    #: Retries of a failing job before it counts as failed (Kubernetes ``backoffLimit``).
+    backoff_limit: int = _default("backoff_limit")
+    #: Per-task deadline in seconds for the whole job, retries included.
+    deadlines: Mapping[Task, float] = field(default_factory=default_deadlines)
+    #: The job's ``LOG_LEVEL``.
+    log_level: str = "INFO"
+    #: Extra environment for every job (job tuning such as ``WAVEFLOW_WEBHOOK_BUDGET_SECONDS``).
+    job_env: Mapping[str, str] = field(default_factory=dict)
+    #: Seconds between queue-depth polls (GetQueueAttributes) for the metrics.
+    depth_poll_seconds: float = 15.0
+
+    def __post_init__(self) -> None:
+        for name in ("name", "queue_url", "bucket", "webhook_url"):
+            if not getattr(self, name):
+                raise ConfigError(f"QueueSpec.{name} is required")
+        for tunable in TUNABLES:
+            if not tunable.is_deadline:
+                tunable.check(getattr(self, tunable.attribute))
+
+    def deadline(self, task: Task) -> float:
+        """The deadline for one task, falling back to the table's default."""
+        return float(self.deadlines.get(task, default_deadlines()[task]))

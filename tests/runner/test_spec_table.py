@@ -1,0 +1,99 @@
+"""The one table of queue defaults and ranges (runner/spec.py) against every other source: the
+CRD's schema, the chart's values.yaml and values.schema.json, and ``waveflow local``'s
+environment defaults. A number changed in one place and not the others fails here."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from waveflow_operator.k8s.crd import SPEC_DEFAULTS, TEMPLATE_DEFAULTS, parse_spec
+from waveflow_operator.local.config import RunnerConfig, local_environment_help
+from waveflow_operator.runner.spec import TASK_KEYS, TUNABLES, ConfigError, QueueSpec, Tunable
+
+CHART = Path(__file__).resolve().parents[2] / "charts" / "waveflow"
+CRD = yaml.safe_load((CHART / "files/crds/waveflowqueue.yaml").read_text())
+CRD_SPEC = CRD["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+VALUES = yaml.safe_load((CHART / "values.yaml").read_text())["queue"]
+SCHEMA = json.loads((CHART / "values.schema.json").read_text())["properties"]["queue"]
+REQUIRED_ENV = {"SQS_QUEUE_URL": "https://sqs.eu-west-1.amazonaws.com/1/audio",
+                "S3_BUCKET_NAME": "b", "WEBHOOK_URL": "https://backend/webhook"}
+IDS = [t.attribute for t in TUNABLES]
+
+
+def schema_node(root: dict[str, Any], path: str) -> dict[str, Any]:
+    node = root
+    for part in path.split("."):
+        node = node["properties"][part]
+    return node
+
+
+def value_at(root: dict[str, Any], path: str) -> Any:
+    for part in path.split("."):
+        root = root[part]
+    return root
+
+
+@pytest.mark.parametrize("tunable", TUNABLES, ids=IDS)
+def test_the_crd_declares_the_tables_default_and_range(tunable: Tunable) -> None:
+    node = schema_node(CRD_SPEC, tunable.crd_path)
+    assert (node.get("default"), node.get("minimum"), node.get("maximum")) == (
+        tunable.default, tunable.minimum, tunable.maximum)
+
+
+@pytest.mark.parametrize("tunable", TUNABLES, ids=IDS)
+def test_the_charts_values_and_their_schema_agree_with_the_table(tunable: Tunable) -> None:
+    assert value_at(VALUES, tunable.crd_path) == tunable.default
+    node = schema_node(SCHEMA, tunable.crd_path)
+    assert (node.get("minimum"), node.get("maximum")) == (tunable.minimum, tunable.maximum)
+
+
+def test_the_crds_other_defaults_are_the_job_templates() -> None:
+    for path, value in TEMPLATE_DEFAULTS.items():
+        assert schema_node(CRD_SPEC, path).get("default") == value, path
+    assert set(SPEC_DEFAULTS) == {t.crd_path for t in TUNABLES} | set(TEMPLATE_DEFAULTS)
+
+
+def test_waveflow_local_defaults_are_the_tables() -> None:
+    queue = RunnerConfig.from_env(REQUIRED_ENV).queue
+    for tunable in TUNABLES:
+        if tunable.is_deadline:
+            task = next(t for t, k in TASK_KEYS.items() if tunable.attribute.endswith(k.key))
+            assert queue.deadline(task) == tunable.default
+        else:
+            assert getattr(queue, tunable.attribute) == tunable.default, tunable.attribute
+        assert f"{tunable.env}={tunable.default}" in local_environment_help()
+
+
+def test_an_empty_crd_spec_gets_the_same_defaults_as_waveflow_local() -> None:
+    minimal = {"queueUrl": REQUIRED_ENV["SQS_QUEUE_URL"], "bucket": "b",
+               "webhookUrl": REQUIRED_ENV["WEBHOOK_URL"], "job": {"image": "job:1"}}
+    from_crd, _ = parse_spec("audio", minimal)
+    from_env = RunnerConfig.from_env(REQUIRED_ENV).queue
+    for tunable in TUNABLES:
+        if not tunable.is_deadline:
+            assert getattr(from_crd, tunable.attribute) == getattr(from_env, tunable.attribute)
+    assert from_crd.deadlines == from_env.deadlines
+
+
+@pytest.mark.parametrize("tunable", [t for t in TUNABLES if not t.is_deadline], ids=str)
+def test_the_runner_refuses_what_is_out_of_range_everywhere(tunable: Tunable) -> None:
+    base = {"name": "q", "queue_url": "https://q", "bucket": "b", "webhook_url": "https://w"}
+    QueueSpec(**base, **{tunable.attribute: tunable.floor})
+    with pytest.raises(ConfigError, match=tunable.attribute):
+        QueueSpec(**base, **{tunable.attribute: tunable.floor - 1})
+    if tunable.maximum is not None:
+        with pytest.raises(ConfigError, match=tunable.env):
+            RunnerConfig.from_env({**REQUIRED_ENV, tunable.env: str(tunable.maximum + 1)})
+
+
+def test_only_the_visibility_timeout_may_be_shorter_locally_than_in_the_crd() -> None:
+    """The one deliberate column: laptops and tests use a few seconds; the CRD keeps 30."""
+    relaxed = {t.attribute: t.runner_minimum for t in TUNABLES if t.runner_minimum is not None}
+    assert relaxed == {"visibility_timeout_seconds": 1}
+    assert RunnerConfig.from_env({**REQUIRED_ENV, "WAVEFLOW_VISIBILITY_TIMEOUT_SECONDS": "3"}
+                                 ).queue.visibility_timeout_seconds == 3
