@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
+import importlib
 import logging
 import os
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from waveflow_operator.local.config import ConfigError, RunnerConfig, local_environment_help
 
@@ -193,27 +194,26 @@ def _operator(args: argparse.Namespace) -> int:
 
 
 def _dev_backend(args: argparse.Namespace) -> int:
-    from waveflow_operator.devbackend import DevBackend
-
+    backend = _dev_tool("dev-backend", "backend")
     _configure_logging(os.environ.get("LOG_LEVEL", "INFO"))
-    queue_url = os.environ.get("SQS_QUEUE_URL")
-    if not queue_url:
-        raise ConfigError("SQS_QUEUE_URL is required (where the backend sends messages)")
-    backend = DevBackend(queue_url, secret=os.environ.get("WEBHOOK_SECRET"),
-                         region=os.environ.get("AWS_REGION"),
-                         endpoint_url=os.environ.get("AWS_ENDPOINT_URL"), host=args.host,
-                         port=args.port, num_peaks=args.num_peaks)
-    print(f"dev backend on {backend.url}; WEBHOOK_URL={backend.webhook_url}", flush=True)
-    with contextlib.suppress(KeyboardInterrupt):
-        backend.serve_forever()
-    return 0
+    return int(backend.serve_from_env(host=args.host, port=args.port, num_peaks=args.num_peaks))
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from waveflow_operator import demo
+    demo = _dev_tool("demo", "demo")
+    return int(demo.run(args.output, keep_running=args.keep_running,
+                        webhook_url=args.webhook_url, players=args.players))
 
-    return demo.run(args.output, keep_running=args.keep_running, webhook_url=args.webhook_url,
-                    players=args.players)
+
+def _dev_tool(command: str, module: str) -> Any:
+    """A module of the dev package (``waveflow_dev``), which neither image installs."""
+    try:
+        return importlib.import_module(f"waveflow_dev.{module}")
+    except ModuleNotFoundError as error:
+        raise SystemExit(
+            f"waveflow {command} needs the dev package and its extra, which are not installed "
+            f"here (missing: {error.name}): from a checkout, pip install -e '.[demo]' "
+            "(or run `make demo`)") from error
 
 
 def _health(args: argparse.Namespace) -> int:

@@ -76,7 +76,7 @@ def generate(case: Case, directory: Path) -> None:
     from_suffix = {"wav-16": ".wav", "wav-24": ".wav", "flac-16": ".flac", "mp3-vbr": ".mp3",
                    "m4a-aac": ".m4a"}
     case.path = directory / f"{case.fmt}-{int(case.seconds)}s{from_suffix[case.fmt]}"
-    code = ("import sys; from waveflow_job.audio import synth; "
+    code = ("import sys; from waveflow_dev import synth; "
             "synth.write_tone(sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4]), 2)")
     subprocess.run([PY, "-c", code, str(case.path), case.fmt, str(case.seconds),
                     str(case.rate)], check=True)

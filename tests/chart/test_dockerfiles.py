@@ -60,3 +60,17 @@ def test_the_operator_image_runs_as_the_user_the_chart_sets() -> None:
         str(yaml.safe_load((CHART / "values.yaml").read_text())["metrics"]["port"]),
     }
     assert set(exposed.split()) == chart_ports
+
+
+@pytest.mark.parametrize("image", DOCKERFILES)
+def test_neither_image_carries_the_dev_package(image: str) -> None:
+    """The demo, the reference backend and audio synthesis (operator/waveflow_dev) stay out."""
+    dev_package = (REPO / "operator" / "waveflow_dev").relative_to(REPO).as_posix()
+    assert (REPO / dev_package / "__init__.py").exists()
+    copies = [args.split() for word, args in instructions(DOCKERFILES[image]) if word == "COPY"]
+    sources = [source.rstrip("/") for args in copies if not args[0].startswith("--from")
+               for source in args[:-1]]
+    assert sources, "the image copies something from the build context"
+    for source in sources:
+        assert source not in (".", "") and not f"{dev_package}/".startswith(f"{source}/"), (
+            f"{DOCKERFILES[image].name} copies {source!r}, which holds {dev_package}")

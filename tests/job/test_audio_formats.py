@@ -14,8 +14,8 @@ import pytest
 import soundfile as sf
 
 from job.audio_helpers import assert_peaks_close, reference_pairs, reference_peaks
+from waveflow_dev import synth
 from waveflow_job import waveform
-from waveflow_job.audio import synth
 from waveflow_job.contract import ErrorCode, json_schemas
 from waveflow_job.errors import AudioError
 from waveflow_job.waveform import (

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from waveflow_job.audio import synth
+from waveflow_dev import synth
 
 # VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec() from the (large) pytest parent.
 CHILD = """

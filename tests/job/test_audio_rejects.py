@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from waveflow_job.audio import synth
+from waveflow_dev import synth
 from waveflow_job.contract import ErrorCode
 from waveflow_job.errors import AudioError, Rejected
 from waveflow_job.waveform import analyse_file

@@ -15,7 +15,7 @@ from support.kube import running_kube
 from support.kubelet import Kubelet
 from support.operator_e2e import OBSERVED_CALLS, SECRET, Cluster
 from support.queues import Queues, make_queues
-from waveflow_operator.devbackend import DevBackend
+from waveflow_dev.backend import DevBackend
 from waveflow_operator.k8s.permissions import PERMISSIONS
 
 ALLOWED_CALLS = {(group, resource, verb) for group, resource, verbs in PERMISSIONS

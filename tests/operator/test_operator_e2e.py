@@ -25,7 +25,7 @@ from support.kubelet import Kubelet
 from support.operator_e2e import Cluster, running_operator
 from support.queues import backend_message, make_queues
 from support.runner import eventually
-from waveflow_job.audio import synth
+from waveflow_dev import synth
 from waveflow_operator.k8s.jobs import LABEL_QUEUE
 
 pytestmark = pytest.mark.slow

@@ -11,7 +11,7 @@ from support.aws import REGION, MotoEndpoint
 from support.chromium import Page, chromium_path, headless_chromium
 from support.queues import make_queues
 from support.runner import SECRET, Stack
-from waveflow_operator.devbackend import DevBackend
+from waveflow_dev.backend import DevBackend
 
 
 @pytest.fixture

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from support.chromium import Page
-from waveflow_operator.demo import SAMPLES, waveform_png
+from waveflow_dev.demo_report import waveform_png
+from waveflow_dev.demo_samples import SAMPLES
 
 WAVEFLOW = Path(sys.executable).parent / "waveflow"
 

@@ -18,8 +18,8 @@ import pytest
 import soundfile as sf
 
 from support.chromium import Page
+from waveflow_dev import players_page
 from waveflow_job.waveform import write_waveform_file
-from waveflow_operator import players_page
 
 #: stem id, file name, rate, channels, seconds, soundfile subtype: every JSON coarser than 512.
 STEMS = (

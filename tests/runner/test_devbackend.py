@@ -18,9 +18,9 @@ import requests
 
 from support.aws import REGION, MotoEndpoint
 from support.queues import Queues, make_queues
+from waveflow_dev.backend import DevBackend
 from waveflow_job.contract import WebhookEvent, delivery_id, dumps_strict
 from waveflow_job.webhooks import sign
-from waveflow_operator.devbackend import DevBackend
 
 SECRET = "dev-secret"
 HASH = "ab" * 32
@@ -181,3 +181,19 @@ def test_a_webhook_without_a_valid_signature_is_refused_and_acts_on_nothing(
     assert answer.status_code == 401
     assert answer.json()["message"] == problem
     assert received(queues) == []
+
+
+@pytest.mark.parametrize(("command", "missing"), [("dev-backend", "jsonschema"),
+                                                   ("demo", "moto")])
+def test_without_the_demo_extra_the_cli_names_what_to_install(command: str,
+                                                              missing: str) -> None:
+    """The images carry no dev package: the CLI says so instead of a traceback."""
+    script = (f"import sys; sys.modules[{missing!r}] = None\n"
+              "from waveflow_operator.cli import main\n"
+              f"sys.exit(main([{command!r}]))\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=60, check=False)
+    assert result.returncode == 1
+    assert f"missing: {missing}" in result.stderr
+    assert "pip install -e '.[demo]'" in result.stderr
+    assert "Traceback" not in result.stderr

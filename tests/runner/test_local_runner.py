@@ -20,7 +20,7 @@ import requests
 
 from support.queues import backend_message
 from support.runner import Stack, eventually
-from waveflow_job.audio import synth
+from waveflow_dev import synth
 from waveflow_job.contract import Task
 from waveflow_operator.local.launcher import LocalLauncher
 from waveflow_operator.local.scratch import sweep_scratch

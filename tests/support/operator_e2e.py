@@ -15,7 +15,7 @@ from kopf.testing import KopfRunner
 from support.aws import BUCKET, REGION, MotoEndpoint
 from support.kube import JOBS, QUEUES, SECRETS, RunningKube
 from support.queues import Queues
-from waveflow_operator.devbackend import DevBackend
+from waveflow_dev.backend import DevBackend
 
 NAMESPACE = "audio"
 SECRET = "operator-test-secret"

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from support.aws import MotoEndpoint
+from waveflow_dev.emulator import create_queues
 
 
 @dataclass(frozen=True)
@@ -55,16 +56,9 @@ class Queues:
 def make_queues(endpoint: MotoEndpoint, name: str = "waveflow-test", *,
                 visibility_timeout: int = 30, max_receive_count: int = 10) -> Queues:
     """Create ``name`` and ``name-dlq`` with a RedrivePolicy between them."""
-    client = endpoint.client("sqs")
-    dlq_url = client.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
-    arn = client.get_queue_attributes(QueueUrl=dlq_url,
-                                      AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    url = client.create_queue(QueueName=name, Attributes={
-        "VisibilityTimeout": str(visibility_timeout),
-        "RedrivePolicy": json.dumps({"deadLetterTargetArn": arn,
-                                     "maxReceiveCount": str(max_receive_count)}),
-    })["QueueUrl"]
-    return Queues(endpoint, url, dlq_url)
+    pair = create_queues(endpoint.client("sqs"), name, visibility_timeout=visibility_timeout,
+                         max_receive_count=max_receive_count)
+    return Queues(endpoint, pair.url, pair.dlq_url)
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05,

@@ -31,7 +31,7 @@ from support.aws import BUCKET, REGION, MotoEndpoint
 from support.faultproxy import FaultProxy, body_id, running_fault_proxy
 from support.jobmonitor import JobMonitor
 from support.queues import Queues, make_queues
-from waveflow_operator.devbackend import DevBackend
+from waveflow_dev.backend import DevBackend
 
 RECORDING_JOB = Path(__file__).resolve().with_name("recordingjob.py")
 WAVEFLOW = Path(sys.executable).parent / "waveflow"

@@ -11,8 +11,8 @@ from typing import Any
 
 from support.aws import BUCKET, REGION, MotoEndpoint
 from support.queues import Queues
+from waveflow_dev.backend import DevBackend
 from waveflow_job.contract import Outcome
-from waveflow_operator.devbackend import DevBackend
 from waveflow_operator.runner.protocol import (
     Adopted,
     Created,

@@ -13,13 +13,15 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 __all__ = ["DEFAULT_NUM_PEAKS", "MAX_KEY_BYTES", "MAX_NUM_PEAKS", "Id", "Key", "LowerSha256",
-           "NumPeaks", "Sha256", "Timestamp", "utc_now_iso"]
+           "NumPeaks", "Sha256", "Text", "Timestamp", "utc_now_iso"]
 
 DEFAULT_NUM_PEAKS = 1024
 MAX_NUM_PEAKS = 65536
 #: S3's own limit on key length, in UTF-8 bytes.
 MAX_KEY_BYTES = 1024
 
+#: A string that must not be empty (the backend validates ``@IsNotEmpty``).
+Text = Annotated[str, {"minLength": 1}]
 #: userId, trackId, stemId: strings; integers are accepted on the way in (JavaScript numbers).
 Id = Annotated[str, {"type": ["string", "integer"], "minLength": 1}]
 #: An S3 key in the configured bucket.

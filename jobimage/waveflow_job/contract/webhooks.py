@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, Literal, TypedDict
 
-from waveflow_job.contract.fields import LowerSha256, Timestamp, utc_now_iso
+from waveflow_job.contract.fields import LowerSha256, Text, Timestamp, utc_now_iso
 from waveflow_job.contract.messages import TASK_MODULE, StemMessage
 from waveflow_job.contract.results import ErrorCode
 
@@ -32,13 +32,13 @@ class WebhookEvent(StrEnum):
 class HashCheckBody(TypedDict):
     """``POST {WEBHOOK_URL}/hash-check`` (fixed by the backend)."""
 
-    stemId: str
-    userId: str
-    trackId: str
-    filepath: str
+    stemId: Text
+    userId: Text
+    trackId: Text
+    filepath: Text
     audio_hash: LowerSha256
-    timestamp: str
-    original_filename: str
+    timestamp: Text
+    original_filename: Text
     status: Literal["hash_generated"]
 
 
@@ -46,10 +46,10 @@ class CompletionBody(TypedDict):
     """``POST {WEBHOOK_URL}/completion`` (fixed by the backend); ``result`` is one of the three
     result types below, chosen by ``status`` (the schema says which)."""
 
-    stemId: str
+    stemId: Text
     status: Literal["SUCCESS", "FAILURE"]
     result: dict[str, Any]
-    timestamp: Timestamp
+    timestamp: Annotated[Timestamp, {"minLength": 1}]
 
 
 class AnalysisResult(TypedDict):
@@ -77,7 +77,7 @@ class FailureResult(TypedDict):
     ``retryable`` (ours)."""
 
     error_code: Annotated[str, {"enum": [code.value for code in ErrorCode]}]
-    error_message: str
+    error_message: Text
     task: str | None
     retryable: bool
 

@@ -23,34 +23,40 @@ Successful POSTs answer **201** ``{"status":"success"}`` like NestJS. A webhook 
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import logging
-import re
+import os
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import boto3
 
-from waveflow_job.contract import DEFAULT_NUM_PEAKS
+from waveflow_dev.validation import BadRequest, require_strings, validate_webhook
+from waveflow_job.config import ConfigError
+from waveflow_job.contract import (
+    DEFAULT_NUM_PEAKS,
+    AnalysisKwargs,
+    DuplicateKwargs,
+    HashKwargs,
+    Task,
+    WebhookEvent,
+    message_document,
+    utc_now_iso,
+)
+from waveflow_job.contract import env as names
 from waveflow_job.webhooks import signature_hex
 
-__all__ = ["DevBackend", "StemRecord"]
+__all__ = ["DevBackend", "StemRecord", "serve_from_env"]
 
 log = logging.getLogger(__name__)
 
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 #: How far a signature's timestamp may be from now.
 SIGNATURE_TOLERANCE_SECONDS = 300
-
-
-def _now_iso() -> str:
-    moment = datetime.now(UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 @dataclass
@@ -79,14 +85,7 @@ class StemRecord:
 
     def move(self, status: str) -> None:
         self.status = status
-        self.history.append([_now_iso(), status])
-
-
-class _BadRequest(Exception):
-    def __init__(self, status: int, messages: list[str]) -> None:
-        super().__init__("; ".join(messages))
-        self.status = status
-        self.messages = messages
+        self.history.append([utc_now_iso(), status])
 
 
 class DevBackend:
@@ -147,7 +146,7 @@ class DevBackend:
 
     def upload_complete(self, body: dict[str, Any]) -> dict[str, Any]:
         """Register a stem and send ``generate_hash_and_webhook`` (the backend after upload)."""
-        values = _require(body, ("userId", "trackId", "stemId", "filepath"))
+        values = require_strings(body, ("userId", "trackId", "stemId", "filepath"))
         original = body.get("original_filename") or values["filepath"].rsplit("/", 1)[-1]
         with self._lock:
             stem = self.stems.get(values["stemId"])
@@ -158,60 +157,49 @@ class DevBackend:
             # A re-sent upload (user retry, replayed event) keeps the stem's stored hash.
             stem.filepath, stem.original_filename = values["filepath"], str(original)
             stem.move("uploaded")
-        return self._send("generate_hash_and_webhook", "hash", stem.stemId, {
-            "userId": stem.userId, "trackId": stem.trackId, "stemId": stem.stemId,
-            "filepath": stem.filepath, "timestamp": _now_iso(),
-            "original_filename": stem.original_filename})
+        kwargs: HashKwargs = {"userId": stem.userId, "trackId": stem.trackId,
+                              "stemId": stem.stemId, "filepath": stem.filepath,
+                              "timestamp": utc_now_iso(),
+                              "original_filename": stem.original_filename}
+        return self._send(Task.HASH, kwargs)
 
     def hash_check(self, body: dict[str, Any]) -> dict[str, Any]:
         """Decide duplicate or not and send the next stage."""
-        values = _require(body, ("stemId", "userId", "trackId", "filepath", "audio_hash",
-                                 "timestamp", "original_filename", "status"))
-        if values["status"] != "hash_generated":
-            raise _BadRequest(400, ["status must be one of the following values: "
-                                    "hash_generated"])
-        audio_hash = values["audio_hash"]
-        if not _SHA256.match(audio_hash):
-            raise _BadRequest(400, ["audio_hash must be a lowercase hex SHA-256"])
+        validate_webhook(WebhookEvent.HASH_CHECK, body)
+        stem_id, user_id, track_id = body["stemId"], body["userId"], body["trackId"]
+        audio_hash = body["audio_hash"]
         with self._lock:
-            stem = self.stems.get(values["stemId"])
+            stem = self.stems.get(stem_id)
             if stem is None:  # an upload the dev backend did not see: adopt it
-                stem = StemRecord(values["stemId"], values["userId"], values["trackId"],
-                                  values["filepath"], values["original_filename"])
+                stem = StemRecord(stem_id, user_id, track_id, body["filepath"],
+                                  body["original_filename"])
                 self.stems[stem.stemId] = stem
             stem.reported_hash = audio_hash
-            duplicate = any(other.audio_hash == audio_hash and other.userId == values["userId"]
-                            and other.trackId == values["trackId"]
-                            for other in self.stems.values())
+            duplicate = any(other.audio_hash == audio_hash and other.userId == user_id
+                            and other.trackId == track_id for other in self.stems.values())
             stem.decision = "duplicate" if duplicate else "analysis"
             stem.move("duplicate_requested" if duplicate else "analysis_requested")
-        common = {"userId": values["userId"], "trackId": values["trackId"],
-                  "stemId": values["stemId"], "filepath": values["filepath"],
-                  "audio_hash": audio_hash}
         if duplicate:
-            return self._send("process_duplicate_file", "duplicate", values["stemId"], common)
-        return self._send("process_audio_analysis", "analysis", values["stemId"], {
-            **common, "timestamp": values["timestamp"],
-            "original_filename": values["original_filename"], "num_peaks": self.num_peaks})
+            delete: DuplicateKwargs = {"userId": user_id, "trackId": track_id,
+                                       "stemId": stem_id, "filepath": body["filepath"],
+                                       "audio_hash": audio_hash}
+            return self._send(Task.DUPLICATE, delete)
+        analyse: AnalysisKwargs = {"userId": user_id, "trackId": track_id, "stemId": stem_id,
+                                   "filepath": body["filepath"], "audio_hash": audio_hash,
+                                   "timestamp": body["timestamp"],
+                                   "original_filename": body["original_filename"],
+                                   "num_peaks": self.num_peaks}
+        return self._send(Task.ANALYSIS, analyse)
 
     def completion(self, body: dict[str, Any]) -> None:
         """Record a completion; SUCCESS with ``audio_data_hash`` stores the stem's hash."""
-        values = _require(body, ("stemId", "status", "timestamp"))
-        result = body.get("result")
-        if not isinstance(result, dict):
-            raise _BadRequest(400, ["result must be an object"])
-        if values["status"] not in ("SUCCESS", "FAILURE"):
-            raise _BadRequest(400, ["status must be one of the following values: SUCCESS, "
-                                    "FAILURE"])
-        if values["status"] == "FAILURE":
-            _require(result, ("error_code", "error_message"), where="result.")
-        elif "audio_data_hash" in result:
-            _check_analysis(result)
+        validate_webhook(WebhookEvent.COMPLETION, body)
+        result: dict[str, Any] = body["result"]
         with self._lock:
-            stem = self.stems.setdefault(values["stemId"], StemRecord(
-                values["stemId"], "", "", str(result.get("filepath", "")), ""))
+            stem = self.stems.setdefault(body["stemId"], StemRecord(
+                body["stemId"], "", "", str(result.get("filepath", "")), ""))
             stem.result = result
-            if values["status"] == "FAILURE":
+            if body["status"] == "FAILURE":
                 stem.error_code = str(result["error_code"])
                 stem.error_message = str(result["error_message"])
                 stem.move("failed")
@@ -231,19 +219,19 @@ class DevBackend:
             return {"stems": {k: asdict(v) for k, v in self.stems.items()},
                     "webhooks": list(self.webhooks), "sent": list(self.sent)}
 
-    def _send(self, task: str, prefix: str, stem_id: str, kwargs: dict[str, Any]
+    def _send(self, task: Task, kwargs: HashKwargs | DuplicateKwargs | AnalysisKwargs
               ) -> dict[str, Any]:
         """Send in the backend's exact envelope; on a FIFO queue the group is the stemId."""
-        message = {"task": f"app.tasks.{task}", "id": f"{prefix}-{stem_id}-{int(time.time()*1000)}",
-                   "args": [], "kwargs": kwargs}
-        params: dict[str, Any] = {"QueueUrl": self.queue_url, "MessageBody": json.dumps(message)}
+        message = message_document(task, kwargs)
+        params: dict[str, Any] = {"QueueUrl": self.queue_url,
+                                  "MessageBody": json.dumps(message, ensure_ascii=False)}
         if self.queue_url.endswith(".fifo"):
-            params["MessageGroupId"] = stem_id
+            params["MessageGroupId"] = kwargs["stemId"]
             params["MessageDeduplicationId"] = message["id"]
         self._sqs.send_message(**params)
         with self._lock:
             self.sent.append(message)
-        log.info("sent %s for stem %s", task, stem_id)
+        log.info("sent %s for stem %s", task.value, kwargs["stemId"])
         return message
 
     # ------------------------------------------------------------------ webhooks
@@ -251,7 +239,7 @@ class DevBackend:
     def handle_webhook(self, event: str, raw: bytes, headers: dict[str, str]) -> tuple[int, Any]:
         """Verify, deduplicate by delivery id, then act; returns (status, answer)."""
         with self._lock:
-            record = {"event": event, "headers": headers, "received_at": _now_iso(),
+            record = {"event": event, "headers": headers, "received_at": utc_now_iso(),
                       "body": _json_or_text(raw)}
             self.webhooks.append(record)
             if self._fail_script:
@@ -275,12 +263,12 @@ class DevBackend:
         try:
             body = json.loads(raw, parse_constant=_no_constants)
             if not isinstance(body, dict):
-                raise _BadRequest(400, ["body must be a JSON object"])
-            if event == "hash-check":
+                raise BadRequest(400, ["body must be a JSON object"])
+            if event == WebhookEvent.HASH_CHECK.value:
                 self.hash_check(body)
             else:
                 self.completion(body)
-        except _BadRequest as error:
+        except BadRequest as error:
             record["answered"] = error.status
             return error.status, {"statusCode": error.status, "message": error.messages,
                                   "error": "Bad Request"}
@@ -309,31 +297,6 @@ class DevBackend:
         if not hmac.compare_digest(expected, parts.get("v1", "")):
             return "X-WaveFlow-Signature does not match"
         return None
-
-
-def _require(body: dict[str, Any], names: tuple[str, ...], where: str = "") -> dict[str, str]:
-    problems = [f"{where}{n} must be a string" for n in names
-                if not isinstance(body.get(n), str) or not body.get(n)]
-    if problems:
-        raise _BadRequest(400, problems)
-    return {n: str(body[n]) for n in names}
-
-
-def _check_analysis(result: dict[str, Any]) -> None:
-    problems = []
-    if not _SHA256.match(str(result.get("audio_data_hash", ""))):
-        problems.append("result.audio_data_hash must be a lowercase hex SHA-256")
-    for name in ("file_size", "sample_rate", "num_peaks"):
-        value = result.get(name)
-        if not isinstance(value, int) or isinstance(value, bool):
-            problems.append(f"result.{name} must be an integer number")
-    duration = result.get("duration")
-    if not isinstance(duration, int | float) or isinstance(duration, bool):
-        problems.append("result.duration must be a number")
-    if not isinstance(result.get("waveform_data_path"), str):
-        problems.append("result.waveform_data_path must be a string")
-    if problems:
-        raise _BadRequest(400, problems)
 
 
 def _no_constants(name: str) -> Any:
@@ -371,7 +334,7 @@ def _handler_for(backend: DevBackend) -> type[BaseHTTPRequestHandler]:
             try:
                 body = json.loads(raw or b"{}")
                 if not isinstance(body, dict):
-                    raise _BadRequest(400, ["body must be a JSON object"])
+                    raise BadRequest(400, ["body must be a JSON object"])
                 if path == "/upload-complete":
                     backend.upload_complete(body)
                 elif path == "/dev/fail-next":
@@ -379,7 +342,7 @@ def _handler_for(backend: DevBackend) -> type[BaseHTTPRequestHandler]:
                 else:
                     self._answer(404, {"statusCode": 404, "message": f"Cannot POST {self.path}"})
                     return
-            except _BadRequest as error:
+            except BadRequest as error:
                 self._answer(400, {"statusCode": 400, "message": error.messages,
                                    "error": "Bad Request"})
                 return
@@ -401,3 +364,18 @@ def _handler_for(backend: DevBackend) -> type[BaseHTTPRequestHandler]:
             log.debug("%s %s", self.address_string(), format % args)
 
     return Handler
+
+
+def serve_from_env(*, host: str, port: int, num_peaks: int) -> int:
+    """``waveflow dev-backend``: serve until interrupted; settings from the environment."""
+    queue_url = os.environ.get(names.QUEUE_URL)
+    if not queue_url:
+        raise ConfigError("SQS_QUEUE_URL is required (where the backend sends messages)")
+    backend = DevBackend(queue_url, secret=os.environ.get(names.WEBHOOK_SECRET),
+                         region=os.environ.get(names.REGION),
+                         endpoint_url=os.environ.get(names.ENDPOINT_URL), host=host, port=port,
+                         num_peaks=num_peaks)
+    print(f"dev backend on {backend.url}; WEBHOOK_URL={backend.webhook_url}", flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        backend.serve_forever()
+    return 0
