@@ -7,7 +7,8 @@ operator uses, with child processes for jobs). It then generates a handful of st
 another, one file cut short), uploads them, starts each through ``/upload-complete`` exactly as
 the platform does, and shows progress while the three stages run. Finally
 (:mod:`waveflow_dev.demo_report`): a per-stem table, a PNG waveform per analysed stem and an
-``index.html`` drawn from the waveform JSON in S3, and a short metrics summary.
+``index.html`` showing each analysed stem in wavesurfer.js and peaks.js
+(:mod:`waveflow_dev.players_page`), and a short metrics summary.
 
 The exit code is 0 only when every outcome is the expected one and nothing is left behind
 (no child process, no scratch directory). ``--keep-running`` leaves the stack up afterwards
@@ -108,7 +109,8 @@ async def _main(work: Path, emulator: Emulator, output: Path, keep_running: bool
     report.write_pictures(rows, s3, output, players)
     problems += report.check(rows, run_state, backend, s3)
     report.print_metrics(metrics)
-    print(f"\nWaveform pictures and index.html: {output.resolve()}/index.html")
+    print(f"\nWaveform pictures, and the stems in wavesurfer.js and peaks.js (open it in a "
+          f"browser): {(output.resolve() / 'index.html').as_uri()}")
     wall = run_state.elapsed()
     if keep_running:
         if webhook_url:  # a real backend takes over the webhooks: a runner pointed at it
