@@ -91,6 +91,35 @@ class Storage:
             response = self.client.get_object_tagging(Bucket=self.bucket, Key=key)
         return {tag["Key"]: decode_tag_value(tag["Value"]) for tag in response["TagSet"]}
 
+    def list_keys(self, prefix: str) -> tuple[list[str], bool]:
+        """The keys under ``prefix`` from one ListObjectsV2 page, and whether there are more."""
+        with self._errors("LIST", prefix):
+            response = self.client.list_objects_v2(Bucket=self.bucket, Prefix=prefix)
+        keys = [item["Key"] for item in response.get("Contents", [])]
+        return keys, bool(response.get("IsTruncated"))
+
+    def get_small(self, key: str, *, max_bytes: int = 64 * 1024) -> bytes | None:
+        """A small object's bytes (one of the job's own records), or None when it is absent."""
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=key)
+        except ClientError as error:
+            if _code(error) in _NOT_FOUND:
+                return None
+            raise self._translate(error, "GET", key) from error
+        except BotoCoreError as error:
+            raise self._translate(error, "GET", key) from error
+        with self._errors("GET", key):
+            body = response["Body"]
+            try:
+                data: bytes = body.read(max_bytes + 1)
+            finally:
+                body.close()
+        if len(data) > max_bytes:
+            raise StorageUnavailable(ErrorCode.STORAGE_UNAVAILABLE,
+                                     f"s3://{self.bucket}/{key} is larger than a WaveFlow "
+                                     f"record can be ({max_bytes} bytes)")
+        return data
+
     # ----------------------------------------------------------------------- writes
 
     def metadata(self, key: str) -> dict[str, str] | None:

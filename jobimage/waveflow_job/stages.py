@@ -18,17 +18,17 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from waveflow_job import contract
+from waveflow_job import contract, originals
 from waveflow_job.contract import ErrorCode, StemMessage, Task, WebhookEvent
 from waveflow_job.errors import DeletionRefused, ObjectError
 
 if TYPE_CHECKING:
     from waveflow_job.config import JobConfig
-    from waveflow_job.s3 import Storage
+    from waveflow_job.s3 import ObjectInfo, Storage
     from waveflow_job.webhooks import WebhookClient
 
 __all__ = ["ANALYSED_TAG", "STEM_TAG", "Job", "StageResult", "run_stage"]
@@ -98,14 +98,36 @@ def generate_hash_and_webhook(job: Job) -> StageResult:
     """SHA-256 the upload (streamed, never on disk) and ask the backend about duplicates."""
     message, result = job.message, StageResult()
     with result.phase("head"):
-        info = job.storage.head(message.filepath, max_bytes=job.config.max_file_bytes)
-    with result.phase("hash"):
-        digest = job.storage.sha256(info, max_bytes=job.config.max_file_bytes)
-    result.bytes = digest.size
-    log.info("hashed", extra={"bytes": digest.size, "audio_hash": digest.sha256})
+        found = _head_unless_deleted(job)
+    if isinstance(found, originals.Deletion):
+        log.info("this upload was deleted as a duplicate of this stem; reporting the hash it "
+                 "had again", extra={"filepath": message.filepath,
+                                     "audio_hash": found.audio_hash})
+        sha256 = found.audio_hash
+    else:
+        info = found
+        with result.phase("hash"):
+            digest = job.storage.sha256(info, max_bytes=job.config.max_file_bytes)
+        result.bytes, sha256 = digest.size, digest.sha256
+        log.info("hashed", extra={"bytes": digest.size, "audio_hash": sha256})
     with result.phase("webhook"):
-        job.post(WebhookEvent.HASH_CHECK, contract.hash_check_body(message, digest.sha256))
+        job.post(WebhookEvent.HASH_CHECK, contract.hash_check_body(message, sha256))
     return result
+
+
+def _head_unless_deleted(job: Job) -> ObjectInfo | originals.Deletion:
+    """HEAD the upload; when it is gone because WaveFlow deleted it as this stem's duplicate,
+    its tombstone instead (CONTRACT.md §6), so a late message is answered as the first was."""
+    try:
+        return job.storage.head(job.message.filepath, max_bytes=job.config.max_file_bytes)
+    except ObjectError as error:
+        if error.code is not ErrorCode.OBJECT_NOT_FOUND:
+            raise
+        deletion = originals.find_deletion(job.storage, job.message.filepath,
+                                           job.message.stem_id)
+        if deletion is None:
+            raise
+        return deletion
 
 
 # --------------------------------------------------------------------------- duplicate
@@ -131,8 +153,11 @@ def process_duplicate_file(job: Job) -> StageResult:
     except ObjectError as error:
         if error.code is not ErrorCode.OBJECT_NOT_FOUND:
             raise
-        log.info("duplicate already deleted; reporting it again", extra={"filepath": key})
+        known = originals.find_deletion(job.storage, key, message.stem_id) is not None
+        log.info("duplicate already deleted; reporting it again",
+                 extra={"filepath": key, "tombstone": known})
     else:
+        _refuse_analysed_sources(job, key)
         _refuse_originals(job, key)
         with result.phase("hash"):
             digest = job.storage.sha256(info, max_bytes=job.config.max_file_bytes)
@@ -143,6 +168,10 @@ def process_duplicate_file(job: Job) -> StageResult:
                 f"{key} has SHA-256 {digest.sha256}, not the message's {message.audio_hash}")
         _refuse_reuploaded_original(job, key, digest.sha256)
         with result.phase("delete"):
+            # The tombstone first: killed after it, a redelivery deletes and answers again;
+            # killed after the delete, later messages about the key still find the answer.
+            originals.record_deletion(job.storage, key, message.stem_id, digest.sha256,
+                                      message.message_id)
             job.storage.delete(key)
         log.info("duplicate deleted", extra={"filepath": key, "bytes": digest.size})
     with result.phase("webhook"):
@@ -161,6 +190,27 @@ def _refuse_originals(job: Job, key: str) -> None:
             ErrorCode.ORIGINAL_PROTECTED,
             f"{key} is the analysed original of this stem; not deleted, and no FAILURE sent "
             "(the stem already completed)", silent=True)
+    raise DeletionRefused(ErrorCode.ANALYSED_ORIGINAL,
+                          f"{key} is the analysed original of stem {owner or '(unknown)'}")
+
+
+def _refuse_analysed_sources(job: Job, key: str) -> None:
+    """Never delete a key any stem's waveform was drawn from, whatever its tags say now.
+
+    A PUT of the same key (another stem uploading the same bytes, a user retry) wipes the
+    tags; the source records (written before every SUCCESS) stay. Silent when one of them is
+    this very stem's: it completed, and a FAILURE would mark it failed.
+    """
+    sources = originals.read_sources(job.storage, key, job.message.stem_id)
+    if not sources:
+        return
+    if sources.includes_asking_stem:
+        job.storage.merge_tags(key, {ANALYSED_TAG: "true", STEM_TAG: job.message.stem_id})
+        raise DeletionRefused(
+            ErrorCode.ORIGINAL_PROTECTED,
+            f"{key} is the original this stem's waveform was drawn from; tags restored, not "
+            "deleted, and no FAILURE sent (the stem already completed)", silent=True)
+    owner = originals.another_stem(job.storage, sources, job.message.stem_id)
     raise DeletionRefused(ErrorCode.ANALYSED_ORIGINAL,
                           f"{key} is the analysed original of stem {owner or '(unknown)'}")
 
@@ -195,7 +245,9 @@ def process_audio_analysis(job: Job) -> StageResult:
 
     message, result, config = job.message, StageResult(), job.config
     with result.phase("head"):
-        info = job.storage.head(message.filepath, max_bytes=config.max_file_bytes)
+        info = _head_unless_deleted(job)
+    if isinstance(info, originals.Deletion):  # a late message for a deleted duplicate's stem
+        return _report_deleted_again(job, info, result)
     workdir = Path(tempfile.mkdtemp(prefix="waveflow-", dir=config.scratch_dir))
     try:
         local = workdir / ("input" + _suffix(message.filepath))
@@ -216,6 +268,9 @@ def process_audio_analysis(job: Job) -> StageResult:
         shutil.rmtree(workdir, ignore_errors=True)
     key = contract.waveform_key(message.stem_id, digest.sha256)
     with result.phase("upload"):
+        # The source record before the waveform: every waveform's original is protected.
+        originals.record_source(job.storage, message.filepath, message.stem_id,
+                                digest.sha256, key)
         job.storage.put_json(key, contract.dumps_strict(document),
                              metadata={SOURCE_KEY_METADATA: message.filepath})
     with result.phase("tag"):
@@ -228,6 +283,17 @@ def process_audio_analysis(job: Job) -> StageResult:
                                 "bytes": digest.size})
     with result.phase("webhook"):
         job.post(WebhookEvent.COMPLETION, body)
+    return result
+
+
+def _report_deleted_again(job: Job, deletion: originals.Deletion,
+                          result: StageResult) -> StageResult:
+    """The stem's final answer was "duplicate deleted"; give it again, never a FAILURE."""
+    log.info("this upload was deleted as a duplicate of this stem; reporting that again",
+             extra={"filepath": deletion.key, "audio_hash": deletion.audio_hash})
+    answered = replace(job.message, audio_hash=deletion.audio_hash)
+    with result.phase("webhook"):
+        job.post(WebhookEvent.COMPLETION, contract.duplicate_deleted_body(answered))
     return result
 
 

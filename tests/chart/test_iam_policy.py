@@ -31,6 +31,7 @@ S3_ACTIONS = {
     "delete_object": "s3:DeleteObject",
     "put_object": "s3:PutObject",
     "head_bucket": "s3:ListBucket",
+    "list_objects_v2": "s3:ListBucket",
 }
 
 

@@ -22,6 +22,7 @@ from support.queues import backend_message
 from support.runner import Stack, eventually
 from waveflow_dev import synth
 from waveflow_job.contract import Task
+from waveflow_job.originals import DELETED_PREFIX, SOURCES_PREFIX
 from waveflow_operator.local.launcher import LocalLauncher
 from waveflow_operator.local.scratch import sweep_scratch
 from waveflow_operator.metrics import Metrics
@@ -71,9 +72,22 @@ def stem_status(stack: Stack, stem: str) -> Callable[[], str | None]:
     return lambda: getattr(stack.backend.stems.get(stem), "status", None)
 
 
-def keys(stack: Stack) -> set[str]:
+RECORD_PREFIXES = (SOURCES_PREFIX, DELETED_PREFIX)
+
+
+def all_keys(stack: Stack) -> set[str]:
     listing = stack.aws.client("s3").list_objects_v2(Bucket=stack.bucket)
     return {o["Key"] for o in listing.get("Contents", [])}
+
+
+def records(stack: Stack) -> set[str]:
+    """WaveFlow's source records and tombstones (waveflow_job.originals)."""
+    return {k for k in all_keys(stack) if k.startswith(RECORD_PREFIXES)}
+
+
+def keys(stack: Stack) -> set[str]:
+    """Uploads and waveforms: every key but WaveFlow's records."""
+    return all_keys(stack) - records(stack)
 
 
 def lines(path: Path) -> list[str]:
@@ -105,6 +119,8 @@ async def test_three_stages_then_a_duplicate_is_deleted_and_the_original_stays_p
     assert a.result["sample_rate"] == 44100 and a.result["file_size"] == len(original)
     waveform_key = a.result["waveform_data_path"]
     assert keys(stack) == {"audio/original.flac", "audio/broken.wav", waveform_key}
+    # WaveFlow's records: stem-a's original is recorded as a source, the duplicate tombstoned.
+    assert sorted(k.split("/")[1] for k in records(stack)) == ["deleted", "sources"]
     sent = [m["task"].rsplit(".", 1)[-1] for m in stack.backend.sent
             if m["kwargs"]["stemId"] == "stem-a"]
     assert sent == ["generate_hash_and_webhook", "process_audio_analysis",

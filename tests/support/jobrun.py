@@ -25,10 +25,12 @@ import soundfile
 
 from support.aws import MotoEndpoint
 from support.webhooks import WebhookRecorder
+from waveflow_job.originals import DELETED_PREFIX, SOURCES_PREFIX
 
 HASH_ID = "hash-stem789-1732600000000"
 TIMESTAMP = "2026-11-26T08:36:48.817Z"
 KWARGS = {"userId": "user123", "trackId": "track-456", "stemId": "stem-789"}
+_RECORD_PREFIXES = (SOURCES_PREFIX, DELETED_PREFIX)
 _TASK_IDS = {"generate_hash_and_webhook": "hash", "process_duplicate_file": "duplicate",
              "process_audio_analysis": "analysis"}
 
@@ -100,6 +102,14 @@ class JobWorld:
         self.s3.put_object(Bucket=self.bucket, Key=key, Body=data, **extra)
 
     def object_keys(self) -> list[str]:
+        """Every key in the bucket except WaveFlow's bookkeeping records (see :meth:`records`)."""
+        return [k for k in self._all_keys() if not k.startswith(_RECORD_PREFIXES)]
+
+    def records(self) -> list[str]:
+        """WaveFlow's source records and tombstones (waveflow_job.originals)."""
+        return [k for k in self._all_keys() if k.startswith(_RECORD_PREFIXES)]
+
+    def _all_keys(self) -> list[str]:
         listing = self.s3.list_objects_v2(Bucket=self.bucket)
         return sorted(item["Key"] for item in listing.get("Contents", []))
 
