@@ -24,6 +24,7 @@ $(INSTALLED): pyproject.toml
 	touch $@
 
 -include charts/Makefile.mk
+-include images/Makefile.mk
 
 # The browser players the demo page shows (peaks.js, wavesurfer.js), from the npm registry.
 PLAYERS_DIR := dev/players
@@ -48,11 +49,11 @@ tools-chromium: ## Debian's chromium for the demo page's browser test (skipped w
 	fi
 
 lint: install chart-lint ## ruff, mypy, hadolint on both Dockerfiles, helm lint
-	$(VENV)/bin/ruff check jobimage operator tests charts/dev
+	$(VENV)/bin/ruff check jobimage operator tests charts/dev images
 	$(VENV)/bin/mypy
 	$(VENV)/bin/hadolint jobimage/Dockerfile operator/Dockerfile
 
-test: install $(TEST_TOOLS) ## Run the whole test suite (installs helm and promtool if missing)
+test: install $(TEST_TOOLS) ## Run the whole test suite (installs helm, promtool and podman if missing)
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest $(PYTEST_ARGS)
 
 bench: install ## Benchmarks: waveform speed/memory vs the naive baseline, dispatch latency

@@ -1,7 +1,7 @@
-# The chart, the images and kind. Included by the top-level Makefile (`-include charts/Makefile.mk`),
-# which defines VENV, PY and INSTALLED. The kind-* and image targets need Docker and kind: CI has
-# no container engine, so they are checked by construction (the kind values render, lint and
-# validate in tests/chart) and run on developers' machines.
+# The chart and kind. Included by the top-level Makefile (`-include charts/Makefile.mk`), which
+# defines VENV, PY and INSTALLED; the images' targets are in images/Makefile.mk. The kind-*
+# targets need kind and a container engine: CI has no kind, so they are checked by construction
+# (the kind values render, lint and validate in tests/chart) and run on developers' machines.
 
 VENV ?= .venv
 PY ?= $(VENV)/bin/python
@@ -9,16 +9,14 @@ INSTALLED ?= $(VENV)/.installed
 HELM := $(VENV)/bin/helm
 KUBECTL := $(VENV)/bin/kubectl
 PROMTOOL ?= promtool
-DOCKER ?= docker
 KIND ?= kind
 CHART_DIR := charts/waveflow
 # ci/kind-values.yaml names services in this namespace, for this release.
 KIND_CLUSTER ?= waveflow
 KIND_NAMESPACE := waveflow
 KIND_RELEASE := waveflow
-IMAGE_TAG ?= dev
-OPERATOR_IMAGE ?= waveflow/operator:$(IMAGE_TAG)
-JOB_IMAGE ?= waveflow/job:$(IMAGE_TAG)
+# IMAGE_TAG, OPERATOR_IMAGE, JOB_IMAGE and IMAGES come from images/Makefile.mk.
+KIND_ARCHIVES := .tools/kind-images
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # `make test` installs these first.
@@ -53,14 +51,9 @@ chart-docs: $(INSTALLED) ## Regenerate the chart README and the schema descripti
 chart-test: $(INSTALLED) tools-helm tools-promtool ## The chart tests alone (tests/chart)
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest tests/chart
 
-images: ## Build the operator and job images (Docker)
-	$(DOCKER) build -f operator/Dockerfile -t $(OPERATOR_IMAGE) .
-	$(DOCKER) build -f jobimage/Dockerfile -t $(JOB_IMAGE) .
-
-tools-kind: ## Check for kind and Docker (kind: `go install sigs.k8s.io/kind@v0.27.0`)
+tools-kind: ## Check for kind (`go install sigs.k8s.io/kind@v0.27.0`)
 	@command -v $(KIND) >/dev/null 2>&1 || { \
 		echo "kind is missing: go install sigs.k8s.io/kind@v0.27.0 (or your package manager)"; exit 1; }
-	@$(DOCKER) info >/dev/null 2>&1 || { echo "Docker is not running"; exit 1; }
 
 kind-up: tools-kind ## Create the kind cluster from kind-config.yaml (kept if it exists)
 	@if $(KIND) get clusters 2>/dev/null | grep -qx '$(KIND_CLUSTER)'; then \
@@ -69,8 +62,10 @@ kind-up: tools-kind ## Create the kind cluster from kind-config.yaml (kept if it
 		$(KIND) create cluster --name $(KIND_CLUSTER) --config kind-config.yaml --wait 120s; \
 	fi
 
-kind-load: tools-kind images ## Build both images and load them into the kind cluster
-	$(KIND) load docker-image $(OPERATOR_IMAGE) $(JOB_IMAGE) --name $(KIND_CLUSTER)
+kind-load: tools-kind images ## Build both images (`make images`) and load them into the kind cluster
+	$(IMAGES) save $(KIND_ARCHIVES)
+	$(KIND) load image-archive $(KIND_ARCHIVES)/operator.tar --name $(KIND_CLUSTER)
+	$(KIND) load image-archive $(KIND_ARCHIVES)/job.tar --name $(KIND_CLUSTER)
 
 kind-install: tools-helm ## Install the chart on kind with the in-cluster S3/SQS emulator, then helm test
 	$(HELM) upgrade --install $(KIND_RELEASE) $(CHART_DIR) --kube-context kind-$(KIND_CLUSTER) \
@@ -93,5 +88,5 @@ kind-send-sample: tools-helm ## Upload a sample tone and send its hash and analy
 kind-down: ## Delete the kind cluster
 	$(KIND) delete cluster --name $(KIND_CLUSTER)
 
-.PHONY: tools-helm tools-promtool tools-kind chart-lint chart-docs chart-test images kind-up kind-load \
+.PHONY: tools-helm tools-promtool tools-kind chart-lint chart-docs chart-test kind-up kind-load \
 	kind-install kind-send-sample kind-down

@@ -1,0 +1,207 @@
+"""The job image, run the way the Job builder says, against moto and a recording backend.
+
+Each test builds the Job for one message with ``build_job()``, turns its pod into podman flags
+(tests/support/containers.py: user, read-only root, dropped capabilities, no-new-privileges,
+memory limit, environment, the scratch emptyDir and the termination-message file) and runs the
+image the pod names. So the test breaks when the builder and the image disagree: a variable
+the image does not read, a path it cannot write, a command it does not have.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import soundfile
+import yaml
+
+from chart.helm import CHART
+from support.aws import REGION, MotoEndpoint
+from support.containers import Finished, PodRun, run_flags, run_to_end
+from support.jobrun import KWARGS, TIMESTAMP, json_message, wav_bytes
+from support.webhooks import WebhookRecorder
+from waveflow_job.audio import synth
+from waveflow_job.contract import Task, parse_message, waveform_key
+from waveflow_job.webhooks import signature_hex
+from waveflow_operator.dispatcher import Delivery, job_name_for
+from waveflow_operator.jobs import build_job
+
+OWNER = {"name": "audio", "namespace": "media", "uid": "0b7a1c4e-1111-4222-8333-944455556666"}
+SECRET_REF = {"name": "waveflow-webhook", "key": "WEBHOOK_SECRET"}
+SECRET = "image-test-secret"
+SQS_ID = "5fea7756-0ea4-451a-a703-a558b933e274"
+TASK_NAMES = {Task.HASH: "generate_hash_and_webhook", Task.DUPLICATE: "process_duplicate_file",
+              Task.ANALYSIS: "process_audio_analysis"}
+
+
+def queue_spec(aws: MotoEndpoint, bucket: str, webhooks: WebhookRecorder,
+               image: str) -> dict[str, Any]:
+    """A WaveflowQueue spec as the chart makes it, pointed at moto and the recorder; the
+    credentials IRSA would provide come through ``job.env``."""
+    resources = yaml.safe_load((CHART / "values.yaml").read_text())["queue"]["job"]["resources"]
+    credentials = {k: v for k, v in aws.env().items() if k.startswith("AWS_") and
+                   k not in ("AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION")}
+    return {
+        "queueUrl": f"{aws.url}/123456789012/audio", "region": REGION, "endpointUrl": aws.url,
+        "bucket": bucket, "uploadPrefixes": ["audio/"], "webhookUrl": webhooks.url,
+        "webhookSecretRef": SECRET_REF,
+        "job": {"image": image, "resources": resources,
+                "env": [{"name": k, "value": v} for k, v in {
+                    **credentials, "WAVEFLOW_WEBHOOK_BACKOFF_SECONDS": "0.05",
+                    "WAVEFLOW_S3_MAX_ATTEMPTS": "2"}.items()]},
+    }
+
+
+def delivery(task: Task, **kwargs: Any) -> Delivery:
+    body = json_message(TASK_NAMES[task], **KWARGS, **kwargs)
+    return Delivery(SQS_ID, "receipt", body, 1_732_600_000_000, 1, parse_message(body),
+                    job_name_for(task, SQS_ID), OWNER["name"])
+
+
+class JobPod:
+    """One Job's pod, run to its end in the image it names."""
+
+    def __init__(self, engine: Any, spec: dict[str, Any], workdir: Path) -> None:
+        self.engine, self.spec, self.workdir = engine, spec, workdir
+
+    def run(self, task: Task, **kwargs: Any) -> tuple[Finished, PodRun]:
+        job = build_job(delivery(task, **kwargs), self.spec, OWNER)
+        pod = job["spec"]["template"]["spec"]
+        workdir = self.workdir / job["metadata"]["name"]
+        workdir.mkdir()
+        run = run_flags(pod, self.spec["job"]["image"], workdir,
+                        secrets={(SECRET_REF["name"], SECRET_REF["key"]): SECRET})
+        finished = run_to_end(self.engine, run, pod["containers"][0]["image"])
+        return finished, run
+
+
+def summary_of(run: PodRun) -> dict[str, Any]:
+    """What the kubelet would report as the container's termination message."""
+    assert run.termination_message is not None
+    summary: dict[str, Any] = json.loads(run.termination_message.read_text())
+    return summary
+
+
+def assert_left_nothing_behind(finished: Finished, run: PodRun) -> None:
+    """Nothing written outside the mounts, the scratch emptyDir empty, logs JSON."""
+    assert finished.changed == [], finished.changed
+    assert [p.name for p in run.volumes["scratch"].iterdir()] == []
+    lines = [line for line in (finished.stdout + finished.stderr).splitlines() if line]
+    assert lines, "the job logged nothing"
+    for line in lines:
+        assert isinstance(json.loads(line), dict), line
+
+
+@pytest.fixture
+def pods(engine: Any, job_image: str, aws: MotoEndpoint, bucket: str,
+         webhooks: WebhookRecorder, tmp_path: Path) -> JobPod:
+    return JobPod(engine, queue_spec(aws, bucket, webhooks, job_image), tmp_path)
+
+
+def signed(body: bytes, signature: str | None) -> bool:
+    """Whether ``signature`` is the secret's ``t=<unix>,v1=<hmac>`` of this body."""
+    fields = dict(part.split("=", 1) for part in (signature or "").split(","))
+    return "t" in fields and fields.get("v1") == signature_hex(SECRET, int(fields["t"]), body)
+
+
+def test_the_hash_stage_posts_the_signed_hash_and_writes_its_summary(
+        pods: JobPod, aws: MotoEndpoint, bucket: str, webhooks: WebhookRecorder) -> None:
+    data = wav_bytes()
+    key = "audio/사용자 업로드/곡 #1.wav"
+    aws.client("s3").put_object(Bucket=bucket, Key=key, Body=data)
+
+    finished, run = pods.run(Task.HASH, filepath=key, timestamp=TIMESTAMP,
+                             original_filename="곡 1.wav")
+
+    assert finished.returncode == 0, finished.stderr
+    [request] = webhooks.received()
+    assert request.path == "/webhook/hash-check"
+    assert request.json()["audio_hash"] == hashlib.sha256(data).hexdigest()
+    assert signed(request.body, request.header("X-WaveFlow-Signature"))
+    summary = summary_of(run)
+    assert (summary["outcome"], summary["task"], summary["bytes"]) == (
+        "succeeded", "generate_hash_and_webhook", len(data))
+    assert_left_nothing_behind(finished, run)
+
+
+def test_the_duplicate_stage_deletes_only_the_duplicate(
+        pods: JobPod, aws: MotoEndpoint, bucket: str, webhooks: WebhookRecorder) -> None:
+    s3 = aws.client("s3")
+    data = b"the same bytes the backend already has"
+    s3.put_object(Bucket=bucket, Key="audio/dup.wav", Body=data)
+    s3.put_object(Bucket=bucket, Key="audio/other.wav", Body=b"another upload")
+
+    finished, run = pods.run(Task.DUPLICATE, filepath="audio/dup.wav",
+                             audio_hash=hashlib.sha256(data).hexdigest())
+
+    assert finished.returncode == 0, finished.stderr
+    listing = s3.list_objects_v2(Bucket=bucket)["Contents"]
+    assert [item["Key"] for item in listing] == ["audio/other.wav"]
+    [request] = webhooks.received()
+    assert request.json()["result"]["status"] == "duplicate_file_deleted"
+    assert summary_of(run)["outcome"] == "succeeded"
+    assert_left_nothing_behind(finished, run)
+
+
+#: One file per decoder: numpy's own WAV reader, libsndfile (FLAC) and FFmpeg through PyAV
+#: (AAC in MP4), whose stripped native extensions must still load.
+ANALYSED = [("wav-16", "WAV", 8000), ("flac-16", "FLAC", 44100), ("m4a-aac", "M4A", 44100)]
+
+
+@pytest.mark.parametrize(("fmt", "container", "rate"), ANALYSED, ids=[a[0] for a in ANALYSED])
+def test_the_analysis_stage_stores_the_waveform_for_every_decoder(
+        pods: JobPod, aws: MotoEndpoint, bucket: str, webhooks: WebhookRecorder,
+        tmp_path: Path, fmt: str, container: str, rate: int) -> None:
+    path = synth.write_audio(tmp_path / f"in{synth.FORMATS[fmt].suffix}", fmt,
+                             synth.tone(rate // 2, rate, 2), rate)
+    data = path.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    key = f"audio/user123/take{synth.FORMATS[fmt].suffix}"
+    s3 = aws.client("s3")
+    s3.put_object(Bucket=bucket, Key=key, Body=data)
+
+    finished, run = pods.run(Task.ANALYSIS, filepath=key, audio_hash=sha, timestamp=TIMESTAMP,
+                             num_peaks=64)
+
+    assert finished.returncode == 0, finished.stderr
+    [request] = webhooks.received("/completion")
+    body = request.json()
+    assert body["status"] == "SUCCESS", body
+    result = body["result"]
+    assert (result["format"], result["sample_rate"], result["channels"]) == (container, rate, 2)
+    assert result["waveform_data_path"] == waveform_key("stem-789", sha)
+    document = json.loads(s3.get_object(Bucket=bucket, Key=result["waveform_data_path"])
+                          ["Body"].read())
+    assert len(document["peaks"]) == 64 and max(document["peaks"]) == 1.0
+    assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == data
+    assert summary_of(run)["outcome"] == "succeeded"
+    assert_left_nothing_behind(finished, run)
+
+
+def test_a_corrupt_file_is_rejected_for_good_with_exit_3_and_one_failure(
+        pods: JobPod, aws: MotoEndpoint, bucket: str, webhooks: WebhookRecorder) -> None:
+    whole = wav_bytes(seconds=1.0)
+    info = soundfile.info(io.BytesIO(whole))
+    assert info.frames == 8000
+    cut = whole[: len(whole) // 2]  # the data chunk still promises the whole second
+    key = "audio/user123/cut.wav"
+    s3 = aws.client("s3")
+    s3.put_object(Bucket=bucket, Key=key, Body=cut)
+
+    finished, run = pods.run(Task.ANALYSIS, filepath=key,
+                             audio_hash=hashlib.sha256(cut).hexdigest(), timestamp=TIMESTAMP)
+
+    assert finished.returncode == 3, finished.stderr
+    [request] = webhooks.received()
+    body = request.json()
+    assert body["status"] == "FAILURE"
+    assert (body["result"]["error_code"], body["result"]["retryable"]) == ("AUDIO_CORRUPT", False)
+    summary = summary_of(run)
+    assert (summary["outcome"], summary["error_code"]) == ("rejected", "AUDIO_CORRUPT")
+    listing = s3.list_objects_v2(Bucket=bucket)["Contents"]
+    assert [item["Key"] for item in listing] == [key]
+    assert_left_nothing_behind(finished, run)
