@@ -187,3 +187,23 @@ def run_to_end(engine: Any, run: PodRun, image: str, timeout: float = 120) -> Fi
     changed = sorted({path for paths in changes.values() for path in paths or []}
                      - ENGINE_PATHS)
     return Finished(done.returncode, done.stdout, done.stderr, changed)
+
+
+def start(engine: Any, run: PodRun, image: str) -> str:
+    """``run --detach``; returns the container's name (remove it with :func:`remove`)."""
+    name = f"waveflow-test-{uuid.uuid4().hex[:12]}"
+    engine.run("run", "--detach", "--name", name, *run.flags, image, *run.command)
+    return name
+
+
+def logs(engine: Any, name: str) -> str:
+    done = engine.run("logs", name, check=False)
+    return str(done.stdout) + str(done.stderr)
+
+
+def stop_and_remove(engine: Any, name: str, grace_seconds: int = 10) -> int | None:
+    """SIGTERM, wait up to ``grace_seconds``, then remove; returns the exit code."""
+    engine.run("stop", "--time", str(grace_seconds), name, check=False)
+    state = engine.run("inspect", "--format", "{{.State.ExitCode}}", name, check=False)
+    engine.run("rm", "--force", "--ignore", name, check=False)
+    return int(state.stdout) if state.returncode == 0 else None
