@@ -24,11 +24,12 @@ from support.aws import REGION, MotoEndpoint
 from support.containers import Finished, PodRun, run_flags, run_to_end
 from support.jobrun import KWARGS, TIMESTAMP, json_message, wav_bytes
 from support.webhooks import WebhookRecorder
-from waveflow_job.audio import synth
+from waveflow_dev import synth
 from waveflow_job.contract import Task, parse_message, waveform_key
 from waveflow_job.webhooks import signature_hex
-from waveflow_operator.dispatcher import Delivery, job_name_for
-from waveflow_operator.jobs import build_job
+from waveflow_operator.k8s.crd import parse_spec
+from waveflow_operator.k8s.jobs import build_job
+from waveflow_operator.runner.protocol import Delivery, JobRequest, job_name_for
 
 OWNER = {"name": "audio", "namespace": "media", "uid": "0b7a1c4e-1111-4222-8333-944455556666"}
 SECRET_REF = {"name": "waveflow-webhook", "key": "WEBHOOK_SECRET"}
@@ -56,10 +57,10 @@ def queue_spec(aws: MotoEndpoint, bucket: str, webhooks: WebhookRecorder,
     }
 
 
-def delivery(task: Task, **kwargs: Any) -> Delivery:
+def request_for(task: Task, **kwargs: Any) -> JobRequest:
     body = json_message(TASK_NAMES[task], **KWARGS, **kwargs)
-    return Delivery(SQS_ID, "receipt", body, 1_732_600_000_000, 1, parse_message(body),
-                    job_name_for(task, SQS_ID), OWNER["name"])
+    return JobRequest(job_name_for(task, SQS_ID), parse_message(body),
+                      Delivery(SQS_ID, "receipt", body, 1_732_600_000_000, 1))
 
 
 class JobPod:
@@ -69,7 +70,8 @@ class JobPod:
         self.engine, self.spec, self.workdir = engine, spec, workdir
 
     def run(self, task: Task, **kwargs: Any) -> tuple[Finished, PodRun]:
-        job = build_job(delivery(task, **kwargs), self.spec, OWNER)
+        queue, template = parse_spec(OWNER["name"], self.spec)
+        job = build_job(request_for(task, **kwargs), queue, template, OWNER)
         pod = job["spec"]["template"]["spec"]
         workdir = self.workdir / job["metadata"]["name"]
         workdir.mkdir()
