@@ -56,10 +56,11 @@ lint: install chart-lint ## ruff, mypy, hadolint on both Dockerfiles, helm lint
 test: install $(TEST_TOOLS) ## Run the whole test suite (installs helm, promtool and podman if missing)
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest $(PYTEST_ARGS)
 
-bench: install ## Benchmarks: waveform speed/memory vs the naive baseline, dispatch latency
+bench: install tools-podman ## Benchmarks: waveform speed/memory vs the naive baseline, dispatch latency, image sizes and job start-up
 	$(PY) tests/bench/bench_waveform.py
 	$(PY) tests/bench/bench_local.py
 	$(PY) tests/bench/bench_dispatch.py
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) tests/bench/bench_images.py
 
 soak: install ## Load at full size: 1,000+ mixed messages under seeded faults; prints the figures
 	WAVEFLOW_LOAD_MESSAGES=$${WAVEFLOW_LOAD_MESSAGES:-1000} $(PY) -m pytest \

@@ -100,8 +100,11 @@ def ensure_base(engine: Engine, wanted: str | None = None,
     wanted = wanted or os.environ.get("PYTHON_IMAGE") or DEFAULT_BASE
     if engine.has_image(wanted):
         return wanted
-    if engine.run("pull", "--quiet", wanted, check=False, timeout=600).returncode == 0:
-        return wanted
+    try:
+        if engine.run("pull", "--quiet", wanted, check=False, timeout=300).returncode == 0:
+            return wanted
+    except subprocess.TimeoutExpired:
+        log(f"{wanted}: the registry did not answer within 300 s")
     if wanted != DEFAULT_BASE:
         raise RuntimeError(f"base image {wanted} is neither present nor pullable")
     if not engine.has_image(STANDIN):

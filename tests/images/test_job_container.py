@@ -17,50 +17,16 @@ from typing import Any
 
 import pytest
 import soundfile
-import yaml
 
-from chart.helm import CHART
-from support.aws import REGION, MotoEndpoint
-from support.containers import Finished, PodRun, run_flags, run_to_end
-from support.jobrun import KWARGS, TIMESTAMP, json_message, wav_bytes
+from support.aws import MotoEndpoint
+from support.containers import Finished, PodRun, run_to_end
+from support.jobpod import SECRET, job_pod, queue_spec
+from support.jobrun import TIMESTAMP, wav_bytes
 from support.webhooks import WebhookRecorder
 from waveflow_dev import synth
-from waveflow_job.contract import Task, parse_message, waveform_key
+from waveflow_job.contract import Task, waveform_key
+from waveflow_job.originals import deletion_record_key
 from waveflow_job.webhooks import signature_hex
-from waveflow_operator.k8s.crd import parse_spec
-from waveflow_operator.k8s.jobs import build_job
-from waveflow_operator.runner.protocol import Delivery, JobRequest, job_name_for
-
-OWNER = {"name": "audio", "namespace": "media", "uid": "0b7a1c4e-1111-4222-8333-944455556666"}
-SECRET_REF = {"name": "waveflow-webhook", "key": "WEBHOOK_SECRET"}
-SECRET = "image-test-secret"
-SQS_ID = "5fea7756-0ea4-451a-a703-a558b933e274"
-TASK_NAMES = {Task.HASH: "generate_hash_and_webhook", Task.DUPLICATE: "process_duplicate_file",
-              Task.ANALYSIS: "process_audio_analysis"}
-
-
-def queue_spec(aws: MotoEndpoint, bucket: str, webhooks: WebhookRecorder,
-               image: str) -> dict[str, Any]:
-    """A WaveflowQueue spec as the chart makes it, pointed at moto and the recorder; the
-    credentials IRSA would provide come through ``job.env``."""
-    resources = yaml.safe_load((CHART / "values.yaml").read_text())["queue"]["job"]["resources"]
-    credentials = {k: v for k, v in aws.env().items() if k.startswith("AWS_") and
-                   k not in ("AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION")}
-    return {
-        "queueUrl": f"{aws.url}/123456789012/audio", "region": REGION, "endpointUrl": aws.url,
-        "bucket": bucket, "uploadPrefixes": ["audio/"], "webhookUrl": webhooks.url,
-        "webhookSecretRef": SECRET_REF,
-        "job": {"image": image, "resources": resources,
-                "env": [{"name": k, "value": v} for k, v in {
-                    **credentials, "WAVEFLOW_WEBHOOK_BACKOFF_SECONDS": "0.05",
-                    "WAVEFLOW_S3_MAX_ATTEMPTS": "2"}.items()]},
-    }
-
-
-def request_for(task: Task, **kwargs: Any) -> JobRequest:
-    body = json_message(TASK_NAMES[task], **KWARGS, **kwargs)
-    return JobRequest(job_name_for(task, SQS_ID), parse_message(body),
-                      Delivery(SQS_ID, "receipt", body, 1_732_600_000_000, 1))
 
 
 class JobPod:
@@ -68,17 +34,12 @@ class JobPod:
 
     def __init__(self, engine: Any, spec: dict[str, Any], workdir: Path) -> None:
         self.engine, self.spec, self.workdir = engine, spec, workdir
+        self.runs = 0
 
     def run(self, task: Task, **kwargs: Any) -> tuple[Finished, PodRun]:
-        queue, template = parse_spec(OWNER["name"], self.spec)
-        job = build_job(request_for(task, **kwargs), queue, template, OWNER)
-        pod = job["spec"]["template"]["spec"]
-        workdir = self.workdir / job["metadata"]["name"]
-        workdir.mkdir()
-        run = run_flags(pod, self.spec["job"]["image"], workdir,
-                        secrets={(SECRET_REF["name"], SECRET_REF["key"]): SECRET})
-        finished = run_to_end(self.engine, run, pod["containers"][0]["image"])
-        return finished, run
+        self.runs += 1
+        image, run = job_pod(self.spec, task, self.workdir / f"pod-{self.runs}", **kwargs)
+        return run_to_end(self.engine, run, image), run
 
 
 def summary_of(run: PodRun) -> dict[str, Any]:
@@ -101,7 +62,7 @@ def assert_left_nothing_behind(finished: Finished, run: PodRun) -> None:
 @pytest.fixture
 def pods(engine: Any, job_image: str, aws: MotoEndpoint, bucket: str,
          webhooks: WebhookRecorder, tmp_path: Path) -> JobPod:
-    return JobPod(engine, queue_spec(aws, bucket, webhooks, job_image), tmp_path)
+    return JobPod(engine, queue_spec(aws, bucket, webhooks.url, job_image), tmp_path)
 
 
 def signed(body: bytes, signature: str | None) -> bool:
@@ -141,8 +102,10 @@ def test_the_duplicate_stage_deletes_only_the_duplicate(
                              audio_hash=hashlib.sha256(data).hexdigest())
 
     assert finished.returncode == 0, finished.stderr
-    listing = s3.list_objects_v2(Bucket=bucket)["Contents"]
-    assert [item["Key"] for item in listing] == ["audio/other.wav"]
+    uploads = s3.list_objects_v2(Bucket=bucket, Prefix="audio/")["Contents"]
+    assert [item["Key"] for item in uploads] == ["audio/other.wav"]
+    tombstone = s3.get_object(Bucket=bucket, Key=deletion_record_key("audio/dup.wav", "stem-789"))
+    assert json.loads(tombstone["Body"].read())["deleted_key"] == "audio/dup.wav"
     [request] = webhooks.received()
     assert request.json()["result"]["status"] == "duplicate_file_deleted"
     assert summary_of(run)["outcome"] == "succeeded"
