@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from waveflow_job.audio.limits import AudioLimits
 from waveflow_job.contract import MAX_NUM_PEAKS, WAVEFORM_PREFIX
 from waveflow_job.contract import env as names
 
@@ -55,6 +56,11 @@ class JobConfig:
     max_duration_seconds: float | None = 4 * 3600.0
     #: ``WAVEFLOW_MAX_NUM_PEAKS``: the largest ``num_peaks`` a message may ask for. 65536.
     max_num_peaks: int = MAX_NUM_PEAKS
+    #: ``WAVEFLOW_MIN_SAMPLE_RATE`` / ``WAVEFLOW_MAX_SAMPLE_RATE`` (4000 / 768000 Hz),
+    #: ``WAVEFLOW_MAX_CHANNELS`` (64), ``WAVEFLOW_MAX_WAVEFORM_VALUES`` (2^20): what a file's
+    #: headers may declare (AUDIO_SAMPLE_RATE_UNSUPPORTED, AUDIO_TOO_MANY_CHANNELS,
+    #: WAVEFORM_TOO_LARGE); the reasons for the defaults are in ``audio/limits.py``.
+    audio_limits: AudioLimits = field(default_factory=AudioLimits)
     #: ``WAVEFLOW_WEBHOOK_TIMEOUT_SECONDS``: per-attempt read timeout of a webhook POST.
     webhook_timeout: float = 10.0
     #: ``WAVEFLOW_WEBHOOK_BUDGET_SECONDS``: total time for all attempts of one webhook.
@@ -88,6 +94,7 @@ class JobConfig:
             max_duration_seconds=max_duration or None,
             max_num_peaks=int(env.number(names.MAX_NUM_PEAKS, MAX_NUM_PEAKS, minimum=1,
                                          maximum=MAX_NUM_PEAKS, integer=True)),
+            audio_limits=_audio_limits(env),
             webhook_timeout=env.number(names.WEBHOOK_TIMEOUT_SECONDS, 10.0, minimum=0.1),
             webhook_budget=env.number(names.WEBHOOK_BUDGET_SECONDS, 60.0, minimum=0.1),
             webhook_backoff=env.number(names.WEBHOOK_BACKOFF_SECONDS, 0.5, minimum=0),
@@ -103,6 +110,21 @@ class JobConfig:
         if key.startswith(WAVEFORM_PREFIX):
             return False
         return not self.upload_prefixes or key.startswith(self.upload_prefixes)
+
+
+def _audio_limits(env: EnvReader) -> AudioLimits:
+    default = AudioLimits()
+    low = env.integer(names.MIN_SAMPLE_RATE, default.min_sample_rate, minimum=1)
+    high = env.integer(names.MAX_SAMPLE_RATE, default.max_sample_rate, minimum=1)
+    if low > high:
+        raise ConfigError(f"{names.MIN_SAMPLE_RATE} ({low}) is above "
+                          f"{names.MAX_SAMPLE_RATE} ({high})")
+    return AudioLimits(
+        min_sample_rate=low, max_sample_rate=high,
+        max_channels=env.integer(names.MAX_CHANNELS, default.max_channels, minimum=1,
+                                 maximum=4096),
+        max_waveform_values=env.integer(names.MAX_WAVEFORM_VALUES,
+                                        default.max_waveform_values, minimum=2))
 
 
 def _prefixes(text: str) -> tuple[str, ...]:

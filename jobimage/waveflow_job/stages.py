@@ -260,7 +260,8 @@ def process_audio_analysis(job: Job) -> StageResult:
                                            "analysed_hash": digest.sha256})
         with result.phase("analyse"):
             analysis = waveform.analyse_file(local, message.num_peaks,
-                                             max_duration_seconds=config.max_duration_seconds)
+                                             max_duration_seconds=config.max_duration_seconds,
+                                             limits=config.audio_limits)
             document = waveform.build_waveform_document(analysis,
                                                         created_at=contract.utc_now_iso())
         result.audio_seconds = float(analysis.duration)

@@ -42,6 +42,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from waveflow_job.audio.limits import AudioLimits
 from waveflow_job.contract import DEFAULT_NUM_PEAKS, ErrorCode, utc_now_iso
 from waveflow_job.errors import AudioError
 
@@ -92,17 +93,21 @@ PARALLEL_MIN_FRAMES = 1 << 20
 
 def analyse_file(path: str | os.PathLike[str], num_peaks: int, *,
                  max_duration_seconds: float | None = None,
+                 limits: AudioLimits | None = None,
                  workers: int | None = None) -> AudioAnalysis:
     """Decode the whole file and reduce it; raises AudioError for anything untruthful.
 
+    ``limits`` bound what the headers may declare (rate, channels) and the document's size;
     ``workers`` caps the decoding threads (default: the CPUs this process may use).
     """
     from waveflow_job.audio.decode import open_audio
 
     if num_peaks < 1:
         raise ValueError("num_peaks must be at least 1")
-    source = open_audio(path)
+    limits = limits or AudioLimits()
+    source = open_audio(path, limits)
     info = source.info
+    limits.check_waveform(num_peaks, info.channels)
     max_frames = None
     if max_duration_seconds:
         max_frames = math.floor(max_duration_seconds * info.sample_rate)

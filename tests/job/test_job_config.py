@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from waveflow_job.audio.limits import AudioLimits
 from waveflow_job.config import GIB, ConfigError, JobConfig
 
 REQUIRED = {"S3_BUCKET_NAME": "uploads", "WEBHOOK_URL": "https://backend.example.com/webhook/"}
@@ -23,6 +24,7 @@ def test_defaults_are_what_a_user_would_expect() -> None:
     assert config.max_file_bytes == 2 * GIB
     assert config.max_duration_seconds == 4 * 3600
     assert config.max_num_peaks == 65536
+    assert config.audio_limits == AudioLimits(4000, 768000, 64, 1 << 20)
     assert config.log_level == "INFO"
 
 
@@ -34,7 +36,9 @@ def test_every_setting_is_read_from_its_variable() -> None:
         "WAVEFLOW_SUMMARY_FILE": "/dev/termination-log", "WAVEFLOW_MAX_FILE_BYTES": "1000",
         "WAVEFLOW_MAX_DURATION_SECONDS": "0", "WAVEFLOW_MAX_NUM_PEAKS": "4096",
         "WAVEFLOW_WEBHOOK_TIMEOUT_SECONDS": "2.5", "WAVEFLOW_WEBHOOK_BUDGET_SECONDS": "30",
-        "WAVEFLOW_S3_MAX_ATTEMPTS": "3",
+        "WAVEFLOW_S3_MAX_ATTEMPTS": "3", "WAVEFLOW_MIN_SAMPLE_RATE": "8000",
+        "WAVEFLOW_MAX_SAMPLE_RATE": "192000", "WAVEFLOW_MAX_CHANNELS": "128",
+        "WAVEFLOW_MAX_WAVEFORM_VALUES": "4194304",
     })
 
     assert config.region == "ap-northeast-2"
@@ -48,6 +52,7 @@ def test_every_setting_is_read_from_its_variable() -> None:
     assert config.max_num_peaks == 4096
     assert (config.webhook_timeout, config.webhook_budget) == (2.5, 30.0)
     assert config.s3_max_attempts == 3
+    assert config.audio_limits == AudioLimits(8000, 192000, 128, 4194304)
 
 
 def test_aws_region_reaches_the_s3_client() -> None:
@@ -77,6 +82,10 @@ def test_aws_region_reaches_the_s3_client() -> None:
                                                              "must be finite, got 'nan'"),
     ({**REQUIRED, "WAVEFLOW_S3_MAX_ATTEMPTS": "0"}, "WAVEFLOW_S3_MAX_ATTEMPTS must be at "
                                                     "least 1, got '0'"),
+    ({**REQUIRED, "WAVEFLOW_MIN_SAMPLE_RATE": "96000", "WAVEFLOW_MAX_SAMPLE_RATE": "48000"},
+     "WAVEFLOW_MIN_SAMPLE_RATE (96000) is above WAVEFLOW_MAX_SAMPLE_RATE (48000)"),
+    ({**REQUIRED, "WAVEFLOW_MAX_CHANNELS": "0"}, "WAVEFLOW_MAX_CHANNELS must be at least 1, "
+                                                 "got '0'"),
 ])
 def test_bad_settings_are_refused_naming_the_variable(environ: dict[str, str],
                                                       message: str) -> None:

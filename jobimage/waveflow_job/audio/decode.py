@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from waveflow_job.audio import headers
+from waveflow_job.audio.limits import AudioLimits
 from waveflow_job.audio.peaks import SampleScale
 from waveflow_job.contract import ErrorCode
 from waveflow_job.errors import AudioError
@@ -90,8 +91,13 @@ def block_frames(channels: int, samples: int | None = None) -> int:
     return max(1024, (samples or BLOCK_SAMPLES) // channels)
 
 
-def open_audio(path: str | os.PathLike[str]) -> AudioSource:
-    """Identify the file by its bytes and return a reader for it (raises AudioError)."""
+def open_audio(path: str | os.PathLike[str], limits: AudioLimits | None = None) -> AudioSource:
+    """Identify the file by its bytes and return a reader for it (raises AudioError).
+
+    Whatever reader opens it, the stream's rate and channel count are checked against
+    ``limits`` before a sample is read: a header is the file's claim, not a fact.
+    """
+    limits = limits or AudioLimits()
     path = os.fspath(path)
     try:
         size = os.path.getsize(path)
@@ -114,11 +120,14 @@ def open_audio(path: str | os.PathLike[str]) -> AudioSource:
         raise AudioError(ErrorCode.AUDIO_CORRUPT,
                          "not an audio file: no known container signature in its first bytes")
     if family in ("WAV", "W64", "AIFF"):
-        source = _open_pcm(path, family)
+        source = _open_pcm(path, family, limits)
     elif family in ("FLAC", "OGG", "MP3"):
         source = _open_sndfile(path, family)
     else:
         source = _open_pyav(path, family)
+    where = f"{source.info.container} stream"
+    limits.check_sample_rate(source.info.sample_rate, where)
+    limits.check_channels(source.info.channels, where)
     log.debug("opened %s with %s", path, type(source).__name__, extra={"audio": source.info})
     return source
 
@@ -129,14 +138,18 @@ def open_audio(path: str | os.PathLike[str]) -> AudioSource:
 _PCM_NAMES = {8: "PCM_U8", 16: "PCM_16", 24: "PCM_24", 32: "PCM_32"}
 
 
-def _open_pcm(path: str, family: str) -> AudioSource:
+def _open_pcm(path: str, family: str, limits: AudioLimits) -> AudioSource:
     try:
         with open(path, "rb") as f:
             layout = headers.read_pcm_layout(f, family)
     except (headers.HeaderError, OSError, ValueError) as exc:
-        if family == "AIFF" or "RIFX" in str(exc):
+        fallback = family == "AIFF" or "RIFX" in str(exc)
+        if fallback and not isinstance(exc, headers.ImpossibleField):
             return _open_sndfile(path, family)
         raise AudioError(ErrorCode.AUDIO_CORRUPT, f"malformed {family} header: {exc}") from exc
+    # Checked on our own reading of the header, before libsndfile may "fix" a field.
+    limits.check_sample_rate(layout.sample_rate, f"{layout.container} header")
+    limits.check_channels(layout.channels, f"{layout.container} header")
     if layout.truncated:
         raise AudioError(
             ErrorCode.AUDIO_CORRUPT,

@@ -28,6 +28,14 @@ class HeaderError(ValueError):
     """The header is malformed or promises more than the file holds."""
 
 
+class ImpossibleField(HeaderError):
+    """A header field holds a value no real file has (no channels, an infinite rate…).
+
+    Unlike other header errors it is never handed to another decoder for a second opinion:
+    libsndfile would turn such a field into a plausible one (a rate of 0 into 1 Hz).
+    """
+
+
 @dataclass(frozen=True)
 class PcmLayout:
     """Where the samples of an uncompressed file are and what they look like."""
@@ -102,11 +110,14 @@ def read_pcm_layout(f: BinaryIO, family: str) -> PcmLayout:
     """Parse WAV/RF64/BW64, Sony Wave64 or AIFF/AIFF-C headers up to the sample data."""
     file_size = os.fstat(f.fileno()).st_size
     f.seek(0)
-    if family == "W64":
-        return _read_w64(f, file_size)
-    if family == "AIFF":
-        return _read_aiff(f, file_size)
-    return _read_riff(f, file_size)
+    try:
+        if family == "W64":
+            return _read_w64(f, file_size)
+        if family == "AIFF":
+            return _read_aiff(f, file_size)
+        return _read_riff(f, file_size)
+    except struct.error as exc:  # a chunk shorter than its fields: the file ends inside it
+        raise HeaderError(f"a header chunk is cut short ({exc})") from exc
 
 
 def _read_riff(f: BinaryIO, file_size: int) -> PcmLayout:
@@ -190,8 +201,14 @@ def _read_w64(f: BinaryIO, file_size: int) -> PcmLayout:
 def _layout(container: str, fmt: _Fmt, offset: int, declared: int | None,
             available: int) -> PcmLayout:
     tag, channels, rate, bits, align, valid = fmt
-    if channels < 1 or rate < 1 or align < 1:
-        raise HeaderError("fmt chunk declares no channels, rate or frame size")
+    if channels < 1:
+        raise ImpossibleField(f"the header declares {channels} channels")
+    if rate < 1:
+        raise ImpossibleField(f"the header declares a sample rate of {rate} Hz")
+    if align < 1:
+        raise ImpossibleField(f"the header declares {align}-byte frames")
+    if tag in (WAVE_FORMAT_PCM, WAVE_FORMAT_IEEE_FLOAT) and not 1 <= bits <= 64:
+        raise ImpossibleField(f"the header declares {bits}-bit samples")
     return PcmLayout(container, tag, channels, rate, bits, align, offset, declared,
                      max(0, available), valid_bits=valid)
 
@@ -207,7 +224,7 @@ def _read_aiff(f: BinaryIO, file_size: int) -> PcmLayout:
             if len(body) < 18:
                 raise HeaderError("COMM chunk too short")
             channels, comm_frames, bits = struct.unpack(">hIh", body[:8])
-            rate = int(_extended_to_float(body[8:18]))
+            rate = extended_to_rate(body[8:18])
             tag = 3 if is_aifc and body[18:22] in (b"fl32", b"FL32", b"fl64", b"FL64") else 1
             comm = (tag, channels, rate, bits, channels * ((bits + 7) // 8), bits)
         elif cid == b"SSND":
@@ -222,13 +239,24 @@ def _read_aiff(f: BinaryIO, file_size: int) -> PcmLayout:
     raise HeaderError("no SSND chunk")
 
 
-def _extended_to_float(b: bytes) -> float:
-    """The 80-bit IEEE extended sample rate of an AIFF COMM chunk."""
+def extended_to_rate(b: bytes) -> int:
+    """The 80-bit IEEE extended sample rate of an AIFF COMM chunk, in whole Hz.
+
+    Exact integer arithmetic: an exponent of 2^1000 is a huge integer (rejected by the range
+    check), not an OverflowError; infinity, NaN and negative rates raise ImpossibleField.
+    Fractions of a hertz (22,254.54 Hz, the old Macintosh rate) are dropped, as libsndfile
+    does; 0 stays 0.
+    """
+    if len(b) < 10:
+        raise HeaderError("COMM chunk too short")
     exp = ((b[0] & 0x7F) << 8) | b[1]
     mant = int.from_bytes(b[2:10], "big")
-    if exp == 0 and mant == 0:
-        return 0.0
-    return float(mant) * 2.0 ** (exp - 16383 - 63)
+    if exp == 0x7FFF:
+        raise ImpossibleField("the header declares an infinite or NaN sample rate")
+    if b[0] & 0x80 and mant:
+        raise ImpossibleField("the header declares a negative sample rate")
+    shift = exp - 16383 - 63
+    return mant << shift if shift >= 0 else mant >> -shift
 
 
 # ----------------------------------------------------------------------------- MP3

@@ -50,6 +50,12 @@ class ErrorCode(StrEnum):
     AUDIO_TOO_LONG = "AUDIO_TOO_LONG"
     #: The container or codec is not one we decode.
     AUDIO_UNSUPPORTED = "AUDIO_UNSUPPORTED"
+    #: The header declares a sample rate outside the configured range (default 4..768 kHz).
+    AUDIO_SAMPLE_RATE_UNSUPPORTED = "AUDIO_SAMPLE_RATE_UNSUPPORTED"
+    #: The header declares more channels than the configured maximum (default 64).
+    AUDIO_TOO_MANY_CHANNELS = "AUDIO_TOO_MANY_CHANNELS"
+    #: num_peaks x channels would make a waveform document above the configured size.
+    WAVEFORM_TOO_LARGE = "WAVEFORM_TOO_LARGE"
     #: Duplicate stage: the key is outside the upload prefixes (or under waveforms/).
     KEY_OUTSIDE_PREFIXES = "KEY_OUTSIDE_PREFIXES"
     #: Duplicate stage: the object's SHA-256 is not the message's ``audio_hash``.
