@@ -431,3 +431,38 @@ async def test_a_job_deleted_before_it_finished_is_failed_instead_of_held(
     assert failure["stemId"] == "stem-d"
     assert failure["result"]["error_code"] == "INTERNAL_ERROR"
     assert list(dead_letters(cluster).values()) == ["INTERNAL_ERROR"]
+
+
+async def test_a_clean_stop_hands_running_messages_back_at_once_for_the_next_operator(
+        cluster: Cluster) -> None:
+    """SIGTERM (a rollout): the held messages become visible at once (visibility 0), not after
+    their 30 s visibility timeout, and the next operator adopts the still-running Jobs. The
+    queue long-polls for 20 s, as in production: the stop must not wait for the poll."""
+    async with fake_kubelet(cluster) as kubelet:
+        kubelet.hold()
+        process = await start_command(free_port())
+        try:
+            await cluster.create_queue(waitTimeSeconds=20)  # visibilityTimeoutSeconds: 30
+            cluster.queues.send(hash_message("stem-1"))
+            cluster.queues.send(hash_message("stem-2"))
+            await eventually(lambda: len(cluster.jobs()) == 2, 30, "two Jobs")
+            await eventually(lambda: cluster.counts().get("running") == 2, 30, "two in flight")
+        finally:
+            process.send_signal(signal.SIGTERM)
+            _, stderr = await asyncio.wait_for(process.communicate(), 60)
+        assert process.returncode == 0, stderr.decode()[-2000:]
+        assert "returned 2 unfinished message(s) to the queue" in stderr.decode()
+        assert cluster.queues.counts() == (2, 0)  # visible now, not in 30 s
+        kubelet.release()
+        # Short polls for the next operator, so its own stop does not wait out a 20 s poll.
+        await cluster.kube.patch(QUEUES, NAMESPACE, "audio", {"spec": {"waitTimeSeconds": 1}})
+        process = await start_command(free_port())
+        try:
+            await eventually(lambda: cluster.counts().get("succeeded") == 2, 30, "settling")
+            await eventually(lambda: cluster.queues.counts() == (0, 0), 10, "an empty queue")
+        finally:
+            process.send_signal(signal.SIGTERM)
+            await process.communicate()
+    assert len(cluster.kube.emulator.ever_created(JOBS)) == 2  # adopted, not created again
+    assert len(kubelet.runs) == 2
+    assert cluster.queues.drain_dlq() == []

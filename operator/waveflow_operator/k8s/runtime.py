@@ -79,8 +79,9 @@ class OperatorRuntime:
     async def stop_all(self) -> None:
         """On operator exit: stop every dispatcher so its messages go back to SQS at once.
 
-        kopf gives daemons no grace period when the operator exits; cleanup handlers do run
-        before the daemons are cancelled, so the graceful stop happens here.
+        kopf waits for daemons only briefly when the operator exits (then cancels them), but it
+        runs the cleanup handlers first and waits for them: the stop each daemon began is
+        awaited here to its end (``Dispatcher.stop`` is one shared stop).
         """
         dispatchers = list(self.dispatchers.values())
         if dispatchers:
@@ -169,9 +170,13 @@ async def serve_queue(runtime: OperatorRuntime, meta: Mapping[str, Any],
                         runtime, namespace, name, document) else None
                 await stopped.wait(STATUS_INTERVAL)
         finally:
-            runtime.watches.pop(key, None)
-            runtime.dispatchers.pop(key, None)
-            await dispatcher.stop(0)
+            # Stopped while still registered: kopf's cleanup (operator exit) finds it and waits
+            # for the same stop, even when kopf cancels this daemon half-way.
+            try:
+                await dispatcher.stop(0)
+            finally:
+                runtime.watches.pop(key, None)
+                runtime.dispatchers.pop(key, None)
             last = dispatcher.status
         if not stopped:
             log.info("queue %s/%s: the spec changed; restarting its dispatcher", namespace, name)

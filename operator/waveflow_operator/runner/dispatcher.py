@@ -101,6 +101,7 @@ class Dispatcher:
         self._tasks = _Tasks()
         self._loops: list[asyncio.Task[None]] = []
         self._poll_task: asyncio.Task[None] | None = None
+        self._stop_task: asyncio.Task[list[str]] | None = None
         self._stopping = asyncio.Event()
         self._capacity = asyncio.Event()
         self._started = False
@@ -126,30 +127,38 @@ class Dispatcher:
 
     async def stop(self, grace_seconds: float) -> list[str]:
         """Stop receiving; running jobs get ``grace_seconds`` to finish; unfinished messages go
-        back to the queue (visibility 0). Returns the job names that did not finish."""
+        back to the queue (visibility 0). Returns the job names that did not finish.
+
+        One stop per dispatcher: a second call (kopf's cleanup while the daemon already stops)
+        waits for the same one, and cancelling a caller does not cancel the stop."""
+        if self._stop_task is None:
+            self._stop_task = asyncio.ensure_future(self._stop(grace_seconds))
+        return await asyncio.shield(self._stop_task)
+
+    async def _stop(self, grace_seconds: float) -> list[str]:
         self._stopping.set()
         self._capacity.set()
-        # The grace period starts now, not after a long poll in progress has returned.
-        draining = asyncio.ensure_future(self.launcher.drain(grace_seconds))
-        if self._poll_task is not None:
-            await self._poll_task
-        unfinished = await draining
+        unfinished = await self.launcher.drain(grace_seconds)
         # Settlements already under way (a job that just finished) are allowed to complete.
         if self._tasks.items:
             await asyncio.wait(set(self._tasks.items), timeout=max(grace_seconds, 5.0) + 30)
+        # Handed back before the long poll in progress returns (it may take 20 s); what that
+        # poll still brings is handed back by the poll loop itself.
         returned = []
         for entry in self.ledger.unsettled():
             self.ledger.returned(entry.key)
             if await self._hand_back(entry, 0):
                 returned.append(entry.key)
+        self._update_in_flight()
+        if returned:
+            log.info("returned %d unfinished message(s) to the queue", len(returned))
+        if self._poll_task is not None:
+            await self._poll_task
         for loop in self._loops:
             loop.cancel()
         for loop in self._loops:
             with contextlib.suppress(asyncio.CancelledError):
                 await loop
-        self._update_in_flight()
-        if returned:
-            log.info("returned %d unfinished message(s) to the queue", len(returned))
         return sorted(set(unfinished) | set(returned))
 
     async def hurry(self) -> None:
