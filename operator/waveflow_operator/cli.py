@@ -66,6 +66,11 @@ def _parser() -> argparse.ArgumentParser:
                           help="kopf's liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
     operator.add_argument("--metrics-port", type=int, default=9090,
                           help="Prometheus metrics port (0: off)")
+    operator.add_argument("--listen-address",
+                          default=os.environ.get("WAVEFLOW_LISTEN_ADDRESS") or "0.0.0.0",
+                          help="where the metrics server listens (default: "
+                               "$WAVEFLOW_LISTEN_ADDRESS, else 0.0.0.0, every interface of the "
+                               "pod; the liveness endpoint's address is part of --liveness)")
     operator.add_argument("--standalone", action="store_true",
                           help="no peering (a single replica)")
     operator.set_defaults(handler=_operator)
@@ -106,6 +111,7 @@ _LOCAL_ENVIRONMENT = """environment:
   WAVEFLOW_SCRATCH_ROOT=$TMPDIR/waveflow-local
   WAVEFLOW_JOB_COMMAND                 default: waveflow-job run (tests: a stand-in)
   WAVEFLOW_METRICS_PORT=9090, WAVEFLOW_HEALTH_PORT=8080   0 turns either off
+  WAVEFLOW_LISTEN_ADDRESS=127.0.0.1    where both listen (0.0.0.0 in a container)
 the queue's numbers (default, range; from waveflow_operator.runner.spec):
 """
 
@@ -144,11 +150,13 @@ async def run_local(config: RunnerConfig) -> int:
     servers = []
     try:
         if config.metrics_port:
-            servers.append(serve(metrics, config.metrics_port))
+            servers.append(serve(metrics, config.metrics_port, host=config.listen_address))
         if config.health_port:
-            servers.append(serve_liveness(config.health_port, dispatcher.alive))
+            servers.append(serve_liveness(config.health_port, dispatcher.alive,
+                                          host=config.listen_address))
     except OSError as error:
-        raise ConfigError(f"cannot listen for metrics/liveness (WAVEFLOW_METRICS_PORT="
+        raise ConfigError(f"cannot listen for metrics/liveness (WAVEFLOW_LISTEN_ADDRESS="
+                          f"{config.listen_address}, WAVEFLOW_METRICS_PORT="
                           f"{config.metrics_port}, WAVEFLOW_HEALTH_PORT={config.health_port}): "
                           f"{error}") from error
     loop = asyncio.get_running_loop()
@@ -189,7 +197,8 @@ def _operator(args: argparse.Namespace) -> int:
     _configure_logging(os.environ.get("LOG_LEVEL", "INFO"))
     result = handlers.run_operator(
         namespaces=list(args.namespace), all_namespaces=args.all_namespaces,
-        liveness=args.liveness, metrics_port=args.metrics_port, standalone=args.standalone)
+        liveness=args.liveness, metrics_port=args.metrics_port, standalone=args.standalone,
+        listen_address=args.listen_address)
     return int(result or 0)
 
 

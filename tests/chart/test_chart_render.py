@@ -180,6 +180,7 @@ def test_the_operator_deployment_probes_liveness_and_exposes_metrics(
     assert spec["strategy"] == {"type": "Recreate"}
     (container,) = spec["template"]["spec"]["containers"]
     assert "--liveness=http://0.0.0.0:8080/healthz" in container["args"]
+    assert "--listen-address=0.0.0.0" in container["args"]  # every interface of the pod
     assert "--standalone" in container["args"]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
@@ -242,3 +243,12 @@ def test_notes_tell_the_user_what_to_run_next(default_manifests: Manifests) -> N
     bare = notes()
     assert "No WaveflowQueue was created: set queue.queueUrl" in bare
     assert "no IRSA role is set" in bare
+
+
+def test_the_listen_address_is_a_value_for_metrics_and_liveness() -> None:
+    manifests = render(sets=("operator.listenAddress=127.0.0.1",))
+    (container,) = find(manifests, "Deployment", "-operator")["spec"]["template"]["spec"][
+        "containers"
+    ]
+    assert "--listen-address=127.0.0.1" in container["args"]
+    assert "--liveness=http://127.0.0.1:8080/healthz" in container["args"]

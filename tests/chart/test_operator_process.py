@@ -25,6 +25,7 @@ import pytest
 
 from chart.helm import find
 from support.kube import running_kube
+from support.loopback import listening_address
 
 Manifests = list[dict[str, Any]]
 
@@ -82,12 +83,13 @@ async def test_the_operator_runs_with_the_deployments_arguments_and_passes_the_h
     health, metrics = free_port(), free_port()
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     args = [
-        arg.replace(f"http://0.0.0.0:{ports['health']}/", f"http://127.0.0.1:{health}/").replace(
-            f"--metrics-port={ports['metrics']}", f"--metrics-port={metrics}"
-        )
+        arg.replace(f"http://0.0.0.0:{ports['health']}/", f"http://127.0.0.1:{health}/")
+        .replace(f"--metrics-port={ports['metrics']}", f"--metrics-port={metrics}")
+        .replace("--listen-address=0.0.0.0", "--listen-address=127.0.0.1")
         for arg in container["args"]
     ]
     assert f"--metrics-port={metrics}" in args and f"127.0.0.1:{health}" in " ".join(args)
+    assert "--listen-address=127.0.0.1" in args  # the chart passes operator.listenAddress
     env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
     env |= {"TMPDIR": str(tmp_path), "PATH": os.environ["PATH"], "HOME": str(tmp_path)}
     async with running_kube(tmp_path) as kube:
@@ -111,6 +113,7 @@ async def test_the_operator_runs_with_the_deployments_arguments_and_passes_the_h
             assert result.stdout.strip() == f"{liveness} 200"
             scraped = await asyncio.to_thread(fetch, f"http://127.0.0.1:{metrics}/metrics")
             assert "waveflow_build_info{" in scraped
+            assert listening_address(metrics) == "127.0.0.1"  # --listen-address is obeyed
         finally:
             if process.returncode is None:
                 process.terminate()

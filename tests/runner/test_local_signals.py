@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from support.loopback import listening_address
 from support.queues import backend_message, wait_for
 from support.runner import Stack
 
@@ -110,7 +111,15 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def test_waveflow_local_serves_metrics_and_liveness(stack: Stack, tmp_path: Path) -> None:
+def answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=2).status_code == 200
+    except requests.ConnectionError:
+        return False
+
+
+def test_waveflow_local_serves_metrics_and_liveness_on_loopback_only(
+        stack: Stack, tmp_path: Path) -> None:
     metrics_port, health_port = free_port(), free_port()
     runner = start_local(stack, tmp_path / "jobs.log", WAVEFLOW_METRICS_PORT=str(metrics_port),
                          WAVEFLOW_HEALTH_PORT=str(health_port))
@@ -128,5 +137,21 @@ def test_waveflow_local_serves_metrics_and_liveness(stack: Stack, tmp_path: Path
         'task="generate_hash_and_webhook"} 1.0' in text
     live = requests.get(f"http://127.0.0.1:{health_port}/healthz", timeout=5)
     assert live.status_code == 200 and live.text.startswith("ok")
+    # A laptop's runner is not reachable from the network unless asked to be.
+    assert listening_address(metrics_port) == listening_address(health_port) == "127.0.0.1"
     runner.send_signal(signal.SIGTERM)
     finish(runner)
+
+
+def test_waveflow_listen_address_opens_metrics_and_liveness_to_every_interface(
+        stack: Stack, tmp_path: Path) -> None:
+    metrics_port, health_port = free_port(), free_port()
+    runner = start_local(stack, tmp_path / "jobs.log", WAVEFLOW_METRICS_PORT=str(metrics_port),
+                         WAVEFLOW_HEALTH_PORT=str(health_port), WAVEFLOW_LISTEN_ADDRESS="0.0.0.0")
+    try:
+        wait_for(lambda: answers(f"http://127.0.0.1:{health_port}/healthz"), 30,
+                 message="liveness")
+        assert listening_address(metrics_port) == listening_address(health_port) == "0.0.0.0"
+    finally:
+        runner.send_signal(signal.SIGTERM)
+        finish(runner)

@@ -93,6 +93,7 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 
 def run_operator(namespaces: list[str] | None = None, all_namespaces: bool = False,
                  liveness: str | None = None, metrics_port: int = 9090,
+                 listen_address: str = "0.0.0.0",
                  standalone: bool = True) -> int:
     """``waveflow operator``: metrics server, then kopf until SIGTERM.
 
@@ -100,7 +101,7 @@ def run_operator(namespaces: list[str] | None = None, all_namespaces: bool = Fal
     the CLI's ``--standalone`` flag and only changes what is logged.
     """
     metrics = Metrics()
-    server = serve(metrics, metrics_port) if metrics_port else None
+    server = serve(metrics, metrics_port, host=listen_address) if metrics_port else None
     if not standalone:
         log.info("running standalone: WaveFlow runs one operator replica without kopf peering")
     try:

@@ -42,6 +42,10 @@ class RunnerConfig:
     """Everything ``waveflow local`` needs: one queue plus the local runner's own knobs."""
 
     queue: QueueSpec
+    #: ``WAVEFLOW_LISTEN_ADDRESS``: where metrics and liveness listen. Loopback by default: on a
+    #: developer's laptop nothing should be reachable from the network; ``0.0.0.0`` in a
+    #: container whose probes and scrapers come from outside.
+    listen_address: str = "127.0.0.1"
     #: ``WAVEFLOW_METRICS_PORT``: Prometheus metrics on this port; 0 turns them off.
     metrics_port: int = 9090
     #: ``WAVEFLOW_HEALTH_PORT``: liveness endpoint (``/healthz``) on this port; 0 turns it off.
@@ -93,6 +97,7 @@ class RunnerConfig:
         command = env.text("WAVEFLOW_JOB_COMMAND")
         return cls(
             queue=queue,
+            listen_address=env.text("WAVEFLOW_LISTEN_ADDRESS") or "127.0.0.1",
             metrics_port=env.integer("WAVEFLOW_METRICS_PORT", 9090),
             health_port=env.integer("WAVEFLOW_HEALTH_PORT", 8080),
             scratch_root=Path(env.text("WAVEFLOW_SCRATCH_ROOT")
