@@ -8,6 +8,7 @@ in test_ledger.py; the local launcher's end-to-end tests live in test_local_runn
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import re
@@ -267,3 +268,22 @@ async def test_a_failure_the_backend_cannot_take_is_still_dead_lettered_and_says
     [dead] = queues.drain_dlq()
     assert dead["MessageAttributes"]["WaveflowBackendNotified"]["StringValue"] == "no"
     assert len(webhooks.received("/completion")) >= 2  # it was retried before giving up
+
+
+async def test_stop_is_one_shared_stop_that_a_cancelled_caller_does_not_cut_short(
+        queues: Queues, webhooks: WebhookRecorder) -> None:
+    """kopf cancels the queue's daemon while it stops; its cleanup handler awaits the same stop."""
+    launcher = ScriptedLauncher()
+    dispatcher = dispatcher_for(queues, webhooks, launcher)
+    queues.send(backend_message("generate_hash_and_webhook", "stem-s"))
+    await dispatcher.start()
+    await eventually(lambda: launcher.launched, message="a launch")
+    daemon = asyncio.ensure_future(dispatcher.stop(0))
+    await asyncio.sleep(0)  # the stop has begun
+    daemon.cancel()
+    # The stop goes on without its cancelled caller: the message is handed back (visibility 0)
+    # long before its 30 s visibility timeout.
+    await eventually(lambda: queues.counts() == (1, 0), 10, "the message handed back")
+    unfinished = await dispatcher.stop(0)  # the cleanup handler: the same stop, finished
+    assert unfinished == [launcher.launched[0].job_name]
+    assert daemon.cancelled()
