@@ -131,16 +131,18 @@ def test_waveflow_local_serves_metrics_and_liveness_on_loopback_only(
         except requests.ConnectionError:
             return ""
 
-    text = wait_for(lambda: (t := scrape()) and 'outcome="succeeded"' in t and t, 30,
-                    message="a settled job in the metrics")
-    assert 'waveflow_jobs_finished_total{outcome="succeeded",queue="waveflow-test",' \
-        'task="generate_hash_and_webhook"} 1.0' in text
-    live = requests.get(f"http://127.0.0.1:{health_port}/healthz", timeout=5)
-    assert live.status_code == 200 and live.text.startswith("ok")
-    # A laptop's runner is not reachable from the network unless asked to be.
-    assert listening_address(metrics_port) == listening_address(health_port) == "127.0.0.1"
-    runner.send_signal(signal.SIGTERM)
-    finish(runner)
+    try:
+        text = wait_for(lambda: (t := scrape()) and 'outcome="succeeded"' in t and t, 30,
+                        message="a settled job in the metrics")
+        assert 'waveflow_jobs_finished_total{outcome="succeeded",queue="waveflow-test",' \
+            'task="generate_hash_and_webhook"} 1.0' in text
+        live = requests.get(f"http://127.0.0.1:{health_port}/healthz", timeout=5)
+        assert live.status_code == 200 and live.text.startswith("ok")
+        # A laptop's runner is not reachable from the network unless asked to be.
+        assert listening_address(metrics_port) == listening_address(health_port) == "127.0.0.1"
+    finally:
+        runner.send_signal(signal.SIGTERM)
+        finish(runner)
 
 
 def test_waveflow_listen_address_opens_metrics_and_liveness_to_every_interface(
