@@ -27,7 +27,9 @@ Id = Annotated[str, {"type": ["string", "integer"], "minLength": 1}]
 #: An S3 key in the configured bucket.
 Key = Annotated[str, {"minLength": 1, "maxLength": MAX_KEY_BYTES,
                       "description": "S3 key in the configured bucket; no leading '/', "
-                                     "no '..' segments"}]
+                                     "no '.' or '..' segments, no control characters "
+                                     "(U+0000-U+001F, U+007F-U+009F), no U+2028/U+2029, "
+                                     "no noncharacters (U+FDD0-U+FDEF, U+FFFE, U+FFFF)"}]
 #: SHA-256 as the backend may send it (either case; the job lowercases it).
 Sha256 = Annotated[str, {"pattern": "^[0-9a-fA-F]{64}$", "description": "SHA-256, hex"}]
 #: SHA-256 as WaveFlow sends it: 64 lowercase hex characters (the backend checks exactly that).

@@ -35,7 +35,15 @@ __all__ = ["TASK_MODULE", "AnalysisKwargs", "DuplicateKwargs", "Envelope", "Hash
 #: The backend names its tasks ``app.tasks.<name>``; the short name is accepted too.
 TASK_MODULE = "app.tasks."
 _SHA256_HEX = re.compile(r"^[0-9a-fA-F]{64}$")
-_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+#: Refused in keys: C0 controls, DEL and C1 controls (U+0080-U+009F: U+0085 is a line break,
+#: U+009B a terminal escape), the Unicode line and paragraph separators (U+2028/U+2029: line
+#: breaks to Python and JavaScript log readers), and the noncharacters U+FFFE/U+FFFF and
+#: U+FDD0-U+FDEF (XML, and so S3's listings, cannot carry U+FFFE/U+FFFF). Format characters
+#: (BOM, zero-width joiners, bidi marks) are allowed: emoji sequences, Persian and RTL
+#: filenames use them, and they break neither a line nor a path.
+_UNSAFE_KEY_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ufdd0-\ufdef\ufffe\uffff]")
+#: Lone UTF-16 surrogates: JSON's ``\ud800`` escapes decode to them, and no UTF-8 can hold them.
+_SURROGATES = re.compile(r"[\ud800-\udfff]")
 
 
 class Task(StrEnum):
@@ -297,7 +305,9 @@ def _unwrap_kombu(document: dict[str, Any]) -> tuple[str | None, str | None, dic
     body = document.get("body")
     if not isinstance(body, str):
         raise InvalidMessage("body", "kombu envelope has no string body", message_id=message_id)
-    encoding = (document.get("properties") or {}).get("body_encoding", "base64")
+    properties = document.get("properties")
+    encoding = (properties if isinstance(properties, dict) else {}).get("body_encoding",
+                                                                         "base64")
     inner_text = body
     if encoding == "base64":
         inner_text = _decode_text(_b64(body, "body"))
@@ -339,9 +349,32 @@ def _decode_text(raw: str | bytes) -> str:
 
 def _json_or_none(text: str) -> Any:
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        document = json.loads(text, parse_constant=_reject_constant)
     except (ValueError, RecursionError):
         return None
+    if _SURROGATES.search(text) or ("\\u" in text and _has_surrogate(document)):
+        raise InvalidMessage("body", "holds a lone UTF-16 surrogate (\\ud800-\\udfff): not "
+                                     "Unicode text")
+    return document
+
+
+def _has_surrogate(document: Any) -> bool:
+    """Whether any string in the document (keys included) holds a lone surrogate.
+
+    Iterative: a document nested as deep as the JSON parser allows must not overflow here.
+    """
+    pending = [document]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, str):
+            if _SURROGATES.search(value):
+                return True
+        elif isinstance(value, dict):
+            pending.extend(value.keys())
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+    return False
 
 
 def _reject_constant(name: str) -> Any:
@@ -382,8 +415,11 @@ def _check_key(key: str, invalid: _Invalid) -> None:
                       ErrorCode.KEY_INVALID)
     if any(part in ("..", ".") for part in key.split("/")):
         raise invalid("filepath", "must not contain '.' or '..' segments", ErrorCode.KEY_INVALID)
-    if _CONTROL_CHARS.search(key):
-        raise invalid("filepath", "must not contain control characters", ErrorCode.KEY_INVALID)
+    unsafe = _UNSAFE_KEY_CHARS.search(key)
+    if unsafe:
+        raise invalid("filepath", "must not contain control characters, line separators or "
+                                  f"noncharacters (found U+{ord(unsafe.group()):04X})",
+                      ErrorCode.KEY_INVALID)
     if len(key.encode("utf-8")) > MAX_KEY_BYTES:
         raise invalid("filepath", f"is longer than S3's {MAX_KEY_BYTES}-byte limit",
                       ErrorCode.KEY_INVALID)
