@@ -171,7 +171,8 @@ def test_missing_stem_id_is_rejected_without_a_webhook(world: JobWorld) -> None:
     ("../etc/passwd", "must not contain '.' or '..' segments"),
     ("audio/../../secrets.wav", "must not contain '.' or '..' segments"),
     ("/etc/passwd", "must be a key relative to the bucket, not an absolute path"),
-    ("audio/line\nbreak.wav", "must not contain control characters"),
+    ("audio/line\nbreak.wav", "must not contain control characters, line separators or "
+                               "noncharacters (found U+000A)"),
 ])
 def test_hostile_key_is_rejected_before_s3_is_touched(world: JobWorld, key: str,
                                                       problem: str) -> None:
