@@ -28,6 +28,7 @@ import hmac
 import json
 import logging
 import os
+import signal
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -376,6 +377,10 @@ def serve_from_env(*, host: str, port: int, num_peaks: int) -> int:
                          endpoint_url=os.environ.get(names.ENDPOINT_URL), host=host, port=port,
                          num_peaks=num_peaks)
     print(f"dev backend on {backend.url}; WEBHOOK_URL={backend.webhook_url}", flush=True)
+    # Explicit handlers: a process started in the background by a non-interactive shell
+    # inherits SIGINT as ignored, and Python then never raises KeyboardInterrupt.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     with contextlib.suppress(KeyboardInterrupt):
         backend.serve_forever()
     return 0

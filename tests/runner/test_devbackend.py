@@ -148,15 +148,23 @@ def test_an_outage_can_be_simulated_and_state_is_served(backend: DevBackend) -> 
     assert [w["answered"] for w in state["webhooks"]] == [503, 503, 201]
 
 
-def test_waveflow_dev_backend_serves_from_the_command_line(queues: Queues,
-                                                          aws: MotoEndpoint) -> None:
+@pytest.mark.parametrize("inherited_sigint", ["default", "ignored"])
+def test_waveflow_dev_backend_serves_from_the_command_line(queues: Queues, aws: MotoEndpoint,
+                                                          inherited_sigint: str) -> None:
+    """It stops on SIGINT even when started the way a non-interactive shell starts a
+    background command (SIGINT inherited as ignored)."""
+    def start_as_background_job() -> None:
+        if inherited_sigint == "ignored":
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     env = {**os.environ, "SQS_QUEUE_URL": queues.url, "WEBHOOK_SECRET": SECRET}
     process = subprocess.Popen([str(Path(sys.executable).parent / "waveflow"), "dev-backend",
                                 "--port", str(port)], env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+                               stderr=subprocess.PIPE, text=True,
+                               preexec_fn=start_as_background_job)
     try:
         assert process.stdout is not None
         banner = process.stdout.readline()
