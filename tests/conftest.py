@@ -9,6 +9,9 @@ import pytest
 from support.aws import BUCKET, MotoEndpoint, running_moto
 from support.webhooks import WebhookRecorder, running_webhook_recorder
 
+#: No secret the suite sets may appear in anything it logs (see support/secretscan.py).
+pytest_plugins = ["support.secretscan"]
+
 
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[MotoEndpoint]:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
@@ -32,19 +32,23 @@ class Emulator:
     """Where the emulator listens and the environment a process needs to use it."""
 
     url: str
+    #: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and optionally AWS_SESSION_TOKEN (moto takes
+    #: any; the tests use sentinels they can look for in logs).
+    credentials: Mapping[str, str] = field(default_factory=lambda: dict(_CREDENTIALS))
 
     def env(self) -> dict[str, str]:
-        """AWS variables for boto3: region, dummy credentials and the endpoint."""
+        """AWS variables for boto3: region, the credentials and the endpoint."""
         return {names.ENDPOINT_URL: self.url, names.REGION: REGION,
-                names.REGION_FALLBACK: REGION, **_CREDENTIALS,
+                names.REGION_FALLBACK: REGION, **self.credentials,
                 "AWS_EC2_METADATA_DISABLED": "true"}
 
     def client(self, service: str) -> Any:
         """A boto3 client bound to the emulator (independent of os.environ)."""
         factory: Any = boto3.client  # any service name, not only the stubs' literals
         return factory(service, endpoint_url=self.url, region_name=REGION,
-                       aws_access_key_id=_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-                       aws_secret_access_key=_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
+                       aws_access_key_id=self.credentials["AWS_ACCESS_KEY_ID"],
+                       aws_secret_access_key=self.credentials["AWS_SECRET_ACCESS_KEY"],
+                       aws_session_token=self.credentials.get("AWS_SESSION_TOKEN"))
 
     def reset(self) -> None:
         """Forget every bucket, object and queue: each test starts from nothing."""
@@ -52,13 +56,13 @@ class Emulator:
 
 
 @contextmanager
-def running_emulator() -> Iterator[Emulator]:
+def running_emulator(credentials: Mapping[str, str] | None = None) -> Iterator[Emulator]:
     """moto's threaded server on a free loopback port for the duration of the block."""
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
     try:
-        yield Emulator(f"http://{host}:{port}")
+        yield Emulator(f"http://{host}:{port}", dict(credentials or _CREDENTIALS))
     finally:
         server.stop()
 

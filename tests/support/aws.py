@@ -12,6 +12,7 @@ from pathlib import Path
 
 import requests
 
+from support import secrets
 from waveflow_dev.emulator import REGION, Emulator, running_emulator
 
 __all__ = ["BUCKET", "REGION", "MotoEndpoint", "moto_process", "running_moto"]
@@ -19,7 +20,14 @@ __all__ = ["BUCKET", "REGION", "MotoEndpoint", "moto_process", "running_moto"]
 BUCKET = "waveflow-test"
 #: The tests' name for the emulator the demo uses too (waveflow_dev.emulator).
 MotoEndpoint = Emulator
-running_moto = running_emulator
+
+
+@contextmanager
+def running_moto() -> Iterator[MotoEndpoint]:
+    """The emulator, with the suite's sentinel credentials: the secret scan
+    (support/secretscan.py) looks for them in everything the suite logs."""
+    with running_emulator(credentials=secrets.aws_env()) as emulator:
+        yield emulator
 
 
 @contextmanager
@@ -32,7 +40,7 @@ def moto_process() -> Iterator[MotoEndpoint]:
     server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H",
                                "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
-    endpoint = MotoEndpoint(f"http://127.0.0.1:{port}")
+    endpoint = MotoEndpoint(f"http://127.0.0.1:{port}", secrets.aws_env())
     try:
         deadline = time.monotonic() + 30
         while True:

@@ -31,6 +31,7 @@ from support.aws import BUCKET, REGION, MotoEndpoint
 from support.faultproxy import FaultProxy, body_id, running_fault_proxy
 from support.jobmonitor import JobMonitor
 from support.queues import Queues, make_queues
+from support.secretscan import scan
 from waveflow_dev.backend import DevBackend
 
 RECORDING_JOB = Path(__file__).resolve().with_name("recordingjob.py")
@@ -346,6 +347,7 @@ def running_rig(aws: MotoEndpoint, root: Path, *, max_in_flight: int = 2,
                 rig.runner.kill()
                 rig.runner.wait(10)
             rig.monitor.stop()
+            scan(rig.logs(), "the reliability rig's runner logs")
             for job in rig.monitor.live():  # orphans of a SIGKILLed runner
                 with suppress(ProcessLookupError, PermissionError):
                     os.killpg(job.pid, signal.SIGKILL)
