@@ -1,55 +1,25 @@
 """``waveflow local`` as a real process: SIGTERM stops it cleanly and loses no message.
 
 The jobs are ``tests/support/fakejob.py`` (``WAVEFLOW_JOB_COMMAND``) so a test can make them
-slow; everything else is real: the CLI, moto over HTTP, the reference backend.
+slow; everything else is real: the CLI, moto over HTTP, the reference backend
+(tests/support/local_process.py).
 """
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
-import subprocess
-import sys
-from collections import Counter
 from pathlib import Path
 
 import pytest
 import requests
 
+from support.local_process import events, finish, start_local
 from support.loopback import listening_address
 from support.queues import backend_message, wait_for
 from support.runner import Stack
 
-FAKEJOB = Path(__file__).resolve().parents[1] / "support" / "fakejob.py"
-WAVEFLOW = Path(sys.executable).parent / "waveflow"
 pytestmark = pytest.mark.slow
-
-
-def start_local(stack: Stack, log: Path, **env: str) -> subprocess.Popen[bytes]:
-    """``waveflow local`` against the stack, 2 jobs at most, jobs steered by ``env``."""
-    environment = {
-        **os.environ,
-        "SQS_QUEUE_URL": stack.queues.url, "S3_BUCKET_NAME": stack.bucket,
-        "WEBHOOK_URL": stack.backend.webhook_url, "WEBHOOK_SECRET": "runner-test-secret",
-        "WAVEFLOW_JOB_COMMAND": f"{sys.executable} {FAKEJOB}",
-        "WAVEFLOW_SCRATCH_ROOT": str(stack.scratch), "WAVEFLOW_MAX_IN_FLIGHT": "2",
-        "WAVEFLOW_WAIT_TIME_SECONDS": "1", "WAVEFLOW_METRICS_PORT": "0",
-        "WAVEFLOW_HEALTH_PORT": "0", "WAVEFLOW_KILL_GRACE_SECONDS": "0.5",
-        "FAKEJOB_LOG": str(log), "LOG_LEVEL": "INFO", **env,
-    }
-    return subprocess.Popen([str(WAVEFLOW), "local"], env=environment,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-
-def events(log: Path) -> Counter[str]:
-    return Counter(log.read_text().splitlines()) if log.exists() else Counter()
-
-
-def finish(process: subprocess.Popen[bytes]) -> int:
-    _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 0, stderr.decode(errors="replace")[-3000:]
-    return process.returncode
 
 
 def test_sigterm_lets_running_jobs_finish_and_the_rest_waits_in_the_queue(

@@ -6,23 +6,37 @@
     FAKEJOB_IGNORE_TERM   "1": ignore SIGTERM (a job that hangs hard; needs SIGKILL)
     FAKEJOB_HANG_STEMS    comma-separated stemIds that sleep for an hour instead
     FAKEJOB_SPAM          print one line of this many bytes first (a runaway log line)
+    FAKEJOB_RECORD        append "job <stemId> <pid> <pid>" (and "child …" lines) to this file,
+                          and "body <stemId> <sha256 of the body>"
+    FAKEJOB_CHILD         "1": start a process of its own that sleeps for an hour (a job's
+                          helper process, which must not outlive the job's runner either)
 
-It writes a file into $TMPDIR (so tests can check scratch is removed) and a summary line to
+Like the real job it reads the message from ``--message-file PATH`` or $WAVEFLOW_MESSAGE. It
+writes a file into $TMPDIR (so tests can check scratch is removed) and a summary line to
 $WAVEFLOW_SUMMARY_FILE like the real job does.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 
+def read_message(argv: list[str]) -> str:
+    if "--message-file" in argv:
+        return Path(argv[argv.index("--message-file") + 1]).read_text(encoding="utf-8")
+    return os.environ["WAVEFLOW_MESSAGE"]
+
+
 def main() -> int:
-    body = json.loads(os.environ["WAVEFLOW_MESSAGE"])
+    raw = read_message(sys.argv[1:])
+    body = json.loads(raw)
     stem = (body.get("kwargs") or body).get("stemId", "?")
     log = os.environ.get("FAKEJOB_LOG")
 
@@ -30,6 +44,18 @@ def main() -> int:
         if log:
             with open(log, "a", encoding="utf-8") as f:
                 f.write(f"{what} {stem}\n")
+
+    def record(line: str) -> None:
+        if os.environ.get("FAKEJOB_RECORD"):
+            with open(os.environ["FAKEJOB_RECORD"], "a", encoding="utf-8") as f:
+                f.write(line + "\n")
+
+    record(f"job {stem} {os.getpid()} {os.getpid()}")
+    record(f"body {stem} {hashlib.sha256(raw.encode('utf-8')).hexdigest()}")
+    if os.environ.get("FAKEJOB_CHILD") == "1":
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)",
+                                  "fakejob-child"])
+        record(f"child {stem} {child.pid} {os.getpid()}")
 
     if os.environ.get("FAKEJOB_IGNORE_TERM") == "1":
         signal.signal(signal.SIGTERM, signal.SIG_IGN)

@@ -5,6 +5,8 @@ What a Kubernetes Job gives the job, a child process gets here too:
 - the same environment (:func:`waveflow_operator.runner.jobenv.job_env`), plus ``TMPDIR``
   pointing at a fresh scratch directory and ``WAVEFLOW_SUMMARY_FILE`` at a summary file of its
   own beside it (:mod:`.scratch`);
+- the message body in a file beside them, passed as ``--message-file <dir>/message`` after the
+  job command (an environment variable cannot hold a body over 128 KiB: exec fails with E2BIG);
 - emptyDir semantics: that directory is removed when the process ends, whatever happens;
 - ``backoffLimit``: a failing attempt (exit code other than 0 and 3) is retried with exponential
   backoff; exit 3 is final (``podFailurePolicy: FailJob``);
@@ -14,6 +16,11 @@ What a Kubernetes Job gives the job, a child process gets here too:
 The outcome of an attempt is named by :func:`~waveflow_operator.runner.protocol.ending_outcome`,
 the rule the Kubernetes launcher uses too. Children run in their own session, so a Ctrl-C aimed
 at ``waveflow local`` reaches them only through :meth:`LocalLauncher.drain`.
+
+Children never outlive the runner (:mod:`.child_lifetime`): the kernel kills each job when the
+runner dies, and on start the launcher ends whatever a dead runner's jobs left running before it
+starts anything; what resists keeps a slot until it is gone, so the in-flight limit holds across
+restarts and a redelivered message never runs beside its own orphan.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from waveflow_job.contract import ErrorCode, JobSummary, Outcome
+from waveflow_operator.local import child_lifetime
 from waveflow_operator.local.config import RunnerConfig, default_job_command
 from waveflow_operator.local.scratch import OWNER_FILE, SCRATCH_PREFIX, STALE_SECONDS, sweep_scratch
 from waveflow_operator.metrics import Metrics
@@ -94,6 +102,9 @@ class LocalLauncher:
         self._drain_by: float | None = None
         self._hurry = asyncio.Event()
         self._sweeper: asyncio.Task[None] | None = None
+        #: Jobs of a dead runner that resisted SIGKILL so far: job name → set once gone.
+        self._orphans: dict[str, asyncio.Event] = {}
+        self._orphan_watches: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ protocol
 
@@ -102,6 +113,13 @@ class LocalLauncher:
         now and every 30 minutes (the old service's clean-up ran from cron that often)."""
         self._on_result = on_result
         self.scratch_root.mkdir(parents=True, exist_ok=True)
+        for orphan in await asyncio.to_thread(child_lifetime.end_orphans, self.scratch_root,
+                                              SCRATCH_PREFIX, remove=_remove_tree):
+            self._orphans[orphan.job_name] = asyncio.Event()
+            watch = asyncio.create_task(self._hold_slot_while(orphan),
+                                        name=f"orphan {orphan.job_name}")
+            self._orphan_watches.add(watch)
+            watch.add_done_callback(self._orphan_watches.discard)
         await self._sweep()
         self._sweeper = asyncio.create_task(self._sweep_periodically(), name="scratch sweep")
 
@@ -125,10 +143,11 @@ class LocalLauncher:
         """Wait up to ``grace_seconds`` for running jobs, then kill the rest (no result is
         reported for them) and return their names."""
         self._draining = True
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+        for task in (self._sweeper, *self._orphan_watches):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         drain_by = time.monotonic() + max(0.0, grace_seconds)
         # hurry() may have come first (two signals at once): the earlier end wins.
         self._drain_by = drain_by if self._drain_by is None else min(drain_by, self._drain_by)
@@ -161,7 +180,17 @@ class LocalLauncher:
 
     # ------------------------------------------------------------------ sweeping
 
+    async def _hold_slot_while(self, orphan: child_lifetime.Orphan) -> None:
+        """A dead runner's job that is not gone yet counts against the in-flight limit."""
+        async with self._slots:
+            while await asyncio.to_thread(child_lifetime.end_session, orphan.job):
+                await asyncio.sleep(1.0)
+        await asyncio.to_thread(_remove_tree, orphan.directory)
+        self._orphans.pop(orphan.job_name).set()
+
     async def _sweep(self) -> None:
+        await asyncio.to_thread(child_lifetime.end_orphans, self.scratch_root, SCRATCH_PREFIX,
+                                wait_seconds=0.0, remove=_remove_tree)
         removed = await asyncio.to_thread(sweep_scratch, self.scratch_root)
         if removed:
             log.info("removed %d stale scratch director%s", len(removed),
@@ -180,6 +209,8 @@ class LocalLauncher:
     async def _run(self, job: _Job) -> None:
         name = job.request.job_name
         deadline_seconds = self.spec.deadline(job.request.message.task)
+        if (orphan := self._orphans.get(name)) is not None:
+            await orphan.wait()  # never beside a dead runner's job for the same message
         async with self._slots:
             try:
                 result = await self._attempts(job, job.started + deadline_seconds,
@@ -240,13 +271,17 @@ class LocalLauncher:
             (workdir / OWNER_FILE).write_text(str(os.getpid()))
             scratch = workdir / "tmp"
             scratch.mkdir()
+            message = workdir / "message"
+            message.write_bytes(job.request.body.encode("utf-8"))
             env = {**self.base_env, **job_env(job.request, self.spec),
                    "TMPDIR": str(scratch), "WAVEFLOW_SUMMARY_FILE": str(summary_path)}
             process = await asyncio.create_subprocess_exec(
-                *self.job_command, env=env, cwd=scratch, stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True)
+                *self.job_command, "--message-file", str(message), env=env, cwd=scratch,
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT, start_new_session=True,
+                preexec_fn=child_lifetime.die_with_parent())
             job.process = process
+            child_lifetime.write_record(workdir, job.request.job_name, process.pid)
             relay = asyncio.create_task(self._relay(process, job))
             try:
                 code: int | None = await asyncio.wait_for(
@@ -310,6 +345,10 @@ class LocalLauncher:
             document = json.loads(last)
             last = str(document.get("message", last))
         return last[:500]
+
+
+def _remove_tree(directory: Path) -> None:
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 def _read_summary(path: Path) -> JobSummary | None:
