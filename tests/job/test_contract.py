@@ -12,6 +12,7 @@ import pytest
 
 from waveflow_job.contract import (
     DEFAULT_NUM_PEAKS,
+    MAX_MESSAGE_BYTES,
     Envelope,
     ErrorCode,
     InvalidMessage,
@@ -135,6 +136,21 @@ def test_invalid_message_keeps_what_could_be_read_for_the_failure_report() -> No
         parse_message(backend_body("process_audio_analysis", audio_hash=HASH, num_peaks=0))
     assert raised.value.stem_id == "stem-789"
     assert raised.value.message_id == "x-process_audio_analysis"
+
+
+def test_a_body_larger_than_any_job_can_be_handed_is_refused_as_final_naming_its_stem() -> None:
+    def body_of(size: int) -> str:
+        short = backend_body("generate_hash_and_webhook", stageNotes="")
+        return backend_body("generate_hash_and_webhook",
+                            stageNotes="n" * (size - len(short.encode())))
+
+    assert len(body_of(MAX_MESSAGE_BYTES).encode()) == MAX_MESSAGE_BYTES
+    assert parse_message(body_of(MAX_MESSAGE_BYTES)).extra["stageNotes"]  # carried through
+    with pytest.raises(InvalidMessage) as raised:
+        parse_message(body_of(MAX_MESSAGE_BYTES + 1).encode())
+    assert raised.value.code is ErrorCode.MESSAGE_TOO_LARGE
+    assert raised.value.field == "body" and str(MAX_MESSAGE_BYTES) in raised.value.problem
+    assert raised.value.stem_id == "stem-789"  # so the backend hears it failed for good
 
 
 def test_hash_check_body_has_exactly_the_backend_fields() -> None:

@@ -15,6 +15,7 @@ from chart.pss import restricted_violations
 from waveflow_job.contract import Task, parse_message
 from waveflow_operator.k8s import jobs
 from waveflow_operator.k8s.crd import SPEC_DEFAULTS, parse_spec
+from waveflow_operator.k8s.message import message_config_map
 from waveflow_operator.runner.jobenv import job_env
 from waveflow_operator.runner.protocol import Delivery, JobRequest, job_name_for
 
@@ -95,7 +96,8 @@ def test_the_environment_is_the_one_a_local_job_gets_plus_scratch_summary_and_se
         "terminationMessagePath"] == "/dev/termination-log"
     assert env["WEBHOOK_SECRET"] == {"secretKeyRef": {"name": "waveflow-webhook",
                                                       "key": "WEBHOOK_SECRET"}}
-    assert set(env) == {*local, "TMPDIR", "WAVEFLOW_SUMMARY_FILE", "WEBHOOK_SECRET"}
+    assert set(env) == {*local, "WAVEFLOW_MESSAGE", "TMPDIR", "WAVEFLOW_SUMMARY_FILE",
+                        "WEBHOOK_SECRET"}
 
 
 def test_extra_env_is_added_but_cannot_replace_what_the_operator_sets() -> None:
@@ -218,3 +220,36 @@ def test_the_crd_declares_the_same_defaults_as_the_builder() -> None:
         for part in path.split("."):
             node = node["properties"][part]
         assert node.get("default") == value, path
+
+
+def test_a_body_too_large_for_the_environment_is_mounted_from_a_configmap_the_job_owns() -> None:
+    request = request_for()
+    big = json.loads(request.body)
+    big["kwargs"]["stageNotes"] = "x" * (200 * 1024)
+    body = json.dumps(big)
+    request = JobRequest(request.job_name, parse_message(body),
+                         Delivery(SQS_ID, "receipt", body, 1_732_600_000_000, 1))
+    job = build_job(request, spec(), OWNER)
+    pod = job["spec"]["template"]["spec"]
+    assert "WAVEFLOW_MESSAGE" not in env_of(job)
+    assert container(job)["args"] == ["--message-file", "/message/body"]
+    assert {"name": "message", "mountPath": "/message", "readOnly": True} in \
+        container(job)["volumeMounts"]
+    assert {"name": "message", "configMap": {"name": f"{request.job_name}-message",
+                                             "defaultMode": 0o444}} in pod["volumes"]
+    assert restricted_violations(pod) == []
+    try:
+        kubernetes_validate.validate(job, latest_version(), strict=True)
+    except ValidationError as error:
+        pytest.fail(f"invalid Job: {error.message} at {list(error.path)}")
+    created = {**job, "metadata": {**job["metadata"], "uid": "job-uid-1"}}
+    config_map = message_config_map(request, created)
+    assert config_map["data"] == {"body": body} and config_map["immutable"] is True
+    assert config_map["metadata"]["name"] == f"{request.job_name}-message"
+    assert config_map["metadata"]["ownerReferences"] == [{
+        "apiVersion": "batch/v1", "kind": "Job", "name": request.job_name, "uid": "job-uid-1",
+        "blockOwnerDeletion": False}]
+    try:
+        kubernetes_validate.validate(config_map, latest_version(), strict=True)
+    except ValidationError as error:
+        pytest.fail(f"invalid ConfigMap: {error.message} at {list(error.path)}")

@@ -54,7 +54,7 @@ def test_a_bad_setting_is_named_in_the_error(variable: str, value: str, named: s
         RunnerConfig.from_env({**BASE, variable: value})
 
 
-def test_the_job_environment_carries_the_message_and_every_contract_variable() -> None:
+def test_the_job_environment_carries_every_contract_variable_but_not_the_message() -> None:
     body = ('{"task":"app.tasks.generate_hash_and_webhook","id":"hash-s-1","args":[],'
             '"kwargs":{"userId":"u","trackId":"t","stemId":"s","filepath":"a/b.wav"}}')
     settings = QueueSpec(name="q", queue_url="https://sqs/q", bucket="b",
@@ -65,10 +65,11 @@ def test_the_job_environment_carries_the_message_and_every_contract_variable() -
                           Delivery("mid-1", "rh", body, None, 1))
     env = job_env(delivery, settings)
     assert env == {
-        "WAVEFLOW_MESSAGE": body, "S3_BUCKET_NAME": "b", "SQS_QUEUE_URL": "https://sqs/q",
+        "S3_BUCKET_NAME": "b", "SQS_QUEUE_URL": "https://sqs/q",
         "WEBHOOK_URL": "https://backend/webhook", "LOG_LEVEL": "INFO",
         "AWS_REGION": "eu-west-1", "AWS_DEFAULT_REGION": "eu-west-1",
         "AWS_ENDPOINT_URL": "http://127.0.0.1:5000", "UPLOAD_PREFIXES": "a/",
         "WAVEFLOW_S3_MAX_ATTEMPTS": "2", "WEBHOOK_SECRET": "s3cret"}
-    # Kubernetes takes the secret from a Secret, never inline.
+    # The body travels its own way (a file, or a ConfigMap when large): an environment string
+    # cannot exceed 128 KiB. Kubernetes takes the secret from a Secret, never inline.
     assert "WEBHOOK_SECRET" not in job_env(delivery, settings, include_secret=False)

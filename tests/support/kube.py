@@ -49,6 +49,7 @@ JOBS = resource("batch", "v1", "jobs")
 PODS = resource("", "v1", "pods")
 EVENTS = resource("", "v1", "events")
 SECRETS = resource("", "v1", "secrets")
+CONFIGMAPS = resource("", "v1", "configmaps")
 QUEUES = resource("waveflow.io", "v1alpha1", "waveflowqueues")
 NAMESPACES = resource("", "v1", "namespaces")
 CRDS = resource("apiextensions.k8s.io", "v1", "customresourcedefinitions")
@@ -59,6 +60,7 @@ _RESOURCES: tuple[tuple[resource, str, tuple[str, ...]], ...] = (
     (PODS, "Pod", ("status",)),
     (EVENTS, "Event", ()),
     (SECRETS, "Secret", ()),
+    (CONFIGMAPS, "ConfigMap", ()),
     (QUEUES, "WaveflowQueue", ("status",)),
 )
 #: Cluster-scoped ones kopf waits for in discovery before it starts any watch.

@@ -4,11 +4,16 @@ For every Job it sees (a watch on the emulator, over HTTP like any client), it:
 
 - creates a Pod (labels ``batch.kubernetes.io/job-name`` and ``job-name``) and marks the Job
   active;
-- runs the Job's container command — the real ``waveflow-job run`` from this virtualenv, or a
-  test's stand-in — with the container's environment (``secretKeyRef`` resolved from the
-  emulator's Secrets), ``/scratch`` mapped to a fresh directory (``TMPDIR``) and the
-  termination-message path to a file of the pod's own; the directory is removed afterwards
-  (emptyDir semantics) and the file's content becomes the pod's termination message;
+- runs the Job's container command and args — the real ``waveflow-job run`` from this
+  virtualenv, or a test's stand-in — with the container's environment (``secretKeyRef``
+  resolved from the emulator's Secrets) and the termination-message path mapped to a file of the
+  pod's own, whose content becomes the pod's termination message;
+- mounts the pod's volumes as the container's ``volumeMounts`` name them, each as a directory
+  of the pod's own: an ``emptyDir`` empty, a ``configMap`` with one file per key, written from
+  the emulator's ConfigMap — the pod waits (like a kubelet: the container does not start) until
+  that ConfigMap exists. A mount path in the command line or an environment value is replaced by
+  its directory (no chroot here). The pod's directory is removed afterwards (emptyDir
+  semantics);
 - writes the Pod's container status (``terminated``: exit code, reason, message) and
   merge-patches the Job's status like the Job controller: ``Complete`` after exit 0;
   ``Failed``/``PodFailurePolicy`` for an exit code matched by a ``FailJob`` rule (exit 3);
@@ -39,10 +44,12 @@ from typing import Any
 
 import aiohttp
 
-from support.kube import JOBS, PODS, SECRETS, RunningKube
+from support.kube import CONFIGMAPS, JOBS, PODS, SECRETS, RunningKube
 
 #: Kubernetes keeps at most this much of a termination message.
 TERMINATION_MESSAGE_LIMIT = 4096
+#: How often a pod waiting for a missing ConfigMap looks again (a kubelet retries the mount).
+_MOUNT_RETRY_SECONDS = 0.1
 _VENV_BIN = Path(sys.executable).parent
 
 
@@ -174,16 +181,25 @@ class Kubelet:
 
     async def _attempt(self, job: dict[str, Any], seconds: float) -> tuple[int | None, str]:
         """One pod: run the container; None as exit code when the deadline killed it."""
-        container = job["spec"]["template"]["spec"]["containers"][0]
+        pod_spec = job["spec"]["template"]["spec"]
+        container = pod_spec["containers"][0]
         pod_dir = Path(tempfile.mkdtemp(prefix=f"{job['metadata']['name']}-",
                                         dir=self._scratch_root))
-        scratch, summary = pod_dir / "scratch", pod_dir / "termination-log"
-        scratch.mkdir()
-        env = {**self.base_env, **self._container_env(job, container)}
-        env["TMPDIR"] = str(scratch)
+        summary = pod_dir / "termination-log"
+        started = time.monotonic()
+        try:
+            mounts = await asyncio.wait_for(self._mount(job, pod_spec, container, pod_dir),
+                                            timeout=max(0.1, seconds))
+        except TimeoutError:  # the pod stayed pending (its volume never came) until the deadline
+            shutil.rmtree(pod_dir, ignore_errors=True)
+            return None, ""
+        seconds -= time.monotonic() - started
+        env = {**self.base_env, **{key: _in_pod(value, mounts) for key, value in
+                                   self._container_env(job, container).items()}}
         env["WAVEFLOW_SUMMARY_FILE"] = str(summary)
         argv = list(self.command or self._resolve(container.get("command") or []))
-        argv += list(container.get("args") or [])
+        argv += [_in_pod(arg, mounts) for arg in container.get("args") or []]
+        scratch = Path(env.get("TMPDIR", pod_dir))
         process = await asyncio.create_subprocess_exec(
             *argv, env=env, stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL, start_new_session=True)
@@ -200,12 +216,34 @@ class Kubelet:
             raise
         message = (summary.read_text(errors="replace")[:TERMINATION_MESSAGE_LIMIT]
                    if summary.exists() else "")
-        left = [p.name for p in scratch.iterdir()]
+        left = [p.name for p in scratch.iterdir()] if scratch != pod_dir else []
         shutil.rmtree(pod_dir, ignore_errors=True)
         pod = await self._pod(job, 137 if code is None else code, message)
         self.runs.append(PodRun(job["metadata"]["name"], pod, 137 if code is None else code,
                                 message, left))
         return code, message
+
+    async def _mount(self, job: dict[str, Any], pod_spec: Mapping[str, Any],
+                     container: Mapping[str, Any], pod_dir: Path) -> dict[str, Path]:
+        """The container's mounts as directories of the pod: mount path → directory."""
+        volumes = {volume["name"]: volume for volume in pod_spec.get("volumes") or []}
+        namespace = job["metadata"]["namespace"]
+        mounts: dict[str, Path] = {}
+        for index, mount in enumerate(container.get("volumeMounts") or []):
+            volume = volumes[mount["name"]]
+            directory = pod_dir / f"volume-{index}-{mount['name']}"
+            directory.mkdir()
+            if "configMap" in volume:
+                name = volume["configMap"]["name"]
+                while (config_map := self.kube.emulator.stored(CONFIGMAPS, namespace,
+                                                               name)) is None:
+                    await asyncio.sleep(_MOUNT_RETRY_SECONDS)
+                for key, value in (config_map.get("data") or {}).items():
+                    (directory / key).write_text(value, encoding="utf-8")
+            elif "emptyDir" not in volume:
+                raise RuntimeError(f"the test kubelet cannot mount volume {volume}")
+            mounts[str(mount["mountPath"]).rstrip("/")] = directory
+        return mounts
 
     def _resolve(self, command: Sequence[str]) -> list[str]:
         """``waveflow-job`` is this virtualenv's script (the image's PATH, here)."""
@@ -268,6 +306,14 @@ class Kubelet:
         if kind == "Complete":
             status["completionTime"] = now
         await self._job_status(namespace, name, status)
+
+
+def _in_pod(value: str, mounts: Mapping[str, Path]) -> str:
+    """A container path under a mount, as the path of the pod's directory for it."""
+    for mount_path, directory in mounts.items():
+        if value == mount_path or value.startswith(mount_path + "/"):
+            return str(directory) + value[len(mount_path):]
+    return value
 
 
 def _fail_job(spec: Mapping[str, Any], code: int) -> bool:

@@ -18,6 +18,7 @@ from waveflow_job.contract import env
 from waveflow_job.contract.fields import (
     DEFAULT_NUM_PEAKS,
     MAX_KEY_BYTES,
+    MAX_MESSAGE_BYTES,
     MAX_NUM_PEAKS,
     utc_now_iso,
 )
@@ -61,6 +62,7 @@ from waveflow_job.contract.webhooks import (
 __all__ = [
     "DEFAULT_NUM_PEAKS",
     "MAX_KEY_BYTES",
+    "MAX_MESSAGE_BYTES",
     "MAX_NUM_PEAKS",
     "TASK_MODULE",
     "WAVEFORM_PREFIX",

@@ -12,13 +12,16 @@ No ``from __future__ import annotations`` in the modules that define wire types:
 from datetime import UTC, datetime
 from typing import Annotated
 
-__all__ = ["DEFAULT_NUM_PEAKS", "MAX_KEY_BYTES", "MAX_NUM_PEAKS", "Id", "Key", "LowerSha256",
-           "NumPeaks", "Sha256", "Text", "Timestamp", "utc_now_iso"]
+__all__ = ["DEFAULT_NUM_PEAKS", "MAX_KEY_BYTES", "MAX_MESSAGE_BYTES", "MAX_NUM_PEAKS", "Id", "Key",
+           "LowerSha256", "NumPeaks", "Sha256", "Text", "Timestamp", "utc_now_iso"]
 
 DEFAULT_NUM_PEAKS = 1024
 MAX_NUM_PEAKS = 65536
 #: S3's own limit on key length, in UTF-8 bytes.
 MAX_KEY_BYTES = 1024
+#: The largest body a job can be handed, in UTF-8 bytes: SQS's own limit (1 MiB), and what one
+#: Kubernetes ConfigMap holds. A larger body is refused as ``MESSAGE_TOO_LARGE``, never retried.
+MAX_MESSAGE_BYTES = 1024 * 1024
 
 #: A string that must not be empty (the backend validates ``@IsNotEmpty``).
 Text = Annotated[str, {"minLength": 1}]

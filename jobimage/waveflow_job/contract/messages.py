@@ -18,6 +18,7 @@ from typing import Any, NotRequired, TypedDict, get_type_hints
 from waveflow_job.contract.fields import (
     DEFAULT_NUM_PEAKS,
     MAX_KEY_BYTES,
+    MAX_MESSAGE_BYTES,
     MAX_NUM_PEAKS,
     Id,
     Key,
@@ -264,6 +265,10 @@ def parse_message(raw: str | bytes, *, max_num_peaks: int = MAX_NUM_PEAKS) -> St
     if task is Task.ANALYSIS and kwargs.get("num_peaks") is not None:
         num_peaks = _num_peaks(kwargs["num_peaks"], max_num_peaks, invalid)
     extra = {k: v for k, v in kwargs.items() if k not in _KNOWN}
+    size = len(raw) if isinstance(raw, bytes) else len(raw.encode("utf-8"))
+    if size > MAX_MESSAGE_BYTES:  # checked last, so the backend hears about the right stem
+        raise invalid("body", f"is {size} bytes; a job can be handed at most "
+                              f"{MAX_MESSAGE_BYTES} (SQS's limit)", ErrorCode.MESSAGE_TOO_LARGE)
     return StemMessage(
         task=task, user_id=values["userId"], track_id=values["trackId"],
         stem_id=values["stemId"], filepath=values["filepath"], message_id=message_id,

@@ -80,6 +80,8 @@ class ErrorCode(StrEnum):
     JOB_IMAGE_PULL = "JOB_IMAGE_PULL"
     #: Runner: the Job could not be created at all (e.g. refused by the API server).
     JOB_NOT_CREATED = "JOB_NOT_CREATED"
+    #: The body is larger than any job can be handed (MAX_MESSAGE_BYTES); final.
+    MESSAGE_TOO_LARGE = "MESSAGE_TOO_LARGE"
 
 
 @dataclass

@@ -100,6 +100,17 @@ class KubeApi:
         return await self._call("get_job", "GET",
                                 f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}")
 
+    async def create_config_map(self, namespace: str,
+                                body: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Create a ConfigMap (a large message body); None when it exists already (409)."""
+        return await self._call("create_config_map", "POST",
+                                f"/api/v1/namespaces/{namespace}/configmaps", body=body,
+                                absent_on=(409,))
+
+    async def get_config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self._call("get_config_map", "GET",
+                                f"/api/v1/namespaces/{namespace}/configmaps/{name}")
+
     async def list_jobs(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         result = await self._call("list_jobs", "GET", f"/apis/batch/v1/namespaces/{namespace}/jobs",
                                   params={"labelSelector": selector})

@@ -5,7 +5,9 @@ typed queue settings and Job template (:mod:`.crd` made both from the WaveflowQu
 request, so it is unit-tested against the Kubernetes schemas without a server. The job's
 environment comes from :func:`waveflow_operator.runner.jobenv.job_env`, the one place both
 launchers build it; this module only adds what is Kubernetes-specific (``TMPDIR=/scratch``, the
-termination-message path as the summary file, ``WEBHOOK_SECRET`` from its Secret).
+termination-message path as the summary file, ``WEBHOOK_SECRET`` from its Secret) and the message
+body: in ``WAVEFLOW_MESSAGE``, or in a mounted ConfigMap when it is too large for the environment
+(:mod:`.message`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 from waveflow_job.contract import env as names
 from waveflow_operator.k8s.crd import JobTemplate
+from waveflow_operator.k8s.message import pod_message
 from waveflow_operator.runner.jobenv import SECRET_VARIABLE, job_env
 from waveflow_operator.runner.protocol import JobRequest
 from waveflow_operator.runner.spec import TASK_KEYS, QueueSpec
@@ -144,14 +147,15 @@ def _pod_spec(request: JobRequest, queue: QueueSpec,
     if template.scratch_medium:
         scratch["medium"] = template.scratch_medium
     resources = template.resources.get(TASK_KEYS[request.message.task].key) or {}
+    message = pod_message(request)  # in the environment, or a mounted ConfigMap if large
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
         "image": template.image,
         "imagePullPolicy": template.image_pull_policy,
         "command": ["waveflow-job", "run"],
-        "env": _env(request, queue, template),
+        "env": _env(request, queue, template, message.env),
         "resources": {k: dict(v) for k, v in resources.items() if k in ("requests", "limits")},
-        "volumeMounts": [{"name": "scratch", "mountPath": SCRATCH_PATH}],
+        "volumeMounts": [{"name": "scratch", "mountPath": SCRATCH_PATH}, *message.mounts],
         "terminationMessagePath": SUMMARY_PATH,
         "terminationMessagePolicy": "File",
         "securityContext": {
@@ -162,6 +166,8 @@ def _pod_spec(request: JobRequest, queue: QueueSpec,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
     }
+    if message.args:
+        container["args"] = message.args
     if template.env_from:
         container["envFrom"] = [dict(item) for item in template.env_from]
     pod: dict[str, Any] = {
@@ -173,14 +179,15 @@ def _pod_spec(request: JobRequest, queue: QueueSpec,
             "fsGroup": JOB_UID, "seccompProfile": {"type": "RuntimeDefault"},
         },
         "containers": [container],
-        "volumes": [{"name": "scratch", "emptyDir": scratch}],
+        "volumes": [{"name": "scratch", "emptyDir": scratch}, *message.volumes],
     }
     pod.update(template.scheduling)
     return pod
 
 
-def _env(request: JobRequest, queue: QueueSpec, template: JobTemplate) -> list[dict[str, Any]]:
-    values = job_env(request, queue, include_secret=False)
+def _env(request: JobRequest, queue: QueueSpec, template: JobTemplate,
+         message_env: Mapping[str, str]) -> list[dict[str, Any]]:
+    values = {**message_env, **job_env(request, queue, include_secret=False)}
     values.update({names.SCRATCH_DIR: SCRATCH_PATH, names.SUMMARY_FILE: SUMMARY_PATH})
     env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in values.items()]
     if template.secret_name:

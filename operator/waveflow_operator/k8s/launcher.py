@@ -4,7 +4,10 @@ Implements the dispatcher's ``Launcher`` protocol for one WaveflowQueue:
 
 - ``launch`` creates the Job built by :func:`waveflow_operator.k8s.jobs.build_job` →
   ``Created``; a 409 means the Job exists (a redelivered message, a restart) and it is adopted —
-  never a second Job — ``Adopted``, with its result when it has already ended;
+  never a second Job — ``Adopted``, with its result when it has already ended; a body too large
+  for the environment goes into a ConfigMap owned by the Job, created right after it and again
+  on adoption (an earlier run may have died between the two; a 409 is then fine), see
+  :mod:`.message`;
 - Job events arrive on the queue's :class:`JobWatch` (kopf's ``on.event`` handler feeds it); a
   Job with a final condition becomes a :class:`JobResult` (:func:`result_from_status`, through
   the one rule :func:`~waveflow_operator.runner.protocol.ending_outcome`), with the job's
@@ -36,6 +39,7 @@ from waveflow_operator.k8s.jobs import (
     build_job,
     queue_selector,
 )
+from waveflow_operator.k8s.message import message_config_map, needs_config_map, owned_by
 from waveflow_operator.runner.protocol import (
     Adopted,
     Created,
@@ -211,13 +215,15 @@ class KubernetesLauncher:
         body = build_job(request, self.queue, self.template, self.owner)
         self._tracked[name] = time.monotonic()
         try:
-            if await self.api.create_job(self.namespace, body) is not None:
+            if (created := await self.api.create_job(self.namespace, body)) is not None:
+                await self._hand_over(request, created)
                 return Created()
             existing = await self.api.get_job(self.namespace, name)
             if existing is None:  # deleted between the 409 and the read: try again later
                 raise LaunchError(f"job {name} vanished while being adopted", retryable=True)
             log.info("job %s exists already; adopting it", name)
             if job_outcome(existing) is None:
+                await self._hand_over(request, existing)
                 return Adopted()
             result = await self._result(existing)
         except KubeApiError as error:
@@ -230,6 +236,21 @@ class KubernetesLauncher:
         if result is not None:
             self._spawn(self._mark_reported(name, result))
         return Adopted(result)
+
+    async def _hand_over(self, request: JobRequest, job: Mapping[str, Any]) -> None:
+        """A large body's ConfigMap, owned by ``job``; its pod waits for it until it exists."""
+        if not needs_config_map(request):
+            return
+        body = message_config_map(request, job)
+        if await self.api.create_config_map(self.namespace, body) is not None:
+            return
+        name = body["metadata"]["name"]
+        existing = await self.api.get_config_map(self.namespace, name)
+        if existing is None or not owned_by(existing, job):
+            # An earlier Job of this name still owns it (garbage collection pending): the
+            # message returns to the queue and the adoption on its redelivery creates ours.
+            raise LaunchError(f"ConfigMap {name} belongs to an earlier Job of that name",
+                              retryable=True)
 
     async def drain(self, grace_seconds: float) -> list[str]:
         """Jobs keep running in the cluster; report which ones are still unfinished."""

@@ -13,6 +13,9 @@ PERMISSIONS: list[tuple[str, str, frozenset[str]]] = [
     # One Job per message: created, read back on adoption (409), listed by label at start,
     # annotated once reported; kopf lists and watches them for status (on.event).
     ("batch", "jobs", frozenset({"create", "get", "list", "watch", "patch"})),
+    # A message body too large for the environment: a ConfigMap owned by its Job (garbage-
+    # collected with it), read back on a 409 to check it belongs to that very Job.
+    ("", "configmaps", frozenset({"create", "get"})),
     # The job's one-line summary is the pod's termination message.
     ("", "pods", frozenset({"list"})),
     # The webhook signing key, for the FAILURE completions the operator sends itself.

@@ -3,6 +3,11 @@
 The local launcher adds ``TMPDIR`` and ``WAVEFLOW_SUMMARY_FILE`` of its own per process; the
 Kubernetes Job builder sets ``TMPDIR=/scratch``, the summary file to the termination-message
 path, and takes ``WEBHOOK_SECRET`` from a Secret (``include_secret=False``).
+
+The message body is not part of it: one environment string may not exceed 128 KiB (exec fails
+with E2BIG), so each launcher hands the body over its own way: a file locally
+(``--message-file``), the environment or a mounted ConfigMap on Kubernetes
+(:mod:`waveflow_operator.k8s.message`).
 """
 
 from __future__ import annotations
@@ -25,7 +30,6 @@ def job_env(request: JobRequest, spec: QueueSpec, *,
     dict), so the Job builder's output is deterministic.
     """
     env: dict[str, str] = {
-        names.MESSAGE: request.body,
         names.BUCKET: spec.bucket,
         names.QUEUE_URL: spec.queue_url,
         names.WEBHOOK_URL: spec.webhook_url,

@@ -44,7 +44,7 @@ class Delivery:
     sqs_message_id: str
     #: Valid for this receive only; a redelivery brings a new one.
     receipt_handle: str
-    #: The raw body, byte-for-byte: the job parses it again (``WAVEFLOW_MESSAGE``).
+    #: The raw body, byte-for-byte: the job parses it again (``--message-file``).
     body: str
     #: Epoch milliseconds when SQS accepted the message; None when SQS did not say.
     sent_timestamp_ms: int | None
