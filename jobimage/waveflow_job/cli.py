@@ -1,7 +1,7 @@
 """``waveflow-job``: the job image's entrypoint (CONTRACT.md §4).
 
     waveflow-job run [--message-file PATH | --message JSON]   (else $WAVEFLOW_MESSAGE)
-    waveflow-job waveform INPUT [-o OUTPUT.json] [--peaks N]
+    waveflow-job waveform INPUT [-o OUTPUT.json] [--peaks N] [--detail OUTPUT.dat]
 
 ``run`` exits 0 when done, 3 when the message is rejected for good (the backend already got a
 FAILURE completion where one could be sent), and 1 when a later attempt may succeed; 2 means
@@ -74,6 +74,14 @@ def _parser() -> argparse.ArgumentParser:
     waveform.add_argument("--peaks", type=_num_peaks, default=contract.DEFAULT_NUM_PEAKS,
                           metavar="N", help=f"number of peaks, 1..{contract.MAX_NUM_PEAKS} "
                                             f"(default {contract.DEFAULT_NUM_PEAKS})")
+    waveform.add_argument("--detail", type=Path, metavar="OUTPUT.dat",
+                          help="also write the detail waveform (audiowaveform binary data v2, "
+                               "as `audiowaveform -o x.dat` does), in the same decode pass")
+    waveform.add_argument("--detail-samples-per-pixel", type=_positive, default=256,
+                          metavar="N", help="frames per point of the detail waveform "
+                                            "(default 256)")
+    waveform.add_argument("--detail-bits", type=int, choices=(8, 16), default=8,
+                          help="8 (default: what peaks.js reads) or 16")
     waveform.set_defaults(handler=_waveform)
     return parser
 
@@ -244,7 +252,11 @@ def _waveform(args: argparse.Namespace) -> int:
 
     logs.configure("WARNING")  # a local tool: quiet unless something is wrong
     try:
-        waveform.write_waveform_file(args.input, args.output, args.peaks)
+        detail = None
+        if args.detail is not None:
+            detail = waveform.DetailRequest(args.detail, args.detail_samples_per_pixel,
+                                            args.detail_bits)
+        waveform.write_waveform_file(args.input, args.output, args.peaks, detail=detail)
     except WaveflowError as error:
         print(f"waveflow-job: {args.input}: {error}", file=sys.stderr)
         return int(error.exit_code)
@@ -261,6 +273,16 @@ def _num_peaks(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
     if not 1 <= value <= contract.MAX_NUM_PEAKS:
         raise argparse.ArgumentTypeError(f"must be 1..{contract.MAX_NUM_PEAKS}, got {value}")
+    return value
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
 
 

@@ -38,53 +38,74 @@ import json
 import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from waveflow_job.audio.limits import AudioLimits
 from waveflow_job.contract import DEFAULT_NUM_PEAKS, ErrorCode, utc_now_iso
 from waveflow_job.errors import AudioError
 
-__all__ = ["AudioAnalysis", "analyse_file", "build_waveform_document", "write_waveform_file"]
+if TYPE_CHECKING:
+    from waveflow_job.audio.decode import AudioSource, StreamInfo
+    from waveflow_job.audio.detail import DetailSink, DetailWaveform
+    from waveflow_job.audio.loudness import Loudness, LoudnessMeter
+    from waveflow_job.audio.peaks import PeakResult, WaveformAccumulator
+
+__all__ = ["AudioAnalysis", "DetailRequest", "analyse_file", "build_waveform_document",
+           "write_waveform_file"]
+
+
+@dataclass(frozen=True)
+class DetailRequest:
+    """Write the detail waveform (audiowaveform ``.dat``) to ``path`` during the analysis."""
+
+    path: str | os.PathLike[str]
+    samples_per_pixel: int = 256
+    bits: int = 8
 
 
 @dataclass(frozen=True)
 class AudioAnalysis:
-    """Facts, levels and both waveform representations of one file."""
+    """What one decode pass found: the stream's facts, its waveform, loudness and detail."""
 
-    frames: int
-    sample_rate: int
-    channels: int
-    duration: float
-    container: str
-    codec: str
-    sample_format: str
-    bit_depth: int | None
-    #: dBFS of the loudest sample (above 0 for float sources that clip); None for digital silence.
-    peak_dbfs: float | None
-    #: dBFS of the RMS over all samples of all channels; None for digital silence.
-    rms_dbfs: float | None
-    #: Samples at or beyond full scale (integer extremes, or |x| >= 1.0 for float sources).
-    clipped_samples: int
-    peaks: list[float]
-    samples_per_pixel: int
-    length: int
-    data: list[int]
+    info: StreamInfo
+    waveform: PeakResult
+    #: None when loudness was not asked for.
+    loudness: Loudness | None = None
+    #: The ``.dat`` written, None when none was asked for.
+    detail: DetailWaveform | None = None
+
+    @property
+    def duration(self) -> float:
+        return self.waveform.frames / self.info.sample_rate
 
     def facts(self) -> dict[str, Any]:
-        """Extra keys for the completion webhook's ``result`` (all finite JSON values)."""
-        return {
-            "channels": self.channels,
-            "frames": self.frames,
-            "format": self.container,
-            "codec": self.codec,
-            "sample_format": self.sample_format,
-            "bit_depth": self.bit_depth,
-            "peak_dbfs": self.peak_dbfs,
-            "rms_dbfs": self.rms_dbfs,
-            "clipped_samples": self.clipped_samples,
+        """Extra keys for the completion webhook's ``result``: finite values, None left out."""
+        info, wave = self.info, self.waveform
+        facts: dict[str, Any] = {
+            "channels": info.channels,
+            "frames": wave.frames,
+            "format": info.container,
+            "codec": info.codec,
+            "sample_format": info.sample_format,
+            "bit_depth": info.bit_depth,
+            "peak_dbfs": wave.peak_dbfs,
+            "rms_dbfs": wave.rms_dbfs,
+            "clipped_samples": wave.clipped_samples,
         }
+        facts.update(self.loudness_facts())
+        return {k: v for k, v in facts.items() if v is not None}
+
+    def loudness_facts(self) -> dict[str, float]:
+        """``integrated_lufs``, ``loudness_range_lu``, ``true_peak_dbtp``: only those measured."""
+        if self.loudness is None:
+            return {}
+        values = {"integrated_lufs": self.loudness.integrated_lufs,
+                  "loudness_range_lu": self.loudness.loudness_range_lu,
+                  "true_peak_dbtp": self.loudness.true_peak_dbtp}
+        return {k: v for k, v in values.items() if v is not None and math.isfinite(v)}
 
 
 #: Below this many frames (about 24 s at 44.1 kHz) a second thread costs more than it saves.
@@ -94,11 +115,15 @@ PARALLEL_MIN_FRAMES = 1 << 20
 def analyse_file(path: str | os.PathLike[str], num_peaks: int, *,
                  max_duration_seconds: float | None = None,
                  limits: AudioLimits | None = None,
-                 workers: int | None = None) -> AudioAnalysis:
-    """Decode the whole file and reduce it; raises AudioError for anything untruthful.
+                 workers: int | None = None,
+                 detail: DetailRequest | None = None,
+                 loudness: bool = True) -> AudioAnalysis:
+    """Decode the whole file once and reduce it; raises AudioError for anything untruthful.
 
     ``limits`` bound what the headers may declare (rate, channels) and the document's size;
-    ``workers`` caps the decoding threads (default: the CPUs this process may use).
+    ``workers`` caps the decoding threads (default: the CPUs this process may use). With
+    ``detail`` the ``.dat`` is written as points are completed; with ``loudness`` the same
+    blocks feed the loudness meters.
     """
     from waveflow_job.audio.decode import open_audio
 
@@ -114,104 +139,165 @@ def analyse_file(path: str | os.PathLike[str], num_peaks: int, *,
         if info.frames is not None and info.frames > max_frames:
             raise _too_long(info.frames / info.sample_rate, max_duration_seconds)
 
+    plan = _Plan(source, num_peaks, detail, loudness)
     workers = available_cpus() if workers is None else workers
-    if (source.seekable and info.frames_exact and info.frames is not None and workers > 1
-            and info.frames >= PARALLEL_MIN_FRAMES):
-        result, decoded = _reduce_ranges(source, info.frames, num_peaks, workers)
-    else:
-        result, decoded = _reduce(source, info.frames, num_peaks, max_frames,
-                                  max_duration_seconds)
-    if result is None:
-        if decoded == 0:
-            raise AudioError(ErrorCode.AUDIO_EMPTY, "the file decodes to no audio frames")
-        if info.frames is not None and decoded < info.frames - _slack(info):
-            raise AudioError(
-                ErrorCode.AUDIO_CORRUPT,
-                f"cut short: {info.container} declares {info.frames} frames, "
-                f"only {decoded} could be decoded")
-        result, again = _reduce(source, decoded, num_peaks, max_frames, max_duration_seconds)
-        if result is None:
-            raise AudioError(ErrorCode.AUDIO_CORRUPT,
-                             f"decoding is not repeatable: {decoded} then {again} frames")
-    return AudioAnalysis(
-        frames=result.frames,
-        sample_rate=info.sample_rate,
-        channels=info.channels,
-        duration=result.frames / info.sample_rate,
-        container=info.container,
-        codec=info.codec,
-        sample_format=info.sample_format,
-        bit_depth=info.bit_depth,
-        peak_dbfs=result.peak_dbfs,
-        rms_dbfs=result.rms_dbfs,
-        clipped_samples=result.clipped_samples,
-        peaks=result.peaks,
-        samples_per_pixel=result.samples_per_pixel,
-        length=result.length,
-        data=result.data,
-    )
+    with plan.detail_file():
+        if (source.seekable and info.frames_exact and info.frames is not None and workers > 1
+                and info.frames >= max(PARALLEL_MIN_FRAMES, 2 * workers * plan.alignment)):
+            passed = _reduce_ranges(plan, info.frames, workers)
+        else:
+            passed = _reduce(plan, info.frames, max_frames, max_duration_seconds)
+        if isinstance(passed, int):
+            decoded = passed
+            if decoded == 0:
+                raise AudioError(ErrorCode.AUDIO_EMPTY, "the file decodes to no audio frames")
+            if info.frames is not None and decoded < info.frames - _slack(info):
+                raise AudioError(
+                    ErrorCode.AUDIO_CORRUPT,
+                    f"cut short: {info.container} declares {info.frames} frames, "
+                    f"only {decoded} could be decoded")
+            passed = _reduce(plan, decoded, max_frames, max_duration_seconds)
+            if isinstance(passed, int):
+                raise AudioError(ErrorCode.AUDIO_CORRUPT,
+                                 f"decoding is not repeatable: {decoded} then {passed} frames")
+        return plan.finish(*passed)
 
 
-def _reduce(source: Any, frames: int | None, num_peaks: int, max_frames: int | None,
-            max_seconds: float | None) -> tuple[Any, int]:
-    """One decode; the reduction when exactly ``frames`` frames came, else None and the count."""
-    from waveflow_job.audio.peaks import (
-        FrameCountExceeded,
-        NonFiniteSamples,
-        WaveformAccumulator,
-    )
+class _Plan:
+    """What each decode pass builds: accumulators, detail sinks and meters, per range."""
 
-    info = source.info
-    acc = None
-    if frames:
-        acc = WaveformAccumulator(frames=frames, channels=info.channels, num_peaks=num_peaks,
-                                  scale=info.scale)
+    def __init__(self, source: AudioSource, num_peaks: int, detail: DetailRequest | None,
+                 loudness: bool) -> None:
+        self.source = source
+        self.info = source.info
+        self.num_peaks = num_peaks
+        self.detail = detail
+        self.loudness = loudness
+        self.fd: int | None = None
+
+    @contextmanager
+    def detail_file(self) -> Iterator[None]:
+        if self.detail is None:
+            yield
+            return
+        self.fd = os.open(self.detail.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            yield
+        finally:
+            os.close(self.fd)
+            self.fd = None
+
+    @property
+    def alignment(self) -> int:
+        """Range bounds fall on detail points (no point shared by two ranges) and on the
+        100 ms grid of the loudness blocks (each range's meter then gates the same blocks a
+        single pass would, but for the few that straddle a bound)."""
+        unit = self.detail.samples_per_pixel if self.detail is not None else 1
+        if self.loudness:
+            unit = math.lcm(unit, (self.info.sample_rate + 5) // 10)
+        return unit
+
+    def accumulator(self, frames: int, start: int = 0) -> WaveformAccumulator:
+        from waveflow_job.audio.peaks import WaveformAccumulator
+
+        return WaveformAccumulator(frames=frames, channels=self.info.channels,
+                                   num_peaks=self.num_peaks, scale=self.info.scale, start=start,
+                                   detail=self._sink(start))
+
+    def _sink(self, start: int) -> DetailSink | None:
+        from waveflow_job.audio.detail import DetailSink
+
+        if self.detail is None or self.fd is None:
+            return None
+        return DetailSink(self.fd, channels=self.info.channels, sample_rate=self.info.sample_rate,
+                          samples_per_pixel=self.detail.samples_per_pixel, bits=self.detail.bits,
+                          full_scale=self.info.scale.full_scale, start=start)
+
+    def meter(self, start: int = 0) -> LoudnessMeter | None:
+        from waveflow_job.audio.loudness import LoudnessMeter
+
+        if not self.loudness:
+            return None
+        return LoudnessMeter(self.info.channels, self.info.sample_rate,
+                             self.info.scale.full_scale, start=start)
+
+    def finish(self, total: WaveformAccumulator,
+               meters: Sequence[LoudnessMeter]) -> AudioAnalysis:
+        from waveflow_job.audio.loudness import measure
+
+        result = total.finish()
+        detail = total.detail.finish(result.frames) if total.detail is not None else None
+        return AudioAnalysis(info=self.info, waveform=result,
+                             loudness=measure(meters) if meters else None, detail=detail)
+
+
+_Passed = tuple["WaveformAccumulator", list["LoudnessMeter"]]
+
+
+def _reduce(plan: _Plan, frames: int | None, max_frames: int | None,
+            max_seconds: float | None) -> _Passed | int:
+    """One decode; the reduction when exactly ``frames`` frames came, else the count."""
+    from waveflow_job.audio.peaks import FrameCountExceeded, NonFiniteSamples
+
+    info = plan.info
+    acc = plan.accumulator(frames) if frames else None
+    meter = plan.meter()
     decoded = 0
-    for block in source.blocks():
+    for block in plan.source.blocks():
         decoded += len(block)
         if max_frames is not None and decoded > max_frames:
             raise _too_long(decoded / info.sample_rate, max_seconds or 0.0)
         if acc is None:
             continue
         try:
-            acc.add(block)
+            columns = acc.add(block)
         except FrameCountExceeded:
             acc = None  # the estimate was short: keep counting for the second pass
+            continue
         except NonFiniteSamples as exc:
             raise AudioError(ErrorCode.AUDIO_CORRUPT, f"not a valid signal: {exc}") from exc
+        if meter is not None:
+            meter.add(block, columns)
     if acc is None or decoded != frames:
-        return None, decoded
-    return acc.finish(), decoded
+        return decoded
+    return acc, [meter] if meter is not None else []
 
 
-def _reduce_ranges(source: Any, frames: int, num_peaks: int, workers: int) -> tuple[Any, int]:
+def _reduce_ranges(plan: _Plan, frames: int, workers: int) -> _Passed | int:
     """Split [0, frames) into ``workers`` ranges reduced in threads, then merged."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from waveflow_job.audio.peaks import NonFiniteSamples, WaveformAccumulator
+    from waveflow_job.audio.peaks import NonFiniteSamples
 
-    info = source.info
-    bounds = [frames * i // workers for i in range(workers + 1)]
+    source, unit = plan.source, plan.alignment
+    bounds = [frames * i // workers // unit * unit for i in range(workers)] + [frames]
 
-    def reduce_range(i: int) -> tuple[WaveformAccumulator, int]:
-        acc = WaveformAccumulator(frames=frames, channels=info.channels, num_peaks=num_peaks,
-                                  scale=info.scale, start=bounds[i])
+    def reduce_range(i: int) -> tuple[WaveformAccumulator, LoudnessMeter | None]:
+        start, stop = bounds[i], bounds[i + 1]
+        acc, meter = plan.accumulator(frames, start), plan.meter(start)
         try:
-            for block in source.blocks(bounds[i], bounds[i + 1]):
-                acc.add(block)
+            if meter is not None and start > 0:
+                for before in source.blocks(meter.priming_start, start):
+                    meter.prime(before)
+            for block in source.blocks(start, stop):
+                columns = acc.add(block)
+                if meter is not None:
+                    meter.add(block, columns)
         except NonFiniteSamples as exc:
             raise AudioError(ErrorCode.AUDIO_CORRUPT, f"not a valid signal: {exc}") from exc
-        return acc, acc.added
+        if acc.detail is not None:
+            acc.detail.flush()
+        return acc, meter
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
         parts = list(pool.map(reduce_range, range(workers)))
-    decoded = sum(got for _, got in parts)
+    decoded = sum(acc.added for acc, _ in parts)
     if decoded != frames:
-        return None, decoded
+        return decoded
     total = parts[0][0]
     for acc, _ in parts[1:]:
         total.merge(acc)
-    return total.finish(), decoded
+    return total, [meter for _, meter in parts if meter is not None]
 
 
 def available_cpus() -> int:
@@ -248,29 +334,40 @@ def _too_long(seconds: float, limit: float) -> AudioError:
                       f"the audio lasts {seconds:.0f} s or more, over the {limit:.0f} s limit")
 
 
-def build_waveform_document(analysis: AudioAnalysis, *, created_at: str) -> dict[str, Any]:
-    """The JSON object stored in S3: old fields plus audiowaveform data format v2."""
-    return {
-        "peaks": analysis.peaks,
+def build_waveform_document(analysis: AudioAnalysis, *, created_at: str,
+                            detail_path: str | None = None) -> dict[str, Any]:
+    """The JSON object stored in S3: old fields, audiowaveform data format v2, the detail
+    waveform's key and the loudness (CONTRACT.md §3, §8)."""
+    wave = analysis.waveform
+    document: dict[str, Any] = {
+        "peaks": wave.peaks,
         "duration": round(analysis.duration, 6),
-        "sample_rate": analysis.sample_rate,
-        "num_peaks": len(analysis.peaks),
+        "sample_rate": analysis.info.sample_rate,
+        "num_peaks": len(wave.peaks),
         "created_at": created_at,
         "version": 2,
-        "channels": analysis.channels,
-        "samples_per_pixel": analysis.samples_per_pixel,
+        "channels": analysis.info.channels,
+        "samples_per_pixel": wave.samples_per_pixel,
         "bits": 8,
-        "length": analysis.length,
-        "data": analysis.data,
+        "length": wave.length,
+        "data": wave.data,
     }
+    if detail_path is not None:
+        document["waveform_detail_path"] = detail_path
+    document.update(analysis.loudness_facts())
+    return document
 
 
 def write_waveform_file(input_path: str | os.PathLike[str],
                         output_path: str | os.PathLike[str] | None,
-                        num_peaks: int = DEFAULT_NUM_PEAKS) -> dict[str, Any]:
-    """Analyse ``input_path`` and write its waveform JSON to ``output_path`` (stdout if None)."""
-    analysis = analyse_file(input_path, num_peaks)
-    document = build_waveform_document(analysis, created_at=utc_now_iso())
+                        num_peaks: int = DEFAULT_NUM_PEAKS, *,
+                        detail: DetailRequest | None = None) -> dict[str, Any]:
+    """Analyse ``input_path`` and write its waveform JSON to ``output_path`` (stdout if None),
+    and its detail waveform when ``detail`` asks for one."""
+    analysis = analyse_file(input_path, num_peaks, detail=detail)
+    document = build_waveform_document(
+        analysis, created_at=utc_now_iso(),
+        detail_path=os.fspath(detail.path) if detail is not None else None)
     text = json.dumps(document, allow_nan=False, separators=(",", ":"))
     if output_path is None:
         sys.stdout.write(text + "\n")
@@ -289,9 +386,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("input")
     parser.add_argument("-o", "--output", default=None)
     parser.add_argument("--peaks", type=int, default=DEFAULT_NUM_PEAKS)
+    parser.add_argument("--detail", default=None, metavar="OUT.dat")
     args = parser.parse_args(argv)
     try:
-        write_waveform_file(args.input, args.output, args.peaks)
+        write_waveform_file(args.input, args.output, args.peaks,
+                            detail=DetailRequest(args.detail) if args.detail else None)
     except AudioError as exc:
         sys.stderr.write(f"{exc}\n")
         return int(exc.exit_code)

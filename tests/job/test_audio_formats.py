@@ -60,27 +60,28 @@ def test_every_format_decodes_to_its_facts_and_a_faithful_waveform(
     spec = synth.FORMATS[fmt]
     a = analyse_file(path, PEAKS)
 
-    assert a.container == CONTAINERS[fmt.split("-")[0]]
-    assert (a.channels, a.sample_rate) == (channels, rate)
-    assert len(a.peaks) == PEAKS and max(a.peaks) == 1.0
-    assert len(a.data) == a.length * channels * 2
-    assert a.samples_per_pixel == -(-a.frames // PEAKS)
-    assert a.duration == pytest.approx(a.frames / rate)
-    assert a.peak_dbfs is not None and a.rms_dbfs is not None
+    assert a.info.container == CONTAINERS[fmt.split("-")[0]]
+    assert (a.info.channels, a.info.sample_rate) == (channels, rate)
+    assert len(a.waveform.peaks) == PEAKS and max(a.waveform.peaks) == 1.0
+    assert len(a.waveform.data) == a.waveform.length * channels * 2
+    assert a.waveform.samples_per_pixel == -(-a.waveform.frames // PEAKS)
+    assert a.duration == pytest.approx(a.waveform.frames / rate)
+    assert a.waveform.peak_dbfs is not None and a.waveform.rms_dbfs is not None
     source_peak = 20 * np.log10(np.abs(samples).max())
     source_rms = 10 * np.log10(np.mean(samples**2))
     if spec.lossy:
         # Encoder delay and padding may add up to a few codec frames; never lose audio. Low
         # bit rates overshoot on the first transient, so the peak may rise, the RMS barely.
-        assert len(samples) <= a.frames <= len(samples) + 4096
-        assert a.sample_format == "compressed" and a.bit_depth is None
-        assert a.rms_dbfs == pytest.approx(source_rms, abs=2.0)
-        assert source_peak - 1.0 <= a.peak_dbfs <= source_peak + 7.0
+        assert len(samples) <= a.waveform.frames <= len(samples) + 4096
+        assert a.info.sample_format == "compressed" and a.info.bit_depth is None
+        assert a.waveform.rms_dbfs == pytest.approx(source_rms, abs=2.0)
+        assert source_peak - 1.0 <= a.waveform.peak_dbfs <= source_peak + 7.0
     else:
-        assert a.frames == len(samples)
-        assert a.peak_dbfs == pytest.approx(source_peak, abs=0.3 if fmt == "wav-u8" else 0.02)
-        assert a.rms_dbfs == pytest.approx(source_rms, abs=0.1)
-        assert a.bit_depth in (8, 16, 24, 32, 64)
+        assert a.waveform.frames == len(samples)
+        assert a.waveform.peak_dbfs == pytest.approx(source_peak,
+                                                     abs=0.3 if fmt == "wav-u8" else 0.02)
+        assert a.waveform.rms_dbfs == pytest.approx(source_rms, abs=0.1)
+        assert a.info.bit_depth in (8, 16, 24, 32, 64)
 
 
 @pytest.mark.parametrize("fmt", ["wav-u8", "wav-16", "wav-24", "wav-32", "wav-float",
@@ -90,10 +91,10 @@ def test_lossless_files_match_the_whole_array_reference_exactly(tmp_path: Path, 
     path, _ = make(tmp_path, fmt, 2, 44100, seconds=1.3)
     decoded, _ = sf.read(path, dtype="float64", always_2d=True)  # an independent reader
     a = analyse_file(path, 1000)
-    assert_peaks_close(a.peaks, reference_peaks(decoded, 1000))
+    assert_peaks_close(a.waveform.peaks, reference_peaks(decoded, 1000))
     spp, length, data = reference_pairs(decoded, 1000)
-    assert (a.samples_per_pixel, a.length) == (spp, length)
-    differing = sum(x != y for x, y in zip(a.data, data, strict=True))
+    assert (a.waveform.samples_per_pixel, a.waveform.length) == (spp, length)
+    differing = sum(x != y for x, y in zip(a.waveform.data, data, strict=True))
     assert differing == 0
 
 
@@ -107,9 +108,10 @@ def test_lossless_codecs_agree_with_the_same_samples_in_another_container(
                                        samples, 44100), 300)
     b = analyse_file(synth.write_audio(tmp_path / f"b{synth.FORMATS[twin].suffix}", twin,
                                        samples, 44100), 300)
-    assert (a.frames, a.peaks, a.data, a.peak_dbfs, a.clipped_samples) == (
-        b.frames, b.peaks, b.data, b.peak_dbfs, b.clipped_samples)
-    assert a.rms_dbfs == pytest.approx(b.rms_dbfs, abs=0.01)
+    wa, wb = a.waveform, b.waveform
+    assert (wa.frames, wa.peaks, wa.data, wa.peak_dbfs, wa.clipped_samples) == (
+        wb.frames, wb.peaks, wb.data, wb.peak_dbfs, wb.clipped_samples)
+    assert a.waveform.rms_dbfs == pytest.approx(b.waveform.rms_dbfs, abs=0.01)
 
 
 def test_a_vbr_mp3_without_length_header_is_decoded_to_its_last_frame(tmp_path: Path) -> None:
@@ -117,10 +119,10 @@ def test_a_vbr_mp3_without_length_header_is_decoded_to_its_last_frame(tmp_path: 
     with_header = synth.write_audio(tmp_path / "h.mp3", "mp3-vbr", samples, 44100)
     without = synth.write_audio(tmp_path / "n.mp3", "mp3-vbr-noheader", samples, 44100)
     a, b = analyse_file(with_header, 100), analyse_file(without, 100)
-    assert a.frames == len(samples)
+    assert a.waveform.frames == len(samples)
     # Without the LAME tag nothing says how much encoder delay to trim: b keeps it, all of it.
-    assert len(samples) <= b.frames <= len(samples) + 2 * 1152
-    assert b.peaks[-5:] != [0.0] * 5
+    assert len(samples) <= b.waveform.frames <= len(samples) + 2 * 1152
+    assert b.waveform.peaks[-5:] != [0.0] * 5
 
 
 def test_mp3_with_id3_tags_and_cover_art_decodes_like_the_untagged_file(tmp_path: Path) -> None:
@@ -129,7 +131,8 @@ def test_mp3_with_id3_tags_and_cover_art_decodes_like_the_untagged_file(tmp_path
     plain = synth.write_audio(tmp_path / "p.mp3", "mp3-vbr", samples, 44100)
     assert tagged.read_bytes()[:3] == b"ID3" and tagged.stat().st_size > 150_000
     a, b = analyse_file(tagged, 100), analyse_file(plain, 100)
-    assert (a.frames, a.peaks, a.data) == (b.frames, b.peaks, b.data)
+    assert (a.waveform.frames, a.waveform.peaks, a.waveform.data) == (
+        b.waveform.frames, b.waveform.peaks, b.waveform.data)
 
 
 def test_float_wav_above_full_scale_counts_clipping_and_keeps_its_scale(tmp_path: Path) -> None:
@@ -139,9 +142,9 @@ def test_float_wav_above_full_scale_counts_clipping_and_keeps_its_scale(tmp_path
     samples[3000] = 0.5
     path = synth.write_audio(tmp_path / "hot.wav", "wav-float", samples, 44100)
     a = analyse_file(path, 10)
-    assert a.clipped_samples == 2
-    assert a.peak_dbfs == pytest.approx(6.02, abs=0.01)
-    assert a.peaks[:4] == [0.0, 0.75, 1.0, 0.25]
+    assert a.waveform.clipped_samples == 2
+    assert a.waveform.peak_dbfs == pytest.approx(6.02, abs=0.01)
+    assert a.waveform.peaks[:4] == [0.0, 0.75, 1.0, 0.25]
 
 
 def test_waveform_document_matches_the_contract_schema(tmp_path: Path) -> None:
@@ -196,14 +199,16 @@ def test_an_mp3_with_padding_before_its_first_frame_is_still_an_mp3(tmp_path: Pa
     clean = analyse_file(path, 50)
     path.write_bytes(b"\x00" * 1000 + path.read_bytes())
     padded = analyse_file(path, 50)
-    assert (padded.container, padded.frames, padded.peaks) == ("MP3", clean.frames, clean.peaks)
+    assert (padded.info.container, padded.waveform.frames, padded.waveform.peaks) == (
+        "MP3", clean.waveform.frames, clean.waveform.peaks)
 
 
 def test_digital_silence_gives_a_flat_document_with_no_levels(tmp_path: Path) -> None:
     path = synth.write_audio(tmp_path / "silence.flac", "flac-16", np.zeros((48_000, 2)), 48000)
     a = analyse_file(path, 128)
-    assert a.peaks == [0.0] * 128 and set(a.data) == {0}
-    assert (a.peak_dbfs, a.rms_dbfs, a.clipped_samples) == (None, None, 0)
+    assert a.waveform.peaks == [0.0] * 128 and set(a.waveform.data) == {0}
+    assert (a.waveform.peak_dbfs, a.waveform.rms_dbfs, a.waveform.clipped_samples) == (
+        None, None, 0)
     document = build_waveform_document(a, created_at="2026-11-26T08:36:48.817Z")
     json.dumps(document, allow_nan=False)  # the backend rejects NaN and Infinity
     jsonschema.validate(document, json_schemas()["waveform.json"])
@@ -212,17 +217,18 @@ def test_digital_silence_gives_a_flat_document_with_no_levels(tmp_path: Path) ->
 def test_a_near_silent_recording_is_not_drawn_at_full_height(tmp_path: Path) -> None:
     samples = synth.tone(44100, 44100, 1, amplitude=0.0002)  # about -70 dBFS
     a = analyse_file(synth.write_audio(tmp_path / "hiss.wav", "wav-24", samples, 44100), 100)
-    assert 0.05 < max(a.peaks) < 0.5
-    assert a.peak_dbfs is not None and a.peak_dbfs < -60
+    assert 0.05 < max(a.waveform.peaks) < 0.5
+    assert a.waveform.peak_dbfs is not None and a.waveform.peak_dbfs < -60
 
 
 def test_a_file_shorter_than_num_peaks_gives_one_peak_per_frame_then_zeros(
         tmp_path: Path) -> None:
     samples = np.array([[0.5], [-0.25], [0.125], [0.0], [1.0 - 2**-15]])
     a = analyse_file(synth.write_audio(tmp_path / "tiny.wav", "wav-16", samples, 8000), 1024)
-    assert a.peaks[:5] == [0.5, 0.25, 0.125, 0.0, 1.0] and a.peaks[5:] == [0.0] * 1019
-    assert (a.frames, a.samples_per_pixel, a.length) == (5, 1, 5)
-    assert a.data == [64, 64, -32, -32, 16, 16, 0, 0, 127, 127]
+    assert a.waveform.peaks[:5] == [0.5, 0.25, 0.125, 0.0, 1.0]
+    assert a.waveform.peaks[5:] == [0.0] * 1019
+    assert (a.waveform.frames, a.waveform.samples_per_pixel, a.waveform.length) == (5, 1, 5)
+    assert a.waveform.data == [64, 64, -32, -32, 16, 16, 0, 0, 127, 127]
     document = build_waveform_document(a, created_at="2026-11-26T08:36:48.817Z")
     jsonschema.validate(document, json_schemas()["waveform.json"])
 
@@ -241,4 +247,4 @@ def test_24_bit_samples_in_32_bit_containers_are_reported_and_clipped_as_24_bit(
     data[fmt + 18:fmt + 20] = struct.pack("<H", 24)  # wValidBitsPerSample
     path.write_bytes(bytes(data))
     a = analyse_file(path, 10)
-    assert (a.bit_depth, a.sample_format, a.clipped_samples) == (24, "PCM_24", 2)
+    assert (a.info.bit_depth, a.info.sample_format, a.waveform.clipped_samples) == (24, "PCM_24", 2)

@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from waveflow_job.audio.detail import DetailSink
 
 #: Normalisation floor of the old peaks: a file quieter than -60 dBFS is not drawn at full height.
 SILENCE_FLOOR = 0.001
@@ -96,7 +99,7 @@ class WaveformAccumulator:
     """
 
     def __init__(self, *, frames: int, channels: int, num_peaks: int, scale: SampleScale,
-                 start: int = 0) -> None:
+                 start: int = 0, detail: DetailSink | None = None) -> None:
         if frames <= 0 or channels <= 0 or num_peaks <= 0:
             raise ValueError("frames, channels and num_peaks must be positive")
         self.frames = frames
@@ -104,6 +107,9 @@ class WaveformAccumulator:
         self.num_peaks = num_peaks
         self.scale = scale
         self.position = start
+        #: Where the detail waveform's points go: its edges cut this accumulator's segments
+        #: too, so both come from one ``reduceat`` per channel and block.
+        self.detail = detail
         #: Frames reduced so far, merged accumulators included.
         self.added = 0
         self._peak_edges = bucket_edges(frames, num_peaks)
@@ -120,11 +126,15 @@ class WaveformAccumulator:
         self._clipped = 0
         self._scratch: dict[str, np.ndarray] = {}
 
-    def add(self, block: np.ndarray) -> None:
-        """Reduce the next ``block`` (shape ``(n, channels)``) of the stream."""
+    def add(self, block: np.ndarray) -> list[np.ndarray]:
+        """Reduce the next ``block`` (shape ``(n, channels)``) of the stream.
+
+        Returns its channels as contiguous arrays (reused buffers: valid until the next call),
+        for the loudness meter to read without splitting the block again.
+        """
         n = block.shape[0]
         if n == 0:
-            return
+            return []
         start, end = self.position, self.position + n
         if end > self.frames:
             raise FrameCountExceeded(f"frame {end} is past the expected {self.frames}")
@@ -134,14 +144,27 @@ class WaveformAccumulator:
         starts = edges[lo:hi] - start
         starts[0] = 0
 
+        fine = starts
+        if self.detail is not None:
+            inner = self.detail.starts_in(start, end)
+            if len(inner):
+                fine = np.union1d(starts, inner)
         columns = self._columns(block)
-        bmax = np.empty((hi - lo, self.channels), dtype=block.dtype)
-        bmin = np.empty_like(bmax)
+        fmax = np.empty((len(fine), self.channels), dtype=block.dtype)
+        fmin = np.empty_like(fmax)
         for c, column in enumerate(columns):
-            np.maximum.reduceat(column, starts, out=bmax[:, c])
-            np.minimum.reduceat(column, starts, out=bmin[:, c])
-        if block.dtype.kind == "f" and not (np.isfinite(bmax).all() and np.isfinite(bmin).all()):
+            np.maximum.reduceat(column, fine, out=fmax[:, c])
+            np.minimum.reduceat(column, fine, out=fmin[:, c])
+        if block.dtype.kind == "f" and not (np.isfinite(fmax).all() and np.isfinite(fmin).all()):
             raise NonFiniteSamples(f"NaN or infinite samples in frames {start}..{end}")
+        if fine is starts:
+            bmax, bmin = fmax, fmin
+        else:
+            at = np.searchsorted(fine, starts)
+            bmax = np.maximum.reduceat(fmax, at, axis=0)
+            bmin = np.minimum.reduceat(fmin, at, axis=0)
+        if self.detail is not None:
+            self.detail.add(fine, fmax, fmin, n)
         np.maximum(self._seg_max[lo:hi], bmax, out=self._seg_max[lo:hi])
         np.minimum(self._seg_min[lo:hi], bmin, out=self._seg_min[lo:hi])
 
@@ -167,6 +190,7 @@ class WaveformAccumulator:
         np.maximum(self._seg_mono[lo:hi], mono_max, out=self._seg_mono[lo:hi])
         self.position = end
         self.added += n
+        return columns
 
     def _columns(self, block: np.ndarray) -> list[np.ndarray]:
         """One contiguous array per channel: every reduction then runs on unit-stride data.

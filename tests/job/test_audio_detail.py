@@ -1,0 +1,155 @@
+"""The detail waveform (.dat) equals, byte for byte, the min/max definition computed with numpy.
+
+The expected data is computed independently of the job: every point's minimum and maximum per
+channel from the whole decoded signal at once (padded with NaN and reshaped), then scaled as
+audiowaveform stores them (``trunc(x * 2**(bits-1))``, clipped). Lossless files are compared with
+the samples written; lossy ones with the samples their decoder gives (read separately).
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from waveflow_job import waveform
+from waveflow_job.audio import synth
+from waveflow_job.audio.decode import open_audio
+from waveflow_job.waveform import DetailRequest, analyse_file
+
+
+def expected_points(samples: np.ndarray, spp: int, bits: int) -> np.ndarray:
+    """``(length, channels, 2)`` min,max of ``samples`` (float, full scale 1.0) per point."""
+    frames, channels = samples.shape
+    length = -(-frames // spp)
+    padded = np.full((length * spp, channels), np.nan)
+    padded[:frames] = samples
+    points = padded.reshape(length, spp, channels)
+    top = 2 ** (bits - 1)
+    low, high = np.nanmin(points, axis=1), np.nanmax(points, axis=1)
+    return np.clip(np.trunc(np.stack([low, high], axis=-1) * top), -top, top - 1)
+
+
+def read_dat(path: Path) -> tuple[tuple[int, ...], np.ndarray]:
+    raw = path.read_bytes()
+    header = struct.unpack("<iIiiIi", raw[:24])
+    dtype = "<i1" if header[1] & 1 else "<i2"
+    return header, np.frombuffer(raw[24:], dtype=dtype).reshape(header[4], header[5], 2)
+
+
+def decoded(path: Path) -> np.ndarray:
+    """Every sample our decoder yields, scaled to 1.0 (the lossy files' reference signal)."""
+    source = open_audio(path)
+    blocks = [np.array(b, dtype=np.float64) for b in source.blocks()]
+    return np.concatenate(blocks) / source.info.scale.full_scale
+
+
+def music(frames: int, rate: int, channels: int, seed: int = 3) -> np.ndarray:
+    """Noise bursts over tones: transients and quiet passages, a few samples past full scale."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(frames)[:, None] / rate
+    tones = 0.4 * np.sin(2 * np.pi * (110 + 70 * np.arange(channels))[None, :] * t)
+    bursts = rng.standard_normal((frames, channels)) * (rng.random((frames // 500 + 1, 1)) > 0.8
+                                                       ).repeat(500, axis=0)[:frames] * 0.3
+    return tones * (0.2 + 0.8 * (np.sin(2 * np.pi * 0.7 * t) > 0)) + bursts
+
+
+LOSSLESS = ["wav-u8", "wav-16", "wav-24", "wav-32", "wav-float", "rf64-24", "w64-16", "aiff-16",
+            "aiff-24", "flac-16", "flac-24", "m4a-alac-16", "m4a-alac-24"]
+
+
+@pytest.mark.parametrize("fmt", LOSSLESS)
+@pytest.mark.parametrize("channels", [1, 2, 3, 6, 8])
+def test_detail_of_lossless_files_equals_the_min_max_definition(tmp_path: Path, fmt: str,
+                                                                channels: int) -> None:
+    spec = synth.FORMATS[fmt]
+    if channels > spec.max_channels or (fmt.startswith("m4a-alac") and channels == 3):
+        pytest.skip(f"FFmpeg's {fmt} encoder does not write {channels} channels")
+    frames, rate = 44100 + 12345, 44100  # odd, and no multiple of the resolution
+    path = synth.write_audio(tmp_path / f"x{spec.suffix}", fmt, music(frames, rate, channels),
+                             rate)
+    written, _ = sf.read(path, dtype="float64", always_2d=True) if fmt[:3] != "m4a" else (
+        decoded(path), None)
+    out = tmp_path / "x.dat"
+    analysis = analyse_file(path, 100, detail=DetailRequest(out))
+    header, points = read_dat(out)
+    assert header == (2, 1, rate, 256, -(-frames // 256), channels)
+    assert analysis.detail is not None and analysis.detail.size == out.stat().st_size
+    assert np.array_equal(points, expected_points(written, 256, 8))
+
+
+@pytest.mark.parametrize(("spp", "bits"), [(1, 16), (7, 8), (256, 16), (1000, 8), (4096, 16)])
+def test_any_resolution_and_16_bit_data_equal_the_definition(tmp_path: Path, spp: int,
+                                                             bits: int) -> None:
+    frames = 3 * 4096 + 1001
+    samples = music(frames, 48000, 2)
+    samples[5] = 1.5  # float sources beyond full scale are clipped, never rescaled
+    path = synth.write_audio(tmp_path / "x.wav", "wav-float", samples, 48000)
+    written, _ = sf.read(path, dtype="float64", always_2d=True)
+    out = tmp_path / "x.dat"
+    analyse_file(path, 64, detail=DetailRequest(out, spp, bits))
+    header, points = read_dat(out)
+    assert header == (2, 1 if bits == 8 else 0, 48000, spp, -(-frames // spp), 2)
+    assert np.array_equal(points, expected_points(written, spp, bits))
+
+
+@pytest.mark.parametrize("fmt", ["ogg-vorbis", "opus", "mp3-cbr", "mp3-vbr-noheader", "m4a-aac",
+                                 "webm-opus"])
+def test_detail_of_lossy_files_equals_the_definition_on_their_decoded_samples(
+        tmp_path: Path, fmt: str) -> None:
+    spec = synth.FORMATS[fmt]
+    rate = 48000 if spec.rates is None or 48000 in spec.rates else spec.rates[-1]
+    path = synth.write_audio(tmp_path / f"x{spec.suffix}", fmt, music(rate * 2 + 777, rate, 2),
+                             rate)
+    out = tmp_path / "x.dat"
+    analysis = analyse_file(path, 100, detail=DetailRequest(out))
+    header, points = read_dat(out)
+    reference = decoded(path)
+    assert header == (2, 1, rate, 256, -(-len(reference) // 256), 2)
+    assert analysis.waveform.frames == len(reference)
+    assert np.array_equal(points, expected_points(reference, 256, 8))
+
+
+@pytest.mark.parametrize("fmt", ["wav-16", "wav-24", "flac-16", "mp3-vbr"])
+def test_ranges_decoded_side_by_side_write_the_same_bytes(tmp_path: Path, fmt: str,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(waveform, "PARALLEL_MIN_FRAMES", 0)
+    path = synth.write_tone(tmp_path / f"x{synth.FORMATS[fmt].suffix}", fmt, 4.0, 44100, 2)
+    one, two = tmp_path / "one.dat", tmp_path / "two.dat"
+    sequential = analyse_file(path, 300, workers=1, detail=DetailRequest(one, 100))
+    parallel = analyse_file(path, 300, workers=3, detail=DetailRequest(two, 100))
+    assert parallel == sequential
+    assert one.read_bytes() == two.read_bytes()
+
+
+def test_a_second_decode_after_a_wrong_length_estimate_rewrites_the_file(tmp_path: Path) -> None:
+    # WebM declares its length in milliseconds: the estimate is always off, so the job decodes
+    # twice; the .dat must describe the second, exact pass only.
+    path = synth.write_audio(tmp_path / "x.webm", "webm-opus", music(48000 + 999, 48000, 2),
+                             48000)
+    out = tmp_path / "x.dat"
+    analyse_file(path, 100, detail=DetailRequest(out, 64))
+    reference = decoded(path)
+    header, points = read_dat(out)
+    assert header[4] == -(-len(reference) // 64)
+    assert out.stat().st_size == 24 + header[4] * 2 * 2
+    assert np.array_equal(points, expected_points(reference, 64, 8))
+
+
+def test_cli_writes_the_json_and_the_dat_in_one_run(tmp_path: Path) -> None:
+    from waveflow_job import cli
+
+    path = synth.write_tone(tmp_path / "x.flac", "flac-16", 3.0, 44100, 2)
+    json_out, dat_out = tmp_path / "x.json", tmp_path / "x.dat"
+    assert cli.main(["waveform", str(path), "-o", str(json_out), "--detail", str(dat_out)]) == 0
+    import json
+
+    document = json.loads(json_out.read_text())
+    assert document["waveform_detail_path"] == str(dat_out)
+    header, points = read_dat(dat_out)
+    assert header == (2, 1, 44100, 256, -(-3 * 44100 // 256), 2)
+    assert points.shape == (header[4], 2, 2)
+    assert {"integrated_lufs", "loudness_range_lu", "true_peak_dbtp"} <= set(document)
