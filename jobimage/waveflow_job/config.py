@@ -19,6 +19,8 @@ from waveflow_job.contract import env as names
 __all__ = ["ConfigError", "EnvReader", "JobConfig"]
 
 GIB = 1024**3
+#: A coarser "detail" than this is no detail (the overview is ceil(N/num_peaks) already).
+MAX_DETAIL_SAMPLES_PER_PIXEL = 1 << 20
 
 
 class ConfigError(ValueError):
@@ -61,6 +63,11 @@ class JobConfig:
     #: headers may declare (AUDIO_SAMPLE_RATE_UNSUPPORTED, AUDIO_TOO_MANY_CHANNELS,
     #: WAVEFORM_TOO_LARGE); the reasons for the defaults are in ``audio/limits.py``.
     audio_limits: AudioLimits = field(default_factory=AudioLimits)
+    #: ``WAVEFLOW_DETAIL_SAMPLES_PER_PIXEL``: frames per point of the detail waveform (``.dat``)
+    #: stored beside the JSON; 256 (audiowaveform's default); ``0`` stores none.
+    detail_samples_per_pixel: int = 256
+    #: ``WAVEFLOW_DETAIL_BITS``: 8 (what peaks.js reads) or 16.
+    detail_bits: int = 8
     #: ``WAVEFLOW_WEBHOOK_TIMEOUT_SECONDS``: per-attempt read timeout of a webhook POST.
     webhook_timeout: float = 10.0
     #: ``WAVEFLOW_WEBHOOK_BUDGET_SECONDS``: total time for all attempts of one webhook.
@@ -95,6 +102,9 @@ class JobConfig:
             max_num_peaks=int(env.number(names.MAX_NUM_PEAKS, MAX_NUM_PEAKS, minimum=1,
                                          maximum=MAX_NUM_PEAKS, integer=True)),
             audio_limits=_audio_limits(env),
+            detail_samples_per_pixel=env.integer(names.DETAIL_SAMPLES_PER_PIXEL, 256, minimum=0,
+                                                 maximum=MAX_DETAIL_SAMPLES_PER_PIXEL),
+            detail_bits=_detail_bits(env),
             webhook_timeout=env.number(names.WEBHOOK_TIMEOUT_SECONDS, 10.0, minimum=0.1),
             webhook_budget=env.number(names.WEBHOOK_BUDGET_SECONDS, 60.0, minimum=0.1),
             webhook_backoff=env.number(names.WEBHOOK_BACKOFF_SECONDS, 0.5, minimum=0),
@@ -125,6 +135,13 @@ def _audio_limits(env: EnvReader) -> AudioLimits:
                                  maximum=4096),
         max_waveform_values=env.integer(names.MAX_WAVEFORM_VALUES,
                                         default.max_waveform_values, minimum=2))
+
+
+def _detail_bits(env: EnvReader) -> int:
+    bits = env.integer(names.DETAIL_BITS, 8)
+    if bits not in (8, 16):
+        raise ConfigError(f"{names.DETAIL_BITS} must be 8 or 16, got {bits}")
+    return bits
 
 
 def _prefixes(text: str) -> tuple[str, ...]:

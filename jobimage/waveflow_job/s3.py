@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -143,6 +144,14 @@ class Storage:
         with self._errors("PUT", key):
             self.client.put_object(Bucket=self.bucket, Key=key, Body=body,
                                    ContentType="application/json", Metadata=encoded)
+
+    def put_file(self, key: str, path: str | os.PathLike[str], *,
+                 content_type: str = "application/octet-stream") -> None:
+        """Store a local file, streamed from disk (a detail waveform may be tens of MB);
+        a PUT of the same key replaces it, so a retry converges."""
+        with self._errors("PUT", key), open(path, "rb") as body:
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=body,
+                                   ContentType=content_type)
 
     def merge_tags(self, key: str, tags: dict[str, str]) -> None:
         """Add or replace ``tags``, keeping the object's other tags.

@@ -258,28 +258,37 @@ def process_audio_analysis(job: Job) -> StageResult:
             log.warning("object changed since its hash-check; reporting the hash of what was "
                         "analysed", extra={"audio_hash": message.audio_hash,
                                            "analysed_hash": digest.sha256})
+        key = contract.waveform_key(message.stem_id, digest.sha256)
+        detail_key, detail = None, None
+        if config.detail_samples_per_pixel:
+            detail_key = contract.detail_waveform_key(message.stem_id, digest.sha256)
+            detail = waveform.DetailRequest(workdir / "detail.dat",
+                                            config.detail_samples_per_pixel, config.detail_bits)
         with result.phase("analyse"):
             analysis = waveform.analyse_file(local, message.num_peaks,
                                              max_duration_seconds=config.max_duration_seconds,
-                                             limits=config.audio_limits)
-            document = waveform.build_waveform_document(analysis,
-                                                        created_at=contract.utc_now_iso())
+                                             limits=config.audio_limits, detail=detail)
+            document = waveform.build_waveform_document(
+                analysis, created_at=contract.utc_now_iso(), detail_path=detail_key)
         result.audio_seconds = float(analysis.duration)
+        local.unlink()  # the scratch volume holds the .dat now, not both
+        with result.phase("upload"):
+            # The .dat first: the JSON that names it is never stored without it.
+            if detail is not None and detail_key is not None:
+                job.storage.put_file(detail_key, detail.path)
+            # The source record before the waveform: every waveform's original is protected.
+            originals.record_source(job.storage, message.filepath, message.stem_id,
+                                    digest.sha256, key)
+            job.storage.put_json(key, contract.dumps_strict(document),
+                                 metadata={SOURCE_KEY_METADATA: message.filepath})
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    key = contract.waveform_key(message.stem_id, digest.sha256)
-    with result.phase("upload"):
-        # The source record before the waveform: every waveform's original is protected.
-        originals.record_source(job.storage, message.filepath, message.stem_id,
-                                digest.sha256, key)
-        job.storage.put_json(key, contract.dumps_strict(document),
-                             metadata={SOURCE_KEY_METADATA: message.filepath})
     with result.phase("tag"):
         job.storage.merge_tags(message.filepath, {ANALYSED_TAG: "true",
                                                   STEM_TAG: message.stem_id})
     body = contract.analysis_success_body(message, _success_result(
-        analysis, audio_hash=digest.sha256, waveform_path=key, file_size=digest.size,
-        num_peaks=message.num_peaks))
+        analysis, audio_hash=digest.sha256, waveform_path=key, detail_path=detail_key,
+        file_size=digest.size, num_peaks=message.num_peaks))
     log.info("analysed", extra={"waveform": key, "duration": analysis.duration,
                                 "bytes": digest.size})
     with result.phase("webhook"):
@@ -298,29 +307,24 @@ def _report_deleted_again(job: Job, deletion: originals.Deletion,
     return result
 
 
-def _success_result(analysis: Any, *, audio_hash: str, waveform_path: str, file_size: int,
-                    num_peaks: int) -> dict[str, Any]:
+def _success_result(analysis: Any, *, audio_hash: str, waveform_path: str,
+                    detail_path: str | None, file_size: int, num_peaks: int) -> dict[str, Any]:
     """The SUCCESS ``result``: the backend's six keys, then facts (finite numbers only)."""
     result: dict[str, Any] = {
         "audio_data_hash": audio_hash,
         "waveform_data_path": waveform_path,
         "file_size": int(file_size),
         "duration": _finite(analysis.duration, 6) or 0.0,
-        "sample_rate": int(analysis.sample_rate),
+        "sample_rate": int(analysis.info.sample_rate),
         "num_peaks": int(num_peaks),
     }
-    extras = {
-        "channels": _integer(analysis.channels),
-        "format": analysis.container,
-        "codec": analysis.codec,
-        "sample_format": analysis.sample_format,
-        "bit_depth": _integer(analysis.bit_depth),
-        "frames": _integer(analysis.frames),
-        "peak_dbfs": _finite(analysis.peak_dbfs, 2),
-        "rms_dbfs": _finite(analysis.rms_dbfs, 2),
-        "clipped_samples": _integer(analysis.clipped_samples),
-    }
-    result.update({k: v for k, v in extras.items() if v is not None})
+    if detail_path is not None:
+        result["waveform_detail_path"] = detail_path
+    for name, value in analysis.facts().items():
+        if isinstance(value, float):
+            value = _finite(value, 2)
+        if value is not None:
+            result[name] = value
     return result
 
 
@@ -330,10 +334,6 @@ def _finite(value: Any, digits: int) -> float | None:
         return None
     number = float(value)
     return round(number, digits) if math.isfinite(number) else None
-
-
-def _integer(value: Any) -> int | None:
-    return None if value is None else int(value)
 
 
 def _suffix(key: str) -> str:

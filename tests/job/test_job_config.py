@@ -107,3 +107,17 @@ def test_deletion_is_allowed_only_under_upload_prefixes_and_never_in_waveforms(
         prefixes: str, key: str, allowed: bool) -> None:
     config = JobConfig.from_env({**REQUIRED, "UPLOAD_PREFIXES": prefixes})
     assert config.may_delete(key) is allowed
+
+
+@pytest.mark.parametrize(("name", "value"), [("WAVEFLOW_DETAIL_BITS", "12"),
+                                             ("WAVEFLOW_DETAIL_SAMPLES_PER_PIXEL", "-1"),
+                                             ("WAVEFLOW_DETAIL_SAMPLES_PER_PIXEL", "lots")])
+def test_detail_waveform_settings_are_checked(name: str, value: str) -> None:
+    env = {"S3_BUCKET_NAME": "b", "WEBHOOK_URL": "http://x", name: value}
+    with pytest.raises(ConfigError, match=name):
+        JobConfig.from_env(env)
+
+
+def test_detail_waveform_defaults_to_256_frames_per_point_8_bit() -> None:
+    config = JobConfig.from_env({"S3_BUCKET_NAME": "b", "WEBHOOK_URL": "http://x"})
+    assert (config.detail_samples_per_pixel, config.detail_bits) == (256, 8)

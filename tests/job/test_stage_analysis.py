@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 from support.aws import MotoEndpoint
 from support.jobrun import KWARGS, TIMESTAMP, JobWorld, json_message, make_world, wav_bytes
 from support.webhooks import WebhookRecorder
-from waveflow_job.contract import WebhookEvent, delivery_id, waveform_key
+from waveflow_job.contract import WebhookEvent, delivery_id, detail_waveform_key, waveform_key
 from waveflow_job.s3 import decode_tag_value
 
 TASK = "process_audio_analysis"
@@ -78,10 +79,23 @@ def test_wav_is_analysed_stored_tagged_and_reported(world: JobWorld) -> None:
     assert all(type(result[k]) is int for k in ("file_size", "sample_rate", "num_peaks"))
     assert b"NaN" not in request.body and b"Infinity" not in request.body
 
-    assert world.object_keys() == sorted([KEY, expected_key])
+    detail_key = detail_waveform_key("stem-789", sha)
+    assert detail_key == expected_key.removesuffix(".json") + ".dat"
+    assert world.object_keys() == sorted([KEY, expected_key, detail_key])
     stored = world.s3.get_object(Bucket=world.bucket, Key=expected_key)
     assert stored["ContentType"] == "application/json"
     document = json.loads(stored["Body"].read())
+    assert document["waveform_detail_path"] == result["waveform_detail_path"] == detail_key
+    detail = world.s3.get_object(Bucket=world.bucket, Key=detail_key)
+    assert detail["ContentType"] == "application/octet-stream"
+    dat = detail["Body"].read()
+    # audiowaveform v2, 8-bit, 8 kHz, 256 frames per point: ceil(4000 / 256) = 16 points.
+    assert struct.unpack("<iIiiIi", dat[:24]) == (2, 1, 8000, 256, 16, 1)
+    assert len(dat) == 24 + 16 * 2
+    for name in ("integrated_lufs", "loudness_range_lu", "true_peak_dbtp"):
+        assert name not in result or document[name] == result[name]
+    assert result["true_peak_dbtp"] >= result["peak_dbfs"]
+    assert -20.0 < result["integrated_lufs"] < 0.0
     assert (document["num_peaks"], len(document["peaks"])) == (100, 100)
     assert (document["sample_rate"], document["channels"], document["bits"]) == (8000, 1, 8)
     assert max(document["peaks"]) == 1.0
@@ -106,6 +120,31 @@ def test_default_num_peaks_is_1024_and_a_rerun_overwrites_the_same_key(world: Jo
     first, second = world.webhooks.bodies("/completion")
     assert first["result"]["num_peaks"] == second["result"]["num_peaks"] == 1024
     assert first["result"]["channels"] == 2
+    assert first["result"]["waveform_detail_path"] == second["result"]["waveform_detail_path"]
+    assert world.object_keys() == sorted([KEY, waveform_key("stem-789", sha),
+                                          detail_waveform_key("stem-789", sha)])
+
+
+def test_detail_waveform_resolution_comes_from_the_job_config_and_0_turns_it_off(
+        world: JobWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = wav_bytes(seconds=1.0, sample_rate=8000)
+    sha = hashlib.sha256(data).hexdigest()
+    world.put(KEY, data)
+    monkeypatch.setenv("WAVEFLOW_DETAIL_SAMPLES_PER_PIXEL", "100")
+    monkeypatch.setenv("WAVEFLOW_DETAIL_BITS", "16")
+    assert world.run(analysis(audio_hash=sha)) == 0
+    dat = world.read(detail_waveform_key("stem-789", sha))
+    assert struct.unpack("<iIiiIi", dat[:24]) == (2, 0, 8000, 100, 80, 1)
+    assert len(dat) == 24 + 80 * 2 * 2
+
+    monkeypatch.setenv("WAVEFLOW_DETAIL_SAMPLES_PER_PIXEL", "0")
+    world.s3.delete_object(Bucket=world.bucket, Key=detail_waveform_key("stem-789", sha))
+    assert world.run(analysis(audio_hash=sha)) == 0
+    *_, body = world.webhooks.bodies("/completion")
+    assert "waveform_detail_path" not in body["result"]
+    assert "integrated_lufs" in body["result"]
+    document = json.loads(world.read(waveform_key("stem-789", sha)))
+    assert "waveform_detail_path" not in document
     assert world.object_keys() == sorted([KEY, waveform_key("stem-789", sha)])
 
 

@@ -41,7 +41,12 @@ from waveflow_job.contract.messages import (
 )
 from waveflow_job.contract.results import ErrorCode, ExitCode, JobSummary, Outcome
 from waveflow_job.contract.schemas import json_schemas, write_schemas
-from waveflow_job.contract.waveform import WAVEFORM_PREFIX, WaveformDocument, waveform_key
+from waveflow_job.contract.waveform import (
+    WAVEFORM_PREFIX,
+    WaveformDocument,
+    detail_waveform_key,
+    waveform_key,
+)
 from waveflow_job.contract.webhooks import (
     AnalysisResult,
     CompletionBody,
@@ -87,6 +92,7 @@ __all__ = [
     "WebhookEvent",
     "analysis_success_body",
     "delivery_id",
+    "detail_waveform_key",
     "dumps_strict",
     "duplicate_deleted_body",
     "env",

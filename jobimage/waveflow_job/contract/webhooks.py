@@ -10,7 +10,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated, Any, Literal, TypedDict
+from typing import Annotated, Any, Literal, NotRequired, TypedDict
 
 from waveflow_job.contract.fields import LowerSha256, Text, Timestamp, utc_now_iso
 from waveflow_job.contract.messages import TASK_MODULE, StemMessage
@@ -62,6 +62,12 @@ class AnalysisResult(TypedDict):
     duration: float
     sample_rate: Annotated[int, {"minimum": 1}]
     num_peaks: Annotated[int, {"minimum": 1}]
+    #: Ours (CONTRACT.md §8), kept by the backend as unknown keys: the detail waveform's key
+    #: and the loudness, each absent when not measured (see WaveformDocument).
+    waveform_detail_path: NotRequired[str]
+    integrated_lufs: NotRequired[float]
+    loudness_range_lu: NotRequired[Annotated[float, {"minimum": 0}]]
+    true_peak_dbtp: NotRequired[float]
 
 
 class DuplicateDeletedResult(TypedDict):
