@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from waveflow_job import waveform
 from waveflow_dev import synth
+from waveflow_job import waveform
 from waveflow_job.audio.decode import open_audio
 from waveflow_job.waveform import DetailRequest, analyse_file
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from waveflow_job import waveform
 from waveflow_dev import synth
+from waveflow_job import waveform
 from waveflow_job.audio.loudness import Loudness, interpolator_taps
 from waveflow_job.waveform import analyse_file
 
