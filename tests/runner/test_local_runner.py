@@ -118,7 +118,9 @@ async def test_three_stages_then_a_duplicate_is_deleted_and_the_original_stays_p
     assert a.result is not None and a.result["audio_data_hash"] == digest
     assert a.result["sample_rate"] == 44100 and a.result["file_size"] == len(original)
     waveform_key = a.result["waveform_data_path"]
-    assert keys(stack) == {"audio/original.flac", "audio/broken.wav", waveform_key}
+    detail_key = a.result["waveform_detail_path"]
+    assert detail_key == waveform_key.removesuffix(".json") + ".dat"
+    assert keys(stack) == {"audio/original.flac", "audio/broken.wav", waveform_key, detail_key}
     # WaveFlow's records: stem-a's original is recorded as a source, the duplicate tombstoned.
     assert sorted(k.split("/")[1] for k in records(stack)) == ["deleted", "sources"]
     sent = [m["task"].rsplit(".", 1)[-1] for m in stack.backend.sent
