@@ -79,8 +79,8 @@ def test_real_aiff_rates_are_read_exactly(tmp_path: Path, rate: float, expected:
     path = write(tmp_path, "x.aiff", aiff_file(extended(exponent=exponent, mantissa=mantissa),
                                                 PCM_BE))
     analysis = analyse_file(path, 100)
-    assert analysis.sample_rate == expected
-    assert analysis.frames == 8000
+    assert analysis.info.sample_rate == expected
+    assert analysis.waveform.frames == 8000
 
 
 def test_the_job_rejects_an_infinite_aiff_rate_for_good(
@@ -118,7 +118,7 @@ def test_rates_at_and_inside_the_bounds_are_analysed_as_written(tmp_path: Path,
                                                                 rate: int) -> None:
     path = write(tmp_path, "x.wav", wav_file(WavFields(sample_rate=rate), PCM_LE))
     analysis = analyse_file(path, 100)
-    assert (analysis.sample_rate, analysis.frames) == (rate, 8000)
+    assert (analysis.info.sample_rate, analysis.waveform.frames) == (rate, 8000)
     assert analysis.duration == pytest.approx(8000 / rate)
 
 
@@ -150,7 +150,7 @@ def test_the_range_is_the_job_configuration(
 
 def test_64_channels_are_analysed_and_65_refused(tmp_path: Path) -> None:
     ok = write(tmp_path, "64.wav", wav_file(WavFields(channels=64), tone_pcm16(500, 64)))
-    assert analyse_file(ok, 16).channels == 64
+    assert analyse_file(ok, 16).info.channels == 64
     too_many = write(tmp_path, "65.wav", wav_file(WavFields(channels=65), tone_pcm16(500, 65)))
     assert code_of(too_many) == "AUDIO_TOO_MANY_CHANNELS"
 
@@ -171,10 +171,10 @@ def test_the_channel_bound_is_checked_for_aiff_too(tmp_path: Path) -> None:
 def test_the_waveform_document_is_bounded_by_peaks_times_channels(tmp_path: Path) -> None:
     """2 x peaks x channels values: 65,536 peaks of 7.1 fit the default, of 16 channels not."""
     eight = write(tmp_path, "8.wav", wav_file(WavFields(channels=8), tone_pcm16(200, 8)))
-    assert analyse_file(eight, 65536).channels == 8
+    assert analyse_file(eight, 65536).info.channels == 8
     sixteen = write(tmp_path, "16.wav", wav_file(WavFields(channels=16), tone_pcm16(200, 16)))
     assert code_of(sixteen, 65536) == "WAVEFORM_TOO_LARGE"
-    assert analyse_file(sixteen, 1024).channels == 16
+    assert analyse_file(sixteen, 1024).info.channels == 16
 
 
 # VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec() from the (large) pytest parent.
@@ -183,7 +183,7 @@ import sys
 from waveflow_job.errors import AudioError
 from waveflow_job.waveform import analyse_file
 try:
-    outcome = str(analyse_file(sys.argv[1], 1024).channels)
+    outcome = str(analyse_file(sys.argv[1], 1024).info.channels)
 except AudioError as error:
     outcome = error.code.value
 hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
