@@ -25,9 +25,21 @@ from pathlib import Path
 from typing import Any
 
 
+def _raw_body() -> str:
+    """The body as ``waveflow-job run`` reads it: ``--message-file`` (what the runner passes),
+    else $WAVEFLOW_MESSAGE."""
+    argv = sys.argv[1:]
+    if "--message-file" in argv[:-1]:
+        try:
+            return Path(argv[argv.index("--message-file") + 1]).read_text(encoding="utf-8")
+        except OSError:
+            return ""
+    return os.environ.get("WAVEFLOW_MESSAGE", "")
+
+
 def _body_id() -> str:
     try:
-        body = json.loads(os.environ.get("WAVEFLOW_MESSAGE", ""))
+        body = json.loads(_raw_body())
     except ValueError:
         return "?"
     return str(body.get("id", "?")) if isinstance(body, dict) else "?"
