@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -16,7 +17,12 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, TextIO
 
-__all__ = ["JsonFormatter", "bind", "configure"]
+from waveflow_job import redact
+
+__all__ = ["THIRD_PARTY_LOGGERS", "JsonFormatter", "bind", "configure"]
+
+#: Libraries whose DEBUG output carries credentials or URLs: never below INFO.
+THIRD_PARTY_LOGGERS = ("botocore", "boto3", "urllib3", "s3transfer")
 
 _context: ContextVar[dict[str, Any]] = ContextVar("waveflow_log_context", default={})  # noqa: B039
 
@@ -51,11 +57,21 @@ class JsonFormatter(logging.Formatter):
                 document[key] = value
         if record.exc_info:
             document["traceback"] = self.formatException(record.exc_info)
-        return json.dumps(document, default=str, ensure_ascii=False)
+        line = redact.scrub(json.dumps(document, default=str, ensure_ascii=False))
+        try:
+            line.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate (from argv, say): show it, don't crash
+            line = line.encode("utf-8", "backslashreplace").decode("utf-8")
+        return line
 
 
 def configure(level: str = "INFO", stream: TextIO | None = None) -> None:
-    """Send every logger's records to ``stream`` (stderr) as JSON lines; safe to call again."""
+    """Send every logger's records to ``stream`` (stderr) as JSON lines; safe to call again.
+
+    Every line is scrubbed of secrets (:mod:`waveflow_job.redact`); the AWS credentials and
+    webhook secret in the environment are registered here.
+    """
+    redact.register_environment(os.environ)
     root = logging.getLogger()
     for handler in list(root.handlers):
         if getattr(handler, "_waveflow", False):
@@ -65,10 +81,11 @@ def configure(level: str = "INFO", stream: TextIO | None = None) -> None:
     handler._waveflow = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(_level(level))
-    # Libraries chatter about every connection and credential lookup: warnings only, unless
-    # LOG_LEVEL=DEBUG asks for everything.
-    quiet = logging.DEBUG if root.level <= logging.DEBUG else logging.WARNING
-    for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
+    # Libraries chatter about every connection and credential lookup: warnings only; INFO at
+    # LOG_LEVEL=DEBUG, never their DEBUG: botocore's dumps every signed request (access key
+    # id, session token, signature), urllib3's every URL.
+    quiet = logging.INFO if root.level <= logging.DEBUG else logging.WARNING
+    for noisy in THIRD_PARTY_LOGGERS:
         logging.getLogger(noisy).setLevel(quiet)
 
 

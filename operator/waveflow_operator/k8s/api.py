@@ -25,6 +25,7 @@ from typing import Any
 
 import aiohttp
 
+from waveflow_job import redact
 from waveflow_operator.metrics import Metrics
 
 __all__ = ["KubeApi", "KubeApiError"]
@@ -134,8 +135,11 @@ class KubeApi:
                                   f"/api/v1/namespaces/{namespace}/secrets/{name}")
         encoded = ((secret or {}).get("data") or {}).get(key)
         if encoded is None:
-            return (secret or {}).get("stringData", {}).get(key)
-        return base64.b64decode(encoded).decode("utf-8")
+            value = (secret or {}).get("stringData", {}).get(key)
+        else:
+            value = base64.b64decode(encoded).decode("utf-8")
+        redact.register(value)  # from now on no log line shows it, at any level
+        return value
 
     async def patch_queue_status(self, namespace: str, name: str,
                                  status: Mapping[str, Any]) -> None:
