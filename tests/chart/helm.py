@@ -79,3 +79,15 @@ def find(manifests: list[dict[str, Any]], kind: str, name_suffix: str = "") -> d
     ]
     assert len(matches) == 1, f"{len(matches)} {kind} named *{name_suffix}"
     return matches[0]
+
+
+def operator_grants(manifests: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    """Every (apiGroup, resource, verb) the operator's Role grants."""
+    role = find(manifests, "Role", "-operator")
+    return {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }

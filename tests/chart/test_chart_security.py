@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
 import pytest
 
-from chart.helm import CI_VALUES, find, render
+from chart.helm import CI_VALUES, find, operator_grants, render
 from chart.pss import restricted_violations
-from waveflow_job.contract import Task, parse_message
+from waveflow_job.contract import Task, json_envelope, parse_message
 from waveflow_operator.k8s.crd import parse_spec
 from waveflow_operator.k8s.jobs import build_job
 from waveflow_operator.k8s.permissions import PERMISSIONS
@@ -36,17 +35,6 @@ def pod_specs(manifests: Manifests) -> dict[str, dict[str, Any]]:
                 "template"
             ]["spec"]
     return specs
-
-
-def granted(manifests: Manifests) -> set[Permission]:
-    role = find(manifests, "Role", "-operator")
-    return {
-        (group, resource, verb)
-        for rule in role["rules"]
-        for group in rule["apiGroups"]
-        for resource in rule["resources"]
-        for verb in rule["verbs"]
-    }
 
 
 @pytest.mark.parametrize(
@@ -124,15 +112,15 @@ def test_the_pss_checker_accepts_pod_level_settings_for_containers() -> None:
 def test_the_role_grants_exactly_the_calls_the_operator_declares(
     default_manifests: Manifests, all_on_manifests: Manifests
 ) -> None:
-    assert granted(default_manifests) == DECLARED
-    assert granted(all_on_manifests) == DECLARED
+    assert operator_grants(default_manifests) == DECLARED
+    assert operator_grants(all_on_manifests) == DECLARED
 
 
 def test_the_operator_has_no_cluster_wide_or_wildcard_permissions(
     all_on_manifests: Manifests,
 ) -> None:
     assert not [m for m in all_on_manifests if m["kind"] in {"ClusterRole", "ClusterRoleBinding"}]
-    for permission in granted(all_on_manifests):
+    for permission in operator_grants(all_on_manifests):
         assert "*" not in permission
 
 
@@ -165,9 +153,7 @@ def test_jobs_built_from_the_charts_queue_are_restricted_and_valid(
     queue = find(all_on_manifests, "WaveflowQueue")
     owner = {**queue["metadata"], "uid": "0b7a1c4e-1111-4222-8333-944455556666"}
     kwargs = {"userId": "u", "trackId": "t", "stemId": "s-1", "filepath": "audio/a.wav"}
-    body = json.dumps(
-        {"task": f"app.tasks.{task.value}", "kwargs": {**kwargs, "audio_hash": "a" * 64}}
-    )
+    body = json_envelope(task, {**kwargs, "audio_hash": "a" * 64})
     message_id = "5fea7756-0ea4-451a-a703-a558b933e274"
     request = JobRequest(
         job_name_for(task, message_id), parse_message(body),

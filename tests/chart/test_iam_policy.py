@@ -40,7 +40,7 @@ def policy(name: str) -> dict[str, Any]:
     return parsed
 
 
-def granted(document: dict[str, Any]) -> set[str]:
+def allowed_actions(document: dict[str, Any]) -> set[str]:
     actions: set[str] = set()
     for statement in document["Statement"]:
         assert statement["Effect"] == "Allow"
@@ -59,7 +59,7 @@ def test_policies_name_no_wildcard_action_or_resource(name: str) -> None:
         resources = statement["Resource"]
         for resource in [resources] if isinstance(resources, str) else resources:
             assert resource != "*" and resource.startswith("arn:aws:")
-        assert all("*" not in action for action in granted({"Statement": [statement]}))
+        assert all("*" not in action for action in allowed_actions({"Statement": [statement]}))
 
 
 def test_the_operator_policy_grants_the_sqs_calls_the_operator_makes() -> None:
@@ -69,19 +69,19 @@ def test_the_operator_policy_grants_the_sqs_calls_the_operator_makes() -> None:
     # The poller names boto3 methods as strings: `self._call("receive", "receive_message", ...)`.
     methods = calls(sqs, r'"([a-z_]+)"') & set(SQS_ACTIONS)
     assert methods, "no SQS call found in sqs.py"
-    assert granted(policy("operator-policy.json")) == {SQS_ACTIONS[m] for m in methods}
+    assert allowed_actions(policy("operator-policy.json")) == {SQS_ACTIONS[m] for m in methods}
 
 
 def test_the_job_policy_grants_the_s3_calls_the_job_makes() -> None:
     s3 = REPO / "jobimage" / "waveflow_job" / "s3.py"
     methods = calls(s3, r"client\.([a-z_]+)\(") & set(S3_ACTIONS)
     assert methods, "no S3 call found in s3.py"
-    assert granted(policy("job-policy.json")) == {S3_ACTIONS[m] for m in methods}
+    assert allowed_actions(policy("job-policy.json")) == {S3_ACTIONS[m] for m in methods}
 
 
 def test_the_job_may_delete_only_under_upload_prefixes_and_write_only_waveforms() -> None:
     for statement in policy("job-policy.json")["Statement"]:
-        actions = granted({"Statement": [statement]})
+        actions = allowed_actions({"Statement": [statement]})
         resources = statement["Resource"]
         resources = [resources] if isinstance(resources, str) else resources
         if "s3:DeleteObject" in actions:

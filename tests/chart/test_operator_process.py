@@ -23,9 +23,10 @@ from typing import Any
 
 import pytest
 
-from chart.helm import find
+from chart.helm import find, operator_grants
 from support.kube import running_kube
 from support.loopback import listening_address
+from support.waiting import eventually
 
 Manifests = list[dict[str, Any]]
 
@@ -49,28 +50,20 @@ def fetch(url: str) -> str:
         return body.decode()
 
 
-async def wait_for(url: str, process: asyncio.subprocess.Process) -> None:
-    """Until `url` answers; fails when the process exits first or after 120 tries."""
-    for _ in range(120):
-        if process.returncode is not None:
-            output = await process.stdout.read() if process.stdout else b""
-            pytest.fail(f"the operator exited with {process.returncode}:\n{output.decode()}")
+async def wait_until_answering(url: str, process: asyncio.subprocess.Process) -> None:
+    """Until `url` answers; fails when the process exits first."""
+
+    def answers() -> bool:
         with contextlib.suppress(OSError):
-            await asyncio.to_thread(fetch, url)
-            return
-        await asyncio.sleep(0.25)
-    pytest.fail(f"{url} never answered")
+            fetch(url)
+            return True
+        return False
 
-
-def granted(manifests: Manifests) -> set[tuple[str, str, str]]:
-    role = find(manifests, "Role", "-operator")
-    return {
-        (group, resource, verb)
-        for rule in role["rules"]
-        for group in rule["apiGroups"]
-        for resource in rule["resources"]
-        for verb in rule["verbs"]
-    }
+    await eventually(lambda: process.returncode is not None or answers(), 60, f"{url} to answer",
+                     interval=0.25)
+    if process.returncode is not None:
+        output = await process.stdout.read() if process.stdout else b""
+        pytest.fail(f"the operator exited with {process.returncode}:\n{output.decode()}")
 
 
 @pytest.mark.slow
@@ -100,7 +93,7 @@ async def test_the_operator_runs_with_the_deployments_arguments_and_passes_the_h
         )  # fmt: skip
         try:
             liveness = f"http://127.0.0.1:{health}/healthz"
-            await wait_for(liveness, process)
+            await wait_until_answering(liveness, process)
             (hook,) = find(default_manifests, "Job", "-test-operator-alive")["spec"]["template"][
                 "spec"
             ]["containers"]
@@ -124,4 +117,4 @@ async def test_the_operator_runs_with_the_deployments_arguments_and_passes_the_h
                 await process.wait()
         calls = kube.emulator.api_calls()
     assert calls, "the operator made no API call"
-    assert calls <= granted(default_manifests), calls - granted(default_manifests)
+    assert calls <= operator_grants(default_manifests), calls - operator_grants(default_manifests)

@@ -17,19 +17,16 @@ from typing import Any
 
 import pytest
 
-from support.aws import MotoEndpoint
 from support.jobrun import (
     KWARGS,
     JobWorld,
     flat_message,
     json_message,
     kombu_message,
-    make_world,
     restore_logging_after_test,
     wav_bytes,
     waveflow_job_command,
 )
-from support.webhooks import WebhookRecorder
 from waveflow_job import cli
 from waveflow_job.contract import WebhookEvent, delivery_id
 
@@ -42,12 +39,6 @@ SHA = hashlib.sha256(DATA).hexdigest()
 def _logging_restored(monkeypatch: pytest.MonkeyPatch) -> None:
     """``cli.main`` configures process-wide logging; give it back after each test."""
     restore_logging_after_test(monkeypatch)
-
-
-@pytest.fixture
-def world(aws: MotoEndpoint, bucket: str, webhooks: WebhookRecorder, tmp_path: Path,
-          monkeypatch: pytest.MonkeyPatch) -> JobWorld:
-    return make_world(aws, bucket, webhooks, tmp_path, monkeypatch)
 
 
 def hash_message(**overrides: Any) -> str:

@@ -24,8 +24,14 @@ from waveflow_job.contract import (
     delivery_id,
     dumps_strict,
     failure_body,
+    failure_completion,
+    flat_envelope,
     hash_check_body,
+    json_envelope,
     json_schemas,
+    kombu_envelope,
+    message_document,
+    message_id_for,
     parse_message,
     utc_now_iso,
     waveform_key,
@@ -217,3 +223,46 @@ def test_exported_schemas_are_current() -> None:
     for name, schema in json_schemas().items():
         committed = json.loads((SCHEMA_DIR / name).read_text(encoding="utf-8"))
         assert committed == schema, f"docs/schemas/{name} is stale: run make schemas"
+
+
+@pytest.mark.parametrize("task", list(Task))
+def test_every_builder_writes_what_the_parser_reads_and_the_schema_allows(task: Task) -> None:
+    kwargs: dict[str, Any] = {"userId": "u", "trackId": "t", "stemId": "스템-1",
+                              "filepath": "audio/노래 #1.wav", "stageId": "s1"}
+    if task is not Task.HASH:
+        kwargs["audio_hash"] = HASH
+    document = message_document(task, kwargs)
+    assert document["task"] == f"app.tasks.{task.value}" and document["args"] == []
+    assert document["id"].startswith(message_id_for(task, "스템-1", 0).removesuffix("0"))
+    jsonschema.validate(document, json_schemas()[f"message.{task.value}.json"])
+    built = {
+        Envelope.JSON: json_envelope(task, kwargs, message_id="m-1"),
+        Envelope.FLAT: flat_envelope(task, kwargs),
+        Envelope.KOMBU: kombu_envelope(task, kwargs, message_id="m-1"),
+    }
+    for envelope, body in built.items():
+        message = parse_message(body)
+        assert (message.task, message.envelope, message.stem_id) == (task, envelope, "스템-1")
+        assert message.message_id == (None if envelope is Envelope.FLAT else "m-1")
+        assert message.extra == {"stageId": "s1"}
+    # The builder's kombu body is the hand-written one above in all but the embed's defaults.
+    assert parse_message(kombu_body(task.value, kwargs)).extra == {"stageId": "s1"}
+
+
+def test_the_message_id_is_the_backends_prefix_stem_and_milliseconds() -> None:
+    assert message_id_for(Task.HASH, "stem789", 1732600000000) == "hash-stem789-1732600000000"
+    assert message_id_for(Task.DUPLICATE, "s", 1).startswith("duplicate-s-")
+    assert message_id_for(Task.ANALYSIS, "s", 1) == "analysis-s-1"
+
+
+def test_one_failure_builder_gives_the_body_and_the_delivery_id() -> None:
+    webhook = failure_completion(stem_id="stem-789", task="app.tasks.process_audio_analysis",
+                                 code=ErrorCode.JOB_BACKOFF_LIMIT, message="gave up",
+                                 retryable=True, message_id="analysis-stem-789-1",
+                                 raw_body="ignored: the id decides")
+    assert webhook.event is WebhookEvent.COMPLETION
+    assert webhook.delivery == delivery_id(WebhookEvent.COMPLETION, "analysis-stem-789-1", "")
+    assert webhook.body["result"] == {"error_code": "JOB_BACKOFF_LIMIT",
+                                      "error_message": "gave up",
+                                      "task": "process_audio_analysis", "retryable": True}
+    jsonschema.validate(webhook.body, json_schemas()["webhook.completion.json"])

@@ -13,23 +13,14 @@ job's own record-keeping, not by writing objects by hand.
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from support.aws import MotoEndpoint
-from support.jobrun import KWARGS, TIMESTAMP, JobWorld, json_message, make_world, wav_bytes
-from support.webhooks import WebhookRecorder
+from support.jobrun import KWARGS, TIMESTAMP, JobWorld, json_message, wav_bytes
 from waveflow_job.contract import WebhookEvent, delivery_id, waveform_key
 
 KEY = "audio/공유 업로드 #1.wav"
-
-
-@pytest.fixture
-def world(aws: MotoEndpoint, bucket: str, webhooks: WebhookRecorder, tmp_path: Path,
-          monkeypatch: pytest.MonkeyPatch) -> JobWorld:
-    return make_world(aws, bucket, webhooks, tmp_path, monkeypatch)
 
 
 def message(task: str, stem_id: str, key: str = KEY, **extra: Any) -> str:

@@ -10,20 +10,12 @@ from typing import Any
 
 import pytest
 
-from support.aws import MotoEndpoint
-from support.jobrun import KWARGS, TIMESTAMP, JobWorld, json_message, make_world, wav_bytes
-from support.webhooks import WebhookRecorder
+from support.jobrun import KWARGS, TIMESTAMP, JobWorld, json_message, wav_bytes
 from waveflow_job.contract import WebhookEvent, delivery_id, detail_waveform_key, waveform_key
 from waveflow_job.s3 import decode_tag_value
 
 TASK = "process_audio_analysis"
 KEY = "audio/user123/녹음 2024-01-01 #3 (final).wav"
-
-
-@pytest.fixture
-def world(aws: MotoEndpoint, bucket: str, webhooks: WebhookRecorder, tmp_path: Path,
-          monkeypatch: pytest.MonkeyPatch) -> JobWorld:
-    return make_world(aws, bucket, webhooks, tmp_path, monkeypatch)
 
 
 def analysis(key: str = KEY, audio_hash: str = "0" * 64, **extra: Any) -> str:

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from support.aws import MotoEndpoint
-from support.jobrun import KWARGS, JobWorld, json_message, make_world, wav_bytes
-from support.webhooks import WebhookRecorder
+from support.jobrun import KWARGS, JobWorld, json_message, wav_bytes
 from waveflow_job.contract import WebhookEvent, delivery_id, waveform_key
 from waveflow_job.s3 import decode_tag_value
 
@@ -18,12 +15,6 @@ TASK = "process_duplicate_file"
 KEY = "audio/중복 업로드 #2.wav"
 DATA = b"the same bytes the backend already has"
 SHA = hashlib.sha256(DATA).hexdigest()
-
-
-@pytest.fixture
-def world(aws: MotoEndpoint, bucket: str, webhooks: WebhookRecorder, tmp_path: Path,
-          monkeypatch: pytest.MonkeyPatch) -> JobWorld:
-    return make_world(aws, bucket, webhooks, tmp_path, monkeypatch)
 
 
 def duplicate(key: str = KEY, audio_hash: str = SHA, stem_id: str = "stem-789") -> str:

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import socket
-from pathlib import Path
 
 import pytest
 
-from support.aws import MotoEndpoint
 from support.jobrun import (
     KWARGS,
     TIMESTAMP,
@@ -16,20 +14,12 @@ from support.jobrun import (
     flat_message,
     json_message,
     kombu_message,
-    make_world,
     wav_bytes,
 )
-from support.webhooks import WebhookRecorder
 from waveflow_job.contract import WebhookEvent, delivery_id
 
 TASK = "generate_hash_and_webhook"
 KEY = "audio/사용자 업로드/첫 번째 곡 #1 + 믹스 & 마스터.wav"
-
-
-@pytest.fixture
-def world(aws: MotoEndpoint, bucket: str, webhooks: WebhookRecorder, tmp_path: Path,
-          monkeypatch: pytest.MonkeyPatch) -> JobWorld:
-    return make_world(aws, bucket, webhooks, tmp_path, monkeypatch)
 
 
 def hash_kwargs(key: str = KEY) -> dict[str, str]:

@@ -12,7 +12,7 @@ import yaml
 from kubernetes_validate.utils import ValidationError, latest_version
 
 from chart.pss import restricted_violations
-from waveflow_job.contract import Task, parse_message
+from waveflow_job.contract import Task, json_envelope, parse_message
 from waveflow_operator.k8s import jobs
 from waveflow_operator.k8s.crd import SPEC_DEFAULTS, parse_spec
 from waveflow_operator.k8s.message import message_config_map
@@ -51,8 +51,7 @@ def spec_to_settings(name: str, raw_spec: dict[str, Any], **kwargs: Any) -> Any:
 def request_for(task: Task = Task.ANALYSIS, stem: str = "stem789") -> JobRequest:
     kwargs = {"userId": "user123", "trackId": "track456", "stemId": stem,
               "filepath": "audio/sample.wav", "audio_hash": "a" * 64}
-    body = json.dumps({"task": f"app.tasks.{task.value}", "id": f"analysis-{stem}-1",
-                       "args": [], "kwargs": kwargs})
+    body = json_envelope(task, kwargs, message_id=f"analysis-{stem}-1")
     return JobRequest(job_name_for(task, SQS_ID), parse_message(body),
                       Delivery(SQS_ID, "receipt", body, 1_732_600_000_000, 1))
 

@@ -7,9 +7,7 @@ backend that sends the next stage's message when a webhook arrives.
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
-import json
 import os
 import signal
 import socket
@@ -24,8 +22,9 @@ from support.kube import JOBS, QUEUES
 from support.kubelet import Kubelet
 from support.operator_e2e import Cluster, running_operator
 from support.queues import backend_message, make_queues
-from support.runner import eventually
+from support.waiting import eventually
 from waveflow_dev import synth
+from waveflow_job.contract import Task, kombu_envelope
 from waveflow_operator.k8s.jobs import LABEL_QUEUE
 
 pytestmark = pytest.mark.slow
@@ -92,11 +91,7 @@ async def test_the_three_stages_run_as_jobs_and_every_message_is_deleted(
 
 def kombu_body(task: str, kwargs: dict[str, Any], message_id: str) -> str:
     """Celery protocol 2 as kombu's SQS transport writes it: base64 JSON, base64 body."""
-    inner = base64.b64encode(json.dumps([[], kwargs, {"callbacks": None}]).encode()).decode()
-    envelope = {"body": inner, "content-encoding": "utf-8", "content-type": "application/json",
-                "headers": {"lang": "py", "task": f"app.tasks.{task}", "id": message_id},
-                "properties": {"body_encoding": "base64", "delivery_tag": message_id}}
-    return base64.b64encode(json.dumps(envelope).encode()).decode()
+    return kombu_envelope(Task(task), kwargs, message_id=message_id)
 
 
 def fake_kubelet(cluster: Cluster, **env: str) -> Kubelet:

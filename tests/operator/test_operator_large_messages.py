@@ -21,7 +21,7 @@ from support.kubelet import Kubelet
 from support.local_process import FAKEJOB
 from support.operator_e2e import NAMESPACE, Cluster, running_operator
 from support.queues import backend_message
-from support.runner import eventually
+from support.waiting import eventually
 from waveflow_dev import synth
 from waveflow_job.contract import parse_message
 from waveflow_operator.k8s.crd import parse_spec

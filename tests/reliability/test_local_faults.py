@@ -17,8 +17,8 @@ import pytest
 from reliability.audio import corrupt, wav
 from reliability.checks import assert_holds, failure_of, hook, reasons, s3_object, sqs, status
 from support.faultproxy import Rule
-from support.queues import wait_for
 from support.rig import Rig
+from support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 

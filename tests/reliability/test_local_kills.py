@@ -15,8 +15,8 @@ import pytest
 from reliability.audio import wav
 from reliability.checks import assert_holds, failure_of, hook, reasons, status
 from support.faultproxy import Request, Rule
-from support.queues import wait_for
 from support.rig import Rig
+from support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from support.queues import wait_for
+from support.waiting import wait_for
 from waveflow_operator.local import child_lifetime
 
 

@@ -19,7 +19,15 @@ import requests
 from support.aws import REGION, MotoEndpoint
 from support.queues import Queues, make_queues
 from waveflow_dev.backend import DevBackend
-from waveflow_job.contract import WebhookEvent, delivery_id, dumps_strict
+from waveflow_job.contract import (
+    StemMessage,
+    Task,
+    WebhookEvent,
+    analysis_success_body,
+    delivery_id,
+    dumps_strict,
+    hash_check_body,
+)
 from waveflow_job.webhooks import sign
 
 SECRET = "dev-secret"
@@ -60,18 +68,24 @@ def received(queues: Queues) -> list[dict[str, Any]]:
             client.delete_message(QueueUrl=queues.url, ReceiptHandle=message["ReceiptHandle"])
 
 
+def stem_message(task: Task, stem: str, audio_hash: str | None = None, *, user: str = "u1",
+                 track: str = "t1") -> StemMessage:
+    return StemMessage(task, user, track, stem, f"audio/{stem}.wav", audio_hash=audio_hash,
+                       timestamp="2026-11-26T08:36:48.817Z", original_filename=f"{stem}.wav")
+
+
 def hash_check(stem: str, audio_hash: str = HASH, **fields: str) -> dict[str, Any]:
-    return {"stemId": stem, "userId": fields.get("user", "u1"),
-            "trackId": fields.get("track", "t1"), "filepath": f"audio/{stem}.wav",
-            "audio_hash": audio_hash, "timestamp": "2026-11-26T08:36:48.817Z",
-            "original_filename": f"{stem}.wav", "status": "hash_generated"}
+    """What the job posts (``contract.hash_check_body``)."""
+    message = stem_message(Task.HASH, stem, user=fields.get("user", "u1"),
+                           track=fields.get("track", "t1"))
+    return dict(hash_check_body(message, audio_hash))
 
 
 def success(stem: str, audio_hash: str = HASH) -> dict[str, Any]:
-    return {"stemId": stem, "status": "SUCCESS", "timestamp": "2026-11-26T08:37:00.000Z",
-            "result": {"audio_data_hash": audio_hash,
-                       "waveform_data_path": f"waveforms/{stem}.json", "file_size": 1000,
-                       "duration": 1.5, "sample_rate": 44100, "num_peaks": 1024}}
+    """What the job posts after an analysis (``contract.analysis_success_body``)."""
+    return dict(analysis_success_body(stem_message(Task.ANALYSIS, stem, audio_hash), {
+        "audio_data_hash": audio_hash, "waveform_data_path": f"waveforms/{stem}.json",
+        "file_size": 1000, "duration": 1.5, "sample_rate": 44100, "num_peaks": 1024}))
 
 
 def test_upload_complete_sends_the_hash_task_in_the_backends_envelope(
@@ -205,3 +219,20 @@ def test_without_the_demo_extra_the_cli_names_what_to_install(command: str,
     assert f"missing: {missing}" in result.stderr
     assert "pip install -e '.[demo]'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_bodies_the_schema_refuses_are_refused_with_what_is_wrong(backend: DevBackend) -> None:
+    empty_stem = post(backend, "hash-check", {**hash_check("stem-1"), "stemId": ""})
+    assert (empty_stem.status_code, empty_stem.json()["message"]) == (
+        400, ["stemId '' should be non-empty"])
+    failure = {"stemId": "stem-1", "status": "FAILURE", "timestamp": "2026-11-26T08:37:00.000Z",
+               "result": {"error_code": "AUDIO_CORRUPT", "task": None, "retryable": False}}
+    missing = post(backend, "completion", failure)
+    assert (missing.status_code, missing.json()["message"]) == (
+        400, ["result 'error_message' is a required property"])
+    neither = success("stem-1")
+    del neither["result"]["num_peaks"]
+    answer = post(backend, "completion", neither)
+    assert answer.status_code == 400
+    assert answer.json()["message"] == ["result 'num_peaks' is a required property"]
+    assert backend.stems == {}

@@ -9,7 +9,6 @@ in test_ledger.py; the local launcher's end-to-end tests live in test_local_runn
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import re
 
@@ -18,9 +17,10 @@ import pytest
 from support.aws import MotoEndpoint
 from support.flaky_proxy import running_flaky_proxy
 from support.queues import Queues, backend_message, make_queues
-from support.runner import ScriptedLauncher, eventually, queue_settings
+from support.runner import ScriptedLauncher, queue_settings
+from support.waiting import eventually
 from support.webhooks import WebhookRecorder
-from waveflow_job.contract import Outcome, Task
+from waveflow_job.contract import Outcome, Task, flat_envelope, kombu_envelope
 from waveflow_operator.metrics import Metrics
 from waveflow_operator.runner.dispatcher import Dispatcher
 from waveflow_operator.runner.notify import WebhookFailureNotifier
@@ -185,13 +185,9 @@ async def test_a_redelivered_running_job_is_adopted_not_launched_again(
 async def test_every_envelope_form_is_dispatched(
         queues: Queues, webhooks: WebhookRecorder) -> None:
     kwargs = {"userId": "u", "trackId": "t", "stemId": "stem-k", "filepath": "audio/a.wav"}
-    inner = base64.b64encode(json.dumps([[], kwargs, {}]).encode()).decode()
-    kombu = base64.b64encode(json.dumps({
-        "body": inner, "headers": {"task": "app.tasks.generate_hash_and_webhook",
-                                   "id": "hash-stem-k-1"},
-        "properties": {"body_encoding": "base64"}}).encode()).decode()
+    kombu = kombu_envelope(Task.HASH, kwargs, message_id="hash-stem-k-1")
     queues.send(kombu)
-    queues.send({"task": "generate_hash_and_webhook", **{**kwargs, "stemId": "stem-f"}})
+    queues.send(flat_envelope(Task.HASH, {**kwargs, "stemId": "stem-f"}))
     queues.send(backend_message("generate_hash_and_webhook", "stem-j"))
     launcher = ScriptedLauncher()
     dispatcher = dispatcher_for(queues, webhooks, launcher)

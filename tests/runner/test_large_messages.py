@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 
 from support.local_process import finish, recorded, start_local
-from support.queues import backend_message, wait_for
+from support.queues import backend_message
 from support.runner import Stack
+from support.waiting import wait_for
 from waveflow_dev import synth
 
 pytestmark = pytest.mark.slow

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from support.local_process import JobWatch, finish, process_alive, recorded, start_local
-from support.queues import backend_message, wait_for
+from support.queues import backend_message
 from support.runner import Stack
+from support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -19,7 +19,8 @@ import pytest
 import requests
 
 from support.queues import backend_message
-from support.runner import Stack, eventually
+from support.runner import Stack
+from support.waiting import eventually
 from waveflow_dev import synth
 from waveflow_job.contract import Task
 from waveflow_job.originals import DELETED_PREFIX, SOURCES_PREFIX

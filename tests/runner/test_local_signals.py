@@ -16,8 +16,9 @@ import requests
 
 from support.local_process import events, finish, start_local
 from support.loopback import listening_address
-from support.queues import backend_message, wait_for
+from support.queues import backend_message
 from support.runner import Stack
+from support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 

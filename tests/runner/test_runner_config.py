@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from waveflow_job.contract import Task, parse_message
+from waveflow_job.contract import Task, json_envelope, parse_message
 from waveflow_operator.local.config import ConfigError, RunnerConfig
 from waveflow_operator.runner.jobenv import job_env
 from waveflow_operator.runner.protocol import Delivery, JobRequest, job_name_for
@@ -55,8 +55,8 @@ def test_a_bad_setting_is_named_in_the_error(variable: str, value: str, named: s
 
 
 def test_the_job_environment_carries_every_contract_variable_but_not_the_message() -> None:
-    body = ('{"task":"app.tasks.generate_hash_and_webhook","id":"hash-s-1","args":[],'
-            '"kwargs":{"userId":"u","trackId":"t","stemId":"s","filepath":"a/b.wav"}}')
+    body = json_envelope(Task.HASH, {"userId": "u", "trackId": "t", "stemId": "s",
+                                     "filepath": "a/b.wav"}, message_id="hash-s-1")
     settings = QueueSpec(name="q", queue_url="https://sqs/q", bucket="b",
                          webhook_url="https://backend/webhook", region="eu-west-1",
                          endpoint_url="http://127.0.0.1:5000", webhook_secret="s3cret",

@@ -2,12 +2,11 @@
 
 :class:`JobWorld` bundles what one job sees — the moto bucket, the webhook recorder, a fresh
 scratch directory ($TMPDIR) and a summary file — with helpers to put objects, build messages
-in each envelope and read back what the job left behind.
+in each envelope (the contract's builders) and read back what the job left behind.
 """
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import logging
@@ -25,14 +24,21 @@ import soundfile
 
 from support.aws import MotoEndpoint
 from support.webhooks import WebhookRecorder
+from waveflow_job.contract import (
+    Task,
+    flat_envelope,
+    json_envelope,
+    kombu_envelope,
+    message_id_for,
+)
 from waveflow_job.originals import DELETED_PREFIX, SOURCES_PREFIX
 
 HASH_ID = "hash-stem789-1732600000000"
 TIMESTAMP = "2026-11-26T08:36:48.817Z"
 KWARGS = {"userId": "user123", "trackId": "track-456", "stemId": "stem-789"}
 _RECORD_PREFIXES = (SOURCES_PREFIX, DELETED_PREFIX)
-_TASK_IDS = {"generate_hash_and_webhook": "hash", "process_duplicate_file": "duplicate",
-             "process_audio_analysis": "analysis"}
+#: The epoch milliseconds in every test message's id.
+MILLIS = 1732600000000
 
 
 def waveflow_job_command() -> str:
@@ -55,31 +61,20 @@ def wav_bytes(seconds: float = 0.5, sample_rate: int = 8000, channels: int = 1,
     return buffer.getvalue()
 
 
-def json_message(task: str, *, message_id: str | None = "auto", **kwargs: Any) -> str:
+def json_message(task: str, **kwargs: Any) -> str:
     """The backend's JSON envelope, ``id`` like ``analysis-stem-789-1732600000000``."""
-    body: dict[str, Any] = {"task": f"app.tasks.{task}", "args": [], "kwargs": kwargs}
-    if message_id == "auto":
-        message_id = f"{_TASK_IDS.get(task, 'x')}-{kwargs.get('stemId')}-1732600000000"
-    if message_id is not None:
-        body["id"] = message_id
-    return json.dumps(body, ensure_ascii=False)
+    return json_envelope(Task(task), kwargs,
+                         message_id=message_id_for(Task(task), str(kwargs.get("stemId")), MILLIS))
 
 
 def flat_message(task: str, **kwargs: Any) -> str:
     """The kwargs beside ``task``; no id."""
-    return json.dumps({"task": task, **kwargs}, ensure_ascii=False)
+    return flat_envelope(Task(task), kwargs)
 
 
 def kombu_message(task: str, message_id: str = "celery-1", **kwargs: Any) -> str:
     """Celery protocol 2 as kombu's SQS transport writes it (base64 twice)."""
-    inner = json.dumps([[], kwargs, {"callbacks": None, "errbacks": None, "chain": None}])
-    envelope = {
-        "body": base64.b64encode(inner.encode()).decode(),
-        "content-encoding": "utf-8", "content-type": "application/json",
-        "headers": {"lang": "py", "task": f"app.tasks.{task}", "id": message_id},
-        "properties": {"body_encoding": "base64", "delivery_tag": "tag-1"},
-    }
-    return base64.b64encode(json.dumps(envelope).encode()).decode()
+    return kombu_envelope(Task(task), kwargs, message_id=message_id)
 
 
 @dataclass

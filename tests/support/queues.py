@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from support.aws import MotoEndpoint
+from support.waiting import wait_for
 from waveflow_dev.emulator import create_queues
+from waveflow_job.contract import Task, message_document
 
+#: ``wait_for`` is re-exported for tests written before support.waiting held it.
+__all__ = ["Queues", "backend_message", "make_queues", "wait_for"]
 
 @dataclass(frozen=True)
 class Queues:
@@ -61,28 +63,13 @@ def make_queues(endpoint: MotoEndpoint, name: str = "waveflow-test", *,
     return Queues(endpoint, pair.url, pair.dlq_url)
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05,
-             message: str = "condition") -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {message}")
-        time.sleep(interval)
-
-
 def backend_message(task: str, stem_id: str, *, filepath: str = "audio/stem.wav",
                     audio_hash: str | None = None, user_id: str = "user-1",
                     track_id: str = "track-1", **extra: Any) -> dict[str, Any]:
-    """A body exactly as the backend sends it: ``{"task", "id", "args", "kwargs"}``."""
-    prefix = {"generate_hash_and_webhook": "hash", "process_duplicate_file": "duplicate",
-              "process_audio_analysis": "analysis"}[task]
+    """A body exactly as the backend sends it (``contract.message_document``)."""
     kwargs: dict[str, Any] = {"userId": user_id, "trackId": track_id, "stemId": stem_id,
                               "filepath": filepath, **extra}
     if audio_hash is not None:
         kwargs["audio_hash"] = audio_hash
-    return {"task": f"app.tasks.{task}", "id": f"{prefix}-{stem_id}-{int(time.time() * 1000)}",
-            "args": [], "kwargs": kwargs}
+    return message_document(Task(task), kwargs)
+

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from support.aws import BUCKET, REGION, MotoEndpoint
 from support.queues import Queues
+from support.waiting import eventually
 from waveflow_dev.backend import DevBackend
 from waveflow_job.contract import Outcome
 from waveflow_operator.runner.protocol import (
@@ -23,6 +22,8 @@ from waveflow_operator.runner.protocol import (
 )
 from waveflow_operator.runner.spec import QueueSpec
 
+#: ``eventually`` is re-exported for tests written before support.waiting held it.
+__all__ = ["SECRET", "ScriptedLauncher", "Stack", "eventually", "queue_settings"]
 
 def queue_settings(queues: Queues, webhook_url: str, **overrides: Any) -> QueueSpec:
     """Settings for tests: short long-polls and timeouts so nothing waits long."""
@@ -78,19 +79,6 @@ class ScriptedLauncher:
         assert self.on_result is not None
         self.finished.add(job_name)
         await self.on_result(JobResult(job_name, outcome, code, message))
-
-
-async def eventually(predicate: Callable[[], Any], timeout: float = 20.0,
-                     message: str = "condition") -> Any:
-    """Async polling: wait until ``predicate()`` is truthy or fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {message}")
-        await asyncio.sleep(0.05)
 
 
 #: Every runner test signs its webhooks; the reference backend refuses unsigned ones.

@@ -1,7 +1,7 @@
 """Every wire format WaveFlow speaks, in one package the job and the operator both import.
 
-- :mod:`.messages`: the backend's SQS messages in the three accepted envelopes, parsed and
-  built (CONTRACT.md §1);
+- :mod:`.messages` and :mod:`.parsing`: the backend's SQS messages in the three accepted
+  envelopes, built and parsed (CONTRACT.md §1);
 - :mod:`.webhooks`: webhook bodies, the delivery id and the one FAILURE builder (§2);
 - :mod:`.waveform`: the waveform JSON document and its S3 key (§3);
 - :mod:`.results`: exit codes, outcomes, error codes and the job's one-line summary (§4);
@@ -28,7 +28,6 @@ from waveflow_job.contract.messages import (
     DuplicateKwargs,
     Envelope,
     HashKwargs,
-    InvalidMessage,
     StemMessage,
     Task,
     flat_envelope,
@@ -36,9 +35,9 @@ from waveflow_job.contract.messages import (
     kombu_envelope,
     message_document,
     message_id_for,
-    parse_message,
     task_name,
 )
+from waveflow_job.contract.parsing import InvalidMessage, parse_message
 from waveflow_job.contract.results import ErrorCode, ExitCode, JobSummary, Outcome
 from waveflow_job.contract.schemas import json_schemas, write_schemas
 from waveflow_job.contract.waveform import (
