@@ -82,6 +82,8 @@ def _parser() -> argparse.ArgumentParser:
                                             "(default 256)")
     waveform.add_argument("--detail-bits", type=int, choices=(8, 16), default=8,
                           help="8 (default: what peaks.js reads) or 16")
+    waveform.add_argument("--no-loudness", dest="loudness", action="store_false",
+                          help="skip integrated loudness, loudness range and true peak")
     waveform.set_defaults(handler=_waveform)
     return parser
 
@@ -256,7 +258,8 @@ def _waveform(args: argparse.Namespace) -> int:
         if args.detail is not None:
             detail = waveform.DetailRequest(args.detail, args.detail_samples_per_pixel,
                                             args.detail_bits)
-        waveform.write_waveform_file(args.input, args.output, args.peaks, detail=detail)
+        waveform.write_waveform_file(args.input, args.output, args.peaks, detail=detail,
+                                     loudness=args.loudness)
     except WaveflowError as error:
         print(f"waveflow-job: {args.input}: {error}", file=sys.stderr)
         return int(error.exit_code)

@@ -361,10 +361,11 @@ def build_waveform_document(analysis: AudioAnalysis, *, created_at: str,
 def write_waveform_file(input_path: str | os.PathLike[str],
                         output_path: str | os.PathLike[str] | None,
                         num_peaks: int = DEFAULT_NUM_PEAKS, *,
-                        detail: DetailRequest | None = None) -> dict[str, Any]:
+                        detail: DetailRequest | None = None,
+                        loudness: bool = True) -> dict[str, Any]:
     """Analyse ``input_path`` and write its waveform JSON to ``output_path`` (stdout if None),
     and its detail waveform when ``detail`` asks for one."""
-    analysis = analyse_file(input_path, num_peaks, detail=detail)
+    analysis = analyse_file(input_path, num_peaks, detail=detail, loudness=loudness)
     document = build_waveform_document(
         analysis, created_at=utc_now_iso(),
         detail_path=os.fspath(detail.path) if detail is not None else None)

@@ -14,8 +14,8 @@ True peak is computed here, to libebur128's definition (its 49-tap Hann-windowed
 interpolator, 4x below 96 kHz, 2x below 192 kHz, the sample peak above; the result is the larger
 of the interpolated and the sample peak), but not for every sample: libebur128 spends ~75 ns
 per sample on it, several times our whole analysis. An interpolated value is bounded by its
-13-sample window: ``|y| <= |S|·|max+min|/2 + G·(max-min)/2`` with ``S`` and ``G`` the sum and
-absolute sum of the phase's taps. Only 16-frame chunks whose bound beats the peak found so far
+window (13 samples at 4x, 25 at 2x): ``|y| <= |S|·|max+min|/2 + G·(max-min)/2`` with ``S``
+and ``G`` the sum and absolute sum of the phase's taps. Only 16-frame chunks whose bound beats the peak found so far
 are interpolated (the others provably cannot raise it), highest bounds first. The result equals
 the full computation (tested against libebur128).
 
@@ -36,7 +36,7 @@ import numpy as np
 __all__ = ["Loudness", "LoudnessMeter", "TruePeakMeter", "integrated_loudness",
            "interpolator_taps", "loudness_range", "measure"]
 
-#: Frames per chunk whose bound decides whether it is interpolated (>= the window of 13).
+#: Frames per chunk whose bound decides whether it is interpolated.
 CHUNK = 16
 #: Relative slack on the bound: the interpolated values are rounded to float32.
 _BOUND_SLACK = 1.0 + 1e-6
@@ -95,6 +95,8 @@ class TruePeakMeter:
             # Row k of the window matrix is x[n - 12 + k]: reverse the delay index.
             self._matrix = self.bank[::-1].copy()
             self._offsets = np.arange(self.delay, dtype=np.int64)
+            #: Earlier chunks a window can reach into.
+            self._reach = -(-(self.delay - 1) // CHUNK)
 
     def prime(self, before: np.ndarray) -> None:
         """Start from the samples that precede this meter's range (``(n, channels)``)."""
@@ -135,12 +137,15 @@ class TruePeakMeter:
         cmax = np.maximum.reduceat(x, starts).astype(np.float64)
         cmin = np.minimum.reduceat(x, starts).astype(np.float64)
         hist = self.history[c]
-        # A window reaches back 12 samples: into the previous chunk (or the history).
+        # A window reaches back delay - 1 samples (12 at 4x, 24 at 2x): into as many earlier
+        # chunks, and for the first ones into the history.
         wmax, wmin = cmax.copy(), cmin.copy()
-        wmax[1:] = np.maximum(cmax[1:], cmax[:-1])
-        wmin[1:] = np.minimum(cmin[1:], cmin[:-1])
-        wmax[0] = max(wmax[0], float(hist.max()))
-        wmin[0] = min(wmin[0], float(hist.min()))
+        for back in range(1, self._reach + 1):
+            np.maximum(wmax[back:], cmax[:-back], out=wmax[back:])
+            np.minimum(wmin[back:], cmin[:-back], out=wmin[back:])
+        head = min(self._reach, len(wmax))
+        np.maximum(wmax[:head], float(hist.max()), out=wmax[:head])
+        np.minimum(wmin[:head], float(hist.min()), out=wmin[:head])
         mid, half = np.abs(wmax + wmin) / 2, (wmax - wmin) / 2
         bound = np.max(mid[:, None] * self._sum + half[:, None] * self._abs, axis=1)
         bound *= _BOUND_SLACK
