@@ -15,9 +15,9 @@ interpolator, 4x below 96 kHz, 2x below 192 kHz, the sample peak above; the resu
 of the interpolated and the sample peak), but not for every sample: libebur128 spends ~75 ns
 per sample on it, several times our whole analysis. An interpolated value is bounded by its
 window (13 samples at 4x, 25 at 2x): ``|y| <= |S|·|max+min|/2 + G·(max-min)/2`` with ``S``
-and ``G`` the sum and absolute sum of the phase's taps. Only 16-frame chunks whose bound beats the peak found so far
-are interpolated (the others provably cannot raise it), highest bounds first. The result equals
-the full computation (tested against libebur128).
+and ``G`` the sum and absolute sum of the phase's taps. Only 16-frame chunks whose bound
+beats the peak found so far are interpolated (the others provably cannot raise it), highest
+bounds first. The result equals the full computation (tested against libebur128).
 
 Digital silence has no loudness: every value is None. Integrated loudness is None when no
 400 ms block reaches -70 LUFS (or the audio is shorter than 400 ms), the range when there is no
