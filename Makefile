@@ -63,8 +63,9 @@ bench: install tools-podman ## Benchmarks: waveform speed/memory vs the naive ba
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) tests/bench/bench_images.py
 
 soak: install ## Load at full size: 1,000+ mixed messages under seeded faults; prints the figures
-	WAVEFLOW_LOAD_MESSAGES=$${WAVEFLOW_LOAD_MESSAGES:-1000} $(PY) -m pytest \
-		tests/reliability/test_load.py -s -p no:logging --timeout=5400 $(PYTEST_ARGS)
+	WAVEFLOW_LOAD_MESSAGES=$${WAVEFLOW_LOAD_MESSAGES:-1000} \
+		WAVEFLOW_LOAD_KILLS=$${WAVEFLOW_LOAD_KILLS:-3} $(PY) -m pytest \
+		tests/reliability/test_load.py -s -p no:logging $(PYTEST_ARGS)
 
 demo: install players ## The whole pipeline end to end on this machine: no AWS, no cluster
 	$(VENV)/bin/waveflow demo --players $(PLAYERS_DIR)/node_modules

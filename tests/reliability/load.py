@@ -7,6 +7,8 @@ The mix (shares of uploads; each upload is one or two messages):
 - ``duplicate``  the bytes of a completed stem, same user and track, another key: hash →
                  duplicate deleted
 - ``resent``     a completed stem's upload announced again: hash → delete refused silently
+- ``overwrite``  another stem PUTs the same bytes to a completed stem's key (the PUT wipes its
+                 tags): hash → "duplicate" → the delete is refused, the original stays
 - ``corrupt``    garbage behind a RIFF header: hash → analysis rejected (AUDIO_CORRUPT)
 - ``missing``    announced, never PUT: hash rejected (OBJECT_NOT_FOUND)
 - ``s3_down``    S3 answers 500 for this key forever: retried, dead-lettered
@@ -31,10 +33,10 @@ from reliability.audio import corrupt, wav
 from support.faultproxy import Request, Rule, seeded_chance
 from support.rig import Rig, Verdict
 
-MIX = {"fresh": 50, "duplicate": 14, "resent": 8, "corrupt": 10, "missing": 6, "s3_down": 6,
-       "poison": 6}
-MESSAGES_PER = {"fresh": 2, "duplicate": 2, "resent": 2, "corrupt": 2, "missing": 1,
-                "s3_down": 1, "poison": 1}
+MIX = {"fresh": 50, "duplicate": 12, "resent": 6, "overwrite": 4, "corrupt": 10, "missing": 6,
+       "s3_down": 6, "poison": 6}
+MESSAGES_PER = {"fresh": 2, "duplicate": 2, "resent": 2, "overwrite": 2, "corrupt": 2,
+                "missing": 1, "s3_down": 1, "poison": 1}
 
 
 @dataclass
@@ -45,7 +47,7 @@ class Upload:
     user: str
     track: str
     seed: int
-    #: For duplicate and resent: the stem whose completion it waits for.
+    #: For duplicate, resent and overwrite: the stem whose completion it waits for.
     target: str | None = None
 
 
@@ -71,16 +73,18 @@ def plan(settings: LoadSettings) -> list[Upload]:
     total = 0
     while total < settings.messages:
         kind = generator.choices(kinds, weights)[0]
-        if kind in ("duplicate", "resent") and not fresh:
+        if kind in ("duplicate", "resent", "overwrite") and not fresh:
             kind = "fresh"
         n = len(uploads)
         track = f"track-{generator.randrange(12)}"
         upload = Upload(kind, f"stem-{n}", f"audio/{kind}/{n}.wav", "user-1", track, n)
-        if kind in ("duplicate", "resent"):
+        if kind in ("duplicate", "resent", "overwrite"):
             target = generator.choice(fresh)
             upload.target, upload.track, upload.seed = target.stem, target.track, target.seed
             if kind == "resent":
                 upload.stem, upload.key = target.stem, target.key
+            if kind == "overwrite":
+                upload.key = target.key
         if kind == "fresh":
             fresh.append(upload)
         uploads.append(upload)
@@ -188,13 +192,13 @@ class LoadRun:
                                      "stemId": upload.stem, "filepath": "../../etc/passwd",
                                      "audio_hash": "0" * 64}})
                 return
-            data: bytes | None = {"fresh": wav, "duplicate": wav, "corrupt": corrupt}.get(
-                upload.kind, lambda _: None)(upload.seed)
+            data: bytes | None = {"fresh": wav, "duplicate": wav, "overwrite": wav,
+                                  "corrupt": corrupt}.get(upload.kind, lambda _: None)(upload.seed)
             if upload.kind == "s3_down":
                 data = wav(upload.seed)
                 self.faults.break_key(rig, upload.key)
             if data is not None:
-                self.uploaded[upload.key] = upload.stem
+                self.uploaded.setdefault(upload.key, upload.stem)
             rig.upload(upload.key, data, upload.stem, user=upload.user, track=upload.track)
 
         for upload in uploads:

@@ -9,6 +9,7 @@ and written to ``load-report.json`` in the test's directory.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -18,12 +19,14 @@ from support.aws import MotoEndpoint
 from support.rig import running_rig
 
 pytestmark = pytest.mark.slow
+#: The size ``make soak`` asks for; the time allowed grows with it.
+SIZE = int(os.environ.get("WAVEFLOW_LOAD_MESSAGES", "150"))
 
 
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(600 + 3 * SIZE)
 def test_a_seeded_mix_under_random_faults_loses_and_duplicates_nothing(
         aws: MotoEndpoint, tmp_path: Path) -> None:
-    settings = LoadSettings.from_env(messages=150, kills=0)
+    settings = LoadSettings.from_env(messages=SIZE, kills=0)
     with running_rig(aws, tmp_path, max_in_flight=4) as rig:
         load = LoadRun(rig, settings)
         verdict = load.run()

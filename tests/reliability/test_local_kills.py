@@ -81,3 +81,55 @@ def test_sigkill_after_a_success_before_the_delete(rig: Rig) -> None:
     assert figures["outcomes"] == {"completed": 2}
     assert status(rig, "stem-k") == "completed"
 
+
+def test_sigkill_while_a_job_runs_leaves_no_second_job_beside_it(rig: Rig) -> None:
+    """The killed runner's job must not outlive it (or must be adopted): never two jobs for
+    one message, never more than the limit, across the restart."""
+    rig.start_runner()
+    rig.upload("audio/r.wav", wav(70), "stem-r")
+    hash_id = message_id(rig, "hash", "stem-r")
+    go = rig.hold_job(hash_id)
+    wait_for(lambda: any(j.body_id == hash_id for j in rig.monitor.live()), 30,  # type: ignore
+             message="the job running")
+    rig.kill_runner()
+    rig.start_runner()
+    wait_for(lambda: rig.aws_proxy.ledger.receives.most_common(1)[0][1] >= 2, 30,
+             message="the message redelivered")
+    go.touch()
+    rig.wait_settled()
+    figures = assert_holds(rig, {"audio/r.wav": "stem-r"})
+    assert figures["outcomes"] == {"completed": 2}
+
+
+def test_sigkill_after_a_job_ended_before_the_runner_saw_it(rig: Rig) -> None:
+    rig.start_runner()
+    rig.upload("audio/n.wav", wav(71), "stem-n")
+    analysis_id = message_id(rig, "analysis", "stem-n")
+    hold = rig.hold_after_job(analysis_id)
+    wait_for(lambda: any(r["event"] == "holding" and r["body_id"] == analysis_id
+                         for r in rig.monitor.records()), 60,  # type: ignore[union-attr]
+             message="the analysis done, its exit not yet seen")
+    rig.kill_runner()
+    hold.unlink()
+    rig.start_runner()
+    rig.wait_settled()
+    figures = assert_holds(rig, {"audio/n.wav": "stem-n"})
+    assert figures["outcomes"] == {"completed": 2}
+    assert status(rig, "stem-n") == "completed"
+
+
+def test_sigkill_before_deleting_a_duplicates_hash_message_sends_no_failure(rig: Rig) -> None:
+    """The duplicate is deleted, then its hash message comes back: the answer must stay the
+    truthful one (the stem's duplicate was deleted), never a FAILURE."""
+    data = wav(75)
+    rig.start_runner()
+    rig.upload("audio/first.wav", data, "stem-first")
+    wait_for(lambda: status(rig, "stem-first") == "completed", 60, message="the analysis")
+    rig.upload("audio/copy.wav", data, "stem-copy")
+    hash_id = message_id(rig, "hash", "stem-copy")
+    rig.aws_proxy.add(Rule(deleting(rig, hash_id), "hold"))
+    kill_while_held(rig)
+    rig.start_runner()
+    rig.wait_settled()
+    assert_holds(rig, {"audio/first.wav": "stem-first", "audio/copy.wav": "stem-copy"})
+    assert status(rig, "stem-copy") == "duplicate_deleted"
