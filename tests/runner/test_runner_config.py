@@ -69,7 +69,20 @@ def test_the_job_environment_carries_every_contract_variable_but_not_the_message
         "WEBHOOK_URL": "https://backend/webhook", "LOG_LEVEL": "INFO",
         "AWS_REGION": "eu-west-1", "AWS_DEFAULT_REGION": "eu-west-1",
         "AWS_ENDPOINT_URL": "http://127.0.0.1:5000", "UPLOAD_PREFIXES": "a/",
+        "WAVEFLOW_DETAIL_SAMPLES_PER_PIXEL": "256",
         "WAVEFLOW_S3_MAX_ATTEMPTS": "2", "WEBHOOK_SECRET": "s3cret"}
     # The body travels its own way (a file, or a ConfigMap when large): an environment string
     # cannot exceed 128 KiB. Kubernetes takes the secret from a Secret, never inline.
     assert "WEBHOOK_SECRET" not in job_env(delivery, settings, include_secret=False)
+
+
+def test_the_queues_detail_waveform_resolution_reaches_the_job() -> None:
+    body = json_envelope(Task.HASH, {"userId": "u", "trackId": "t", "stemId": "s",
+                                     "filepath": "a/b.wav"}, message_id="hash-s-1")
+    delivery = JobRequest(job_name_for(Task.HASH, "mid-1"), parse_message(body),
+                          Delivery("mid-1", "rh", body, None, 1))
+    for value in (0, 512):
+        settings = QueueSpec(name="q", queue_url="https://sqs/q", bucket="b",
+                             webhook_url="https://backend/webhook",
+                             detail_samples_per_pixel=value)
+        assert job_env(delivery, settings)["WAVEFLOW_DETAIL_SAMPLES_PER_PIXEL"] == str(value)

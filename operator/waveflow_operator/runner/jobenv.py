@@ -42,6 +42,7 @@ def job_env(request: JobRequest, spec: QueueSpec, *,
         env[names.ENDPOINT_URL] = spec.endpoint_url
     if spec.upload_prefixes:
         env[names.UPLOAD_PREFIXES] = ",".join(spec.upload_prefixes)
+    env[names.DETAIL_SAMPLES_PER_PIXEL] = str(spec.detail_samples_per_pixel)
     for key, value in spec.job_env.items():
         env.setdefault(key, value)
     if include_secret and spec.webhook_secret:

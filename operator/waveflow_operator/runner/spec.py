@@ -19,6 +19,7 @@ from typing import Any
 
 from waveflow_job.config import ConfigError
 from waveflow_job.contract import Task
+from waveflow_job.contract import env as names
 
 __all__ = [
     "SQS_MAX_VISIBILITY_SECONDS",
@@ -101,6 +102,9 @@ TUNABLES: tuple[Tunable, ...] = (
             "WAVEFLOW_VISIBILITY_TIMEOUT_SECONDS", 300, 30, SQS_MAX_VISIBILITY_SECONDS,
             runner_minimum=1),
     Tunable("backoff_limit", "job.backoffLimit", "WAVEFLOW_BACKOFF_LIMIT", 2, 0, 20),
+    # Frames per point of the detail waveform each analysis stores beside its JSON; 0: none.
+    Tunable("detail_samples_per_pixel", "job.detailSamplesPerPixel",
+            names.DETAIL_SAMPLES_PER_PIXEL, 256, 0, 1 << 20),
     deadline_tunable(Task.HASH, 600),
     deadline_tunable(Task.DUPLICATE, 300),
     deadline_tunable(Task.ANALYSIS, 3600),
@@ -159,6 +163,8 @@ class QueueSpec:
     visibility_timeout_seconds: int = _default("visibility_timeout_seconds")
     #: Retries of a failing job before it counts as failed (Kubernetes ``backoffLimit``).
     backoff_limit: int = _default("backoff_limit")
+    #: Frames per point of the job's detail waveform (``.dat``); 0 stores none.
+    detail_samples_per_pixel: int = _default("detail_samples_per_pixel")
     #: Per-task deadline in seconds for the whole job, retries included.
     deadlines: Mapping[Task, float] = field(default_factory=default_deadlines)
     #: The job's ``LOG_LEVEL``.
