@@ -67,6 +67,11 @@ soak: install ## Load at full size: 1,000+ mixed messages under seeded faults; p
 		WAVEFLOW_LOAD_KILLS=$${WAVEFLOW_LOAD_KILLS:-3} $(PY) -m pytest \
 		tests/reliability/test_load.py -s -p no:logging $(PYTEST_ARGS)
 
+fuzz: install ## Hostile-input fuzzers at full size (messages, audio): WAVEFLOW_FUZZ_EXAMPLES=2000
+	WAVEFLOW_FUZZ_EXAMPLES=$${WAVEFLOW_FUZZ_EXAMPLES:-2000} $(PY) -m pytest -s -p no:logging \
+		tests/reliability/test_hostile_messages.py tests/reliability/test_hostile_audio.py \
+		--timeout=5400 $(PYTEST_ARGS)
+
 demo: install players ## The whole pipeline end to end on this machine: no AWS, no cluster
 	$(VENV)/bin/waveflow demo --players $(PLAYERS_DIR)/node_modules
 
@@ -76,4 +81,4 @@ schemas: install ## Re-export the contract's JSON Schemas to docs/schemas
 clean: ## Remove the virtualenv, caches and demo output
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache demo-output $(PLAYERS_DIR)/node_modules
 
-.PHONY: help install lint test bench soak demo schemas clean players tools-chromium
+.PHONY: help install lint test bench soak fuzz demo schemas clean players tools-chromium

@@ -368,7 +368,9 @@ def _open_pyav(path: str, family: str, frames_estimate: int | None = None) -> Au
     import av
 
     try:
-        with av.open(path) as container:
+        # Tags are not ours to judge: a byte that is not UTF-8 in one must not stop the decode
+        # (PyAV decodes them strictly by default and raises UnicodeDecodeError).
+        with av.open(path, metadata_errors="replace") as container:
             if container.format.name not in _PYAV_FORMATS:
                 raise AudioError(ErrorCode.AUDIO_UNSUPPORTED,
                                  f"unsupported container {container.format.name!r}")
@@ -459,7 +461,7 @@ class PyAVSource(AudioSource):
         size = block_frames(self.info.channels, PYAV_BLOCK_SAMPLES)
         fifo = av.AudioFifo()
         try:
-            with av.open(self.path) as container:
+            with av.open(self.path, metadata_errors="replace") as container:
                 stream = container.streams.audio[0]
                 for frame in container.decode(stream):
                     self._check(frame)
