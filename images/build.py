@@ -140,7 +140,9 @@ def save(engine: Engine, tag: str, archive: Path) -> Path:
     write ``localhost/waveflow/job:dev``; a kind node resolves ``waveflow/job:dev`` to
     ``docker.io/waveflow/job:dev``)."""
     name = tag
-    if engine.is_podman and "." not in tag.split("/")[0]:
+    first = tag.split("/")[0]
+    if engine.is_podman and "/" in tag and not ("." in first or ":" in first
+                                               or first == "localhost"):
         name = f"docker.io/{tag}"
         engine.run("tag", tag, name)
     engine.run("save", "-o", str(archive), name)
