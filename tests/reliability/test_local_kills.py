@@ -133,3 +133,23 @@ def test_sigkill_before_deleting_a_duplicates_hash_message_sends_no_failure(rig:
     rig.wait_settled()
     assert_holds(rig, {"audio/first.wav": "stem-first", "audio/copy.wav": "stem-copy"})
     assert status(rig, "stem-copy") == "duplicate_deleted"
+
+
+def test_sigkill_after_the_dead_letter_before_the_delete(rig: Rig) -> None:
+    """The copy is in the dead-letter queue, the delete never happened: the redelivery is only
+    deleted (the runner's note survives it), never run again nor dead-lettered a second time."""
+    rig.hooks.add(Rule(hook("hash-check", "stem-d"), "answer", status=503, times=None))
+    rig.start_runner()
+    rig.upload("audio/d.wav", wav(76), "stem-d")
+    hash_id = message_id(rig, "hash", "stem-d")
+    rig.aws_proxy.add(Rule(deleting(rig, hash_id), "hold"))
+    kill_while_held(rig)
+    assert failure_of(rig, "stem-d")["retryable"] is True
+    assert rig.monitor is not None
+    runs = len(rig.monitor.history)
+    rig.start_runner()
+    rig.wait_settled()
+    figures = assert_holds(rig, {"audio/d.wav": "stem-d"})
+    assert figures["outcomes"] == {"dead-lettered": 1}
+    assert reasons(rig) == ["JOB_BACKOFF_LIMIT"]
+    assert len(rig.monitor.history) == runs, "the redelivered message ran its job again"

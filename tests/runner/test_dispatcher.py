@@ -24,7 +24,7 @@ from waveflow_job.contract import Outcome, Task, flat_envelope, kombu_envelope
 from waveflow_operator.metrics import Metrics
 from waveflow_operator.runner.dispatcher import Dispatcher
 from waveflow_operator.runner.notify import WebhookFailureNotifier
-from waveflow_operator.runner.protocol import JobResult, job_name_for
+from waveflow_operator.runner.protocol import JobResult, Recovered, job_name_for
 
 HASH = "a" * 64
 
@@ -163,6 +163,77 @@ async def test_a_result_from_an_earlier_run_settles_the_redelivered_message_once
     assert len(webhooks.bodies("/completion")) == 1
     assert len(queues.drain_dlq()) == 1
     assert dispatcher.status.failed == 1
+
+
+async def test_a_failed_job_is_noted_before_its_failure_and_after_its_dead_letter(
+        queues: Queues, webhooks: WebhookRecorder) -> None:
+    """The launcher keeps how far settling got (a crash must not repeat a step) and forgets it
+    once the message is deleted."""
+    message_id = queues.send(backend_message("generate_hash_and_webhook", "stem-n"))
+    name = job_name_for(Task.HASH, message_id)
+    launcher = ScriptedLauncher()
+    noted: list[tuple[bool, int, int]] = []
+    note = launcher.note_settling
+
+    async def watching(result: JobResult) -> None:  # what was sent when each note was taken
+        noted.append((result.dead_lettered, len(webhooks.bodies("/completion")),
+                      sum(queues.counts(queues.dlq_url))))
+        await note(result)
+
+    launcher.note_settling = watching  # type: ignore[method-assign]
+    dispatcher = dispatcher_for(queues, webhooks, launcher)
+    await dispatcher.start()
+    try:
+        await eventually(lambda: launcher.launched, message="the launch")
+        await launcher.finish(name, Outcome.FAILED, "JOB_BACKOFF_LIMIT", "failed")
+        await eventually(lambda: queues.counts() == (0, 0), message="settlement")
+    finally:
+        await dispatcher.stop(1)
+    assert noted == [(False, 0, 0), (True, 1, 1)]
+    assert launcher.notes == {}
+
+
+async def test_a_noted_dead_letter_of_an_earlier_run_is_only_deleted(
+        queues: Queues, webhooks: WebhookRecorder) -> None:
+    message_id = queues.send(backend_message("generate_hash_and_webhook", "stem-d"))
+    name = job_name_for(Task.HASH, message_id)
+    earlier = {name: JobResult(name, Outcome.FAILED, "JOB_BACKOFF_LIMIT", "failed 3 times",
+                               dead_lettered=True)}
+    launcher = ScriptedLauncher(earlier)
+    dispatcher = dispatcher_for(queues, webhooks, launcher)
+    await dispatcher.start()
+    try:
+        await eventually(lambda: queues.counts() == (0, 0), message="the delete")
+        await eventually(lambda: dispatcher.status.failed == 1, message="the count")
+    finally:
+        await dispatcher.stop(1)
+    assert launcher.launched == [] and launcher.adopted == []
+    assert webhooks.bodies("/completion") == []
+    assert queues.drain_dlq() == []
+
+
+async def test_an_adopted_job_noted_as_dead_lettered_is_only_deleted(
+        queues: Queues, webhooks: WebhookRecorder) -> None:
+    """Kubernetes: the finished Job is found on a 409 and carries the dead-letter note."""
+    message_id = queues.send(backend_message("generate_hash_and_webhook", "stem-e"))
+    name = job_name_for(Task.HASH, message_id)
+    launcher = ScriptedLauncher()
+    launcher.earlier[name] = JobResult(name, Outcome.FAILED, "JOB_BACKOFF_LIMIT", "failed",
+                                       dead_lettered=True)  # not recovered: adopted on launch
+    launcher.recover = lambda: _nothing()  # type: ignore[method-assign]
+    dispatcher = dispatcher_for(queues, webhooks, launcher)
+    await dispatcher.start()
+    try:
+        await eventually(lambda: queues.counts() == (0, 0), message="the delete")
+    finally:
+        await dispatcher.stop(1)
+    assert [r.job_name for r in launcher.adopted] == [name]
+    assert webhooks.bodies("/completion") == []
+    assert queues.drain_dlq() == []
+
+
+async def _nothing() -> Recovered:
+    return Recovered()
 
 
 async def test_a_redelivered_running_job_is_adopted_not_launched_again(

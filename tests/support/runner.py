@@ -51,6 +51,8 @@ class ScriptedLauncher:
         self.finished: set[str] = set()
         self.earlier = dict(earlier or {})
         self.on_result: ResultCallback | None = None
+        #: What the settler noted (note_settling), until it forgot it.
+        self.notes: dict[str, JobResult] = {}
 
     async def start(self, on_result: ResultCallback) -> None:
         self.on_result = on_result
@@ -73,6 +75,12 @@ class ScriptedLauncher:
 
     async def hurry(self) -> None:
         """Nothing runs for real."""
+
+    async def note_settling(self, result: JobResult) -> None:
+        self.notes[result.job_name] = result
+
+    async def forget(self, job_name: str) -> None:
+        self.notes.pop(job_name, None)
 
     async def finish(self, job_name: str, outcome: Outcome, code: str | None = None,
                      message: str | None = None) -> None:

@@ -15,6 +15,11 @@ Implements the dispatcher's ``Launcher`` protocol for one WaveflowQueue:
 - ``recover`` lists this queue's Jobs by label (filtered client-side too) so a restart resumes
   tracking; a finished Job already reported by an earlier run carries the annotation
   ``waveflow.io/reported`` and is not reported again;
+- ``note_settling`` marks a Job whose message was copied to the dead-letter queue with the
+  annotation ``waveflow.io/dead-lettered`` before the message is deleted; adoption and
+  ``recover`` read it back, so an operator that died before the delete only deletes the
+  redelivery (the Job lives ``ttlSecondsAfterFinished`` after it ended: the Job's status is the
+  rest of the note);
 - ``drain`` abandons nothing: Jobs keep running in the cluster; the dispatcher hands their
   messages back and the next run adopts them.
 """
@@ -25,6 +30,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Coroutine, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -53,13 +59,15 @@ from waveflow_operator.runner.protocol import (
 )
 from waveflow_operator.runner.spec import QueueSpec
 
-__all__ = ["ANNOTATION_REPORTED", "JobWatch", "KubernetesLauncher", "job_outcome",
-           "result_from_status"]
+__all__ = ["ANNOTATION_DEAD_LETTERED", "ANNOTATION_REPORTED", "JobWatch", "KubernetesLauncher",
+           "job_outcome", "result_from_status"]
 
 log = logging.getLogger(__name__)
 
 #: Set on a Job once its result was handed to a dispatcher (value: the outcome).
 ANNOTATION_REPORTED = "waveflow.io/reported"
+#: Set on a failed Job once its message was copied to the dead-letter queue.
+ANNOTATION_DEAD_LETTERED = "waveflow.io/dead-lettered"
 _IMAGE_PULL_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName",
                                  "ErrImageNeverPull"})
 
@@ -261,6 +269,19 @@ class KubernetesLauncher:
     async def hurry(self) -> None:
         """Nothing to hurry: Jobs are never killed by a stopping operator."""
 
+    async def note_settling(self, result: JobResult) -> None:
+        """The Job's status already holds its result; only a dead letter needs noting."""
+        if not result.dead_lettered:
+            return
+        try:
+            await self.api.annotate_job(self.namespace, result.job_name,
+                                        {ANNOTATION_DEAD_LETTERED: "true"})
+        except KubeApiError as error:
+            log.warning("could not mark job %s as dead-lettered: %s", result.job_name, error)
+
+    async def forget(self, job_name: str) -> None:
+        """Nothing to drop: the Job goes at its ttlSecondsAfterFinished."""
+
     def tracked(self) -> list[str]:
         """Jobs this launcher waits for (for status and tests)."""
         return sorted(self._tracked)
@@ -313,7 +334,12 @@ class KubernetesLauncher:
     async def _result(self, job: Mapping[str, Any]) -> JobResult | None:
         name = str(job["metadata"]["name"])
         pods = await self.api.list_pods(self.namespace, f"batch.kubernetes.io/job-name={name}")
-        return result_from_status(job, [p for p in pods if _pod_of(p, name)])
+        result = result_from_status(job, [p for p in pods if _pod_of(p, name)])
+        annotations = (job.get("metadata") or {}).get("annotations") or {}
+        if result is not None and result.outcome is Outcome.FAILED \
+                and annotations.get(ANNOTATION_DEAD_LETTERED) == "true":
+            result = replace(result, dead_lettered=True)
+        return result
 
     async def _mark_reported(self, name: str, result: JobResult) -> None:
         try:

@@ -11,7 +11,9 @@ __all__ = ["PERMISSIONS"]
 
 PERMISSIONS: list[tuple[str, str, frozenset[str]]] = [
     # One Job per message: created, read back on adoption (409), listed by label at start,
-    # annotated once reported; kopf lists and watches them for status (on.event).
+    # annotated (patch, metadata.annotations only) once reported and once its message is
+    # dead-lettered, so a restarted operator never dead-letters a message twice; kopf lists
+    # and watches them for status (on.event).
     ("batch", "jobs", frozenset({"create", "get", "list", "watch", "patch"})),
     # A message body too large for the environment: a ConfigMap owned by its Job (garbage-
     # collected with it), read back on a 409 to check it belongs to that very Job.

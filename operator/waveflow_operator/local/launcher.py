@@ -42,6 +42,7 @@ from pathlib import Path
 from waveflow_job.contract import ErrorCode, JobSummary, Outcome
 from waveflow_operator.local import child_lifetime
 from waveflow_operator.local.config import RunnerConfig, default_job_command
+from waveflow_operator.local.notes import read_notes, remove_note, sweep_notes, write_note
 from waveflow_operator.local.scratch import OWNER_FILE, SCRATCH_PREFIX, STALE_SECONDS, sweep_scratch
 from waveflow_operator.metrics import Metrics
 from waveflow_operator.runner.dispatcher import Dispatcher
@@ -124,8 +125,9 @@ class LocalLauncher:
         self._sweeper = asyncio.create_task(self._sweep_periodically(), name="scratch sweep")
 
     async def recover(self) -> Recovered:
-        """Child processes do not outlive this process's memory of them: nothing to recover."""
-        return Recovered()
+        """Child processes do not outlive this process's memory of them; what an earlier run
+        noted about settling failed jobs (:mod:`.notes`) comes back as finished results."""
+        return Recovered(finished=await asyncio.to_thread(read_notes, self.scratch_root))
 
     async def launch(self, request: JobRequest) -> Created | Adopted:
         """Start the job; a job of that name already running is adopted."""
@@ -178,6 +180,19 @@ class LocalLauncher:
         self._drain_by = time.monotonic()
         self._hurry.set()
 
+    async def note_settling(self, result: JobResult) -> None:
+        """A settling note in the scratch root (:mod:`.notes`), read back by ``recover``."""
+        try:
+            await asyncio.to_thread(write_note, self.scratch_root, result)
+        except OSError as error:
+            log.warning("could not note how far settling %s got: %s", result.job_name, error)
+
+    async def forget(self, job_name: str) -> None:
+        try:
+            await asyncio.to_thread(remove_note, self.scratch_root, job_name)
+        except OSError as error:
+            log.warning("could not remove the settling note of %s: %s", job_name, error)
+
     # ------------------------------------------------------------------ sweeping
 
     async def _hold_slot_while(self, orphan: child_lifetime.Orphan) -> None:
@@ -191,6 +206,7 @@ class LocalLauncher:
     async def _sweep(self) -> None:
         await asyncio.to_thread(child_lifetime.end_orphans, self.scratch_root, SCRATCH_PREFIX,
                                 wait_seconds=0.0, remove=_remove_tree)
+        await asyncio.to_thread(sweep_notes, self.scratch_root)
         removed = await asyncio.to_thread(sweep_scratch, self.scratch_root)
         if removed:
             log.info("removed %d stale scratch director%s", len(removed),

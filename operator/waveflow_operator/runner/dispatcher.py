@@ -97,7 +97,8 @@ class Dispatcher:
         self.settler = Settler(
             spec, self.ledger, self.sqs,
             notifier or WebhookFailureNotifier(spec.webhook_url, spec.webhook_secret),
-            self.metrics, self.status, on_deleted=self._freed, on_settled=on_settled)
+            self.metrics, self.status, notes=launcher, on_deleted=self._freed,
+            on_settled=on_settled)
         self._tasks = _Tasks()
         self._loops: list[asyncio.Task[None]] = []
         self._poll_task: asyncio.Task[None] | None = None

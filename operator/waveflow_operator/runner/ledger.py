@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from waveflow_job.contract import InvalidMessage, Outcome, StemMessage, parse_message
@@ -175,7 +175,7 @@ class Ledger:
         for name in running:
             self._entries.setdefault(name, Entry(name, State.LAUNCHED, forget_at=forget_at))
         for name, result in finished.items():
-            self._entries[name] = Entry(name, State.FINISHED, result=result)
+            self._entries[name] = Entry(name, _finished_state(result), result=result)
 
     def receive(self, delivery: Delivery) -> Decision:
         """Route one receive: a new message, a redelivery, or a duplicate of a settled one."""
@@ -233,11 +233,11 @@ class Ledger:
             return None
         entry = self._entries.get(key)
         if entry is None:
-            self._entries[key] = Entry(key, State.FINISHED, result=result)
+            self._entries[key] = Entry(key, _finished_state(result), result=result)
             return None
         if entry.state not in (State.RECEIVED, State.LAUNCHED):
             return None  # reported twice: the first result wins
-        entry.state, entry.result = State.FINISHED, result
+        entry.state, entry.result = _finished_state(result), result
         return entry if entry.held else None
 
     def notified(self, key: str, told: str) -> None:
@@ -246,8 +246,14 @@ class Ledger:
             raise IllegalTransition(f"{key}: notify in state {entry and entry.state}")
         entry.state, entry.backend_told = State.NOTIFIED, told
 
-    def dead_lettered(self, key: str) -> None:
-        self._expect(key, State.NOTIFIED).state = State.DEAD_LETTERED
+    def dead_lettered(self, key: str) -> Entry:
+        """The copy is in the dead-letter queue: only the delete is left (``result`` says so
+        too, for the note a launcher keeps in case the runner dies before the delete)."""
+        entry = self._expect(key, State.NOTIFIED)
+        entry.state = State.DEAD_LETTERED
+        if entry.result is not None:
+            entry.result = replace(entry.result, dead_lettered=True)
+        return entry
 
     def deleted(self, key: str) -> Entry:
         """The message is gone from SQS: the entry leaves; a job's outcome is remembered."""
@@ -344,3 +350,9 @@ class Ledger:
         if entry is None or entry.state is not state:
             raise IllegalTransition(f"{key}: expected {state}, found {entry and entry.state}")
         return entry
+
+
+def _finished_state(result: JobResult) -> State:
+    """A result a launcher kept from a crashed run may say its dead letter was already sent:
+    then only the delete is left, never a second copy."""
+    return State.DEAD_LETTERED if result.dead_lettered else State.FINISHED

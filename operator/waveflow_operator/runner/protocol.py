@@ -11,6 +11,10 @@ protocol").
   apart.
 - Each job's *final* result (retries spent) reaches the dispatcher once through ``on_result``.
 - ``drain(grace)`` lets running jobs finish within ``grace``; ``hurry()`` cuts that short.
+- ``note_settling(result)`` keeps, durably, how far settling a failed job's message got (its
+  result before the FAILURE; ``dead_lettered`` once copied to the dead-letter queue), and
+  ``recover``/``launch`` give it back after a crash, so no settle step is repeated;
+  ``forget(job_name)`` drops the note once the message is deleted.
 
 :func:`ending_outcome` is the ONE place that turns how a job ended (an exit code, a Job
 condition) into an outcome and error code, for both launchers.
@@ -79,6 +83,9 @@ class JobResult:
     summary: JobSummary | None = None
     #: Wall time from launch to outcome when the launcher knows it better than the dispatcher.
     duration_seconds: float | None = None
+    #: The runner already copied this message to the dead-letter queue (a note it left before
+    #: the delete, read back after a crash): only the delete is still due.
+    dead_lettered: bool = False
 
 
 @dataclass(frozen=True)
@@ -136,6 +143,13 @@ class Launcher(Protocol):
 
     async def hurry(self) -> None:
         """Cut a drain in progress short (the second signal)."""
+
+    async def note_settling(self, result: JobResult) -> None:
+        """Keep ``result`` (and whether its message was dead-lettered) where a later run's
+        ``recover``/``launch`` finds it. Raises nothing: a note that failed is logged."""
+
+    async def forget(self, job_name: str) -> None:
+        """The job's message is deleted: its settling note may go."""
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,11 @@
   read → dead-letter queue → delete.
 
 The ledger says which step is next, so a step that failed (SQS down) is retried from where it
-stopped, and a message whose receipt went stale is finished on its redelivery. Dead letters keep
+stopped, and a message whose receipt went stale is finished on its redelivery. A failed job's
+progress also survives the runner: before its FAILURE the launcher notes the result, once the
+copy is in the dead-letter queue it notes that, and only then is the message deleted (and the
+note dropped); a runner that died in between gets the note back from ``recover``/``launch``, so
+the redelivery neither runs the job again nor sends a second dead letter. Dead letters keep
 the original body and carry ``WaveflowReason`` (an ErrorCode), ``WaveflowReasonDetail``,
 ``WaveflowSourceQueue``, ``WaveflowSourceMessageId``, ``WaveflowReceiveCount`` and
 ``WaveflowBackendNotified`` (did the backend accept the FAILURE).
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Protocol
 
 from waveflow_job.contract import ErrorCode, Outcome
 from waveflow_operator.metrics import Metrics
@@ -26,9 +31,17 @@ from waveflow_operator.runner.spec import QueueSpec
 from waveflow_operator.runner.sqs import SqsError, SqsQueue
 from waveflow_operator.runner.status import DispatcherStatus
 
-__all__ = ["SettledCallback", "Settler"]
+__all__ = ["SettleNotes", "SettledCallback", "Settler"]
 
 log = logging.getLogger(__name__)
+
+class SettleNotes(Protocol):
+    """Where a failed job's settling progress is kept across a crash (the launcher)."""
+
+    async def note_settling(self, result: JobResult) -> None: ...
+
+    async def forget(self, job_name: str) -> None: ...
+
 
 #: Called once per settled job (after its message is deleted): the demo's table, tests.
 SettledCallback = Callable[[JobRequest, JobResult], None]
@@ -39,9 +52,10 @@ class Settler:
 
     def __init__(self, spec: QueueSpec, ledger: Ledger, sqs: SqsQueue,
                  notifier: FailureNotifier, metrics: Metrics, status: DispatcherStatus, *,
-                 on_deleted: Callable[[], None],
+                 notes: SettleNotes, on_deleted: Callable[[], None],
                  on_settled: SettledCallback | None = None) -> None:
         self.spec = spec
+        self.notes = notes
         self.ledger = ledger
         self.sqs = sqs
         self.notifier = notifier
@@ -58,14 +72,19 @@ class Settler:
         try:
             while (step := entry.next_step()) is not None:
                 if step is Step.NOTIFY:
+                    if entry.result is not None:  # a rerun could contradict the FAILURE
+                        await self.notes.note_settling(entry.result)
                     self.ledger.notified(key, await self._notify(entry))
                 elif step is Step.DEAD_LETTER:
                     await self._dead_letter(entry)
-                    self.ledger.dead_lettered(key)
+                    if (result := self.ledger.dead_lettered(key).result) is not None:
+                        await self.notes.note_settling(result)
                 else:
                     assert entry.delivery is not None
                     await self.sqs.delete(entry.delivery.receipt_handle)
                     self._record(self.ledger.deleted(key))
+                    if entry.result is not None and entry.result.outcome is Outcome.FAILED:
+                        await self.notes.forget(key)
                     self._on_deleted()
                     return
         except SqsError as error:
