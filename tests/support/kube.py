@@ -31,7 +31,8 @@ import json
 import re
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -78,6 +79,26 @@ def _unprocessable(message: str) -> kmock.KubernetesError:
     return kmock.KubernetesError(status=422, reason="Invalid", message=message)
 
 
+@dataclass
+class KubeFault:
+    """Answer ``status`` instead of serving a request ``when`` matches (``times``; None: ever).
+    Only the operator's requests are matched: the test's and the kubelet's pass."""
+
+    when: Callable[[Request], bool]
+    status: int = 503
+    reason: str = "ServiceUnavailable"
+    times: int | None = 1
+    fired: int = 0
+
+    def fires(self, request: Request) -> bool:
+        if request.headers.get("User-Agent", "").startswith("kmock/"):
+            return False
+        if (self.times is not None and self.fired >= self.times) or not self.when(request):
+            return False
+        self.fired += 1
+        return True
+
+
 @attrs.define(kw_only=True)
 class KubeEmulator(KubernetesEmulator):
     """kmock's emulator with revisions, selectors, honest watches, 201s and owner GC."""
@@ -86,6 +107,10 @@ class KubeEmulator(KubernetesEmulator):
     _revision: int = attrs.field(default=0, init=False)
     _write_lock: asyncio.Lock = attrs.field(factory=asyncio.Lock, init=False)
     _calls: set[tuple[str, str, str]] = attrs.field(factory=set, init=False)
+    #: Errors to answer instead of serving (tests/reliability/test_operator_faults.py).
+    faults: list[KubeFault] = attrs.field(factory=list, init=False)
+    #: (resource plural, name) → successful creates, deleted objects' included.
+    creates: Counter[tuple[str, str]] = attrs.field(factory=Counter, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -141,7 +166,16 @@ class KubeEmulator(KubernetesEmulator):
     async def _handle(self, request: Request) -> aiohttp.web.StreamResponse:
         self._record(request)
         try:
-            return await self._handle_recorded(request)
+            for fault in self.faults:
+                if fault.fires(request):
+                    return await self._render_error(kmock.KubernetesError(
+                        status=fault.status, reason=fault.reason, message="injected"))
+            response = await self._handle_recorded(request)
+            if request.action == action.CREATE and response.status == 201 \
+                    and request.resource is not None and isinstance(request.data, dict):
+                name = str((request.data.get("metadata") or {}).get("name"))
+                self.creates[(str(request.resource.plural), name)] += 1
+            return response
         finally:
             # kmock matches each request by scanning its whole request history (quadratic in
             # the number of requests served): forget a request once it is answered; the API
