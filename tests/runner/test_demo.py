@@ -64,11 +64,12 @@ def test_the_demo_exits_zero_with_a_table_pictures_players_and_no_leftovers(
         ".map(([stem, s]) => [stem, s.document]))")
     for stem, report in reports.items():
         document = documents[stem]
-        detail = document.get("waveform_detail_path")
-        assert report["hasDetail"] == bool(detail)
+        assert report["hasDetail"] and document["waveform_detail_path"].endswith(".dat")
         assert report["wavesurferDuration"] == pytest.approx(document["duration"], abs=1e-6)
-        assert report["overviewScale"] == document["samples_per_pixel"]
-        assert report["zoomviewScale"] == (256 if detail else document["samples_per_pixel"])
+        assert report["overviewScale"] == document["samples_per_pixel"]  # from the JSON
+        assert report["zoomviewScale"] == 256  # from the detail .dat
+        facts = browser.evaluate(f"document.querySelector('#{stem} .levels').textContent")
+        assert f"{document['integrated_lufs']:.1f} LUFS integrated" in facts
         for scale in (512, 256):
             assert browser.evaluate(f"window.waveflowPlayers.zoomTo('{stem}', {scale})") == scale
     assert browser.errors() == []

@@ -1,15 +1,18 @@
 """The demo page in a real headless Chromium: wavesurfer.js and peaks.js draw the stored waveforms.
 
-The stems are long enough that the waveform JSON is coarser than 512 frames per point, so
-peaks.js can only zoom to 256 and 512 from the detail ``.dat``; the control test shows the same
-page without it stopping at the JSON's resolution, with the error a user would see.
+The waveform JSON and the detail ``.dat`` come from ``waveflow-job waveform --detail`` (the
+analysis stage's own code). The stems are long enough that the JSON is coarser than 512 frames
+per point, so peaks.js can only zoom to 256 and 512 from the ``.dat``; the control test shows the
+same page without it stopping at the JSON's resolution, with the error a user would see.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
-import struct
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +22,6 @@ import soundfile as sf
 
 from support.chromium import Page
 from waveflow_dev import players_page
-from waveflow_job.waveform import write_waveform_file
 
 #: stem id, file name, rate, channels, seconds, soundfile subtype: every JSON coarser than 512.
 STEMS = (
@@ -28,6 +30,7 @@ STEMS = (
     ("stem-room", "room 5.1.wav", 48000, 6, 12.0, "PCM_16"),
 )
 DETAIL_SCALE = 256
+WAVEFLOW_JOB = Path(sys.executable).parent / "waveflow-job"
 #: The page's waveform colour (#5eb0ff), as drawn by both players.
 WAVE_RGB = (94, 176, 255)
 
@@ -73,37 +76,33 @@ def music_like(rate: int, channels: int, seconds: float) -> np.ndarray:
     return np.stack(lanes, axis=1)
 
 
-def detail_waveform(samples: np.ndarray, rate: int, scale: int) -> bytes:
-    """Stand-in for the job's detail ``.dat`` (CONTRACT.md §8): audiowaveform binary v2, 8-bit,
-    min/max of each ``scale`` frames per channel, trunc(x·128) as the waveform JSON's pairs."""
-    frames, channels = samples.shape
-    length = math.ceil(frames / scale)
-    padded = np.pad(samples, ((0, length * scale - frames), (0, 0)), mode="edge")
-    points = padded.reshape(length, scale, channels)
-    pairs = np.stack([points.min(axis=1), points.max(axis=1)], axis=-1)
-    data = np.clip(np.trunc(pairs * 128.0), -128, 127).astype(np.int8)
-    header = struct.pack("<iIiiIi", 2, 1, rate, scale, length, channels)
-    return header + data.tobytes()
-
-
-def write_stems(directory: Path, *, with_detail: bool) -> list[players_page.StemCard]:
-    """Each stem's waveform JSON from the job's own analysis, its .dat, and the page."""
-    directory.mkdir(parents=True)
+@pytest.fixture(scope="module")
+def cards(tmp_path_factory: pytest.TempPathFactory) -> list[players_page.StemCard]:
+    """Each stem's waveform JSON and .dat from the job's command line."""
+    directory = tmp_path_factory.mktemp("stems")
     cards = []
     for stem, filename, rate, channels, seconds, subtype in STEMS:
-        samples = music_like(rate, channels, seconds)
         audio = directory / filename
+        samples = music_like(rate, channels, seconds)
         sf.write(audio, samples, rate, subtype=subtype)
-        document = write_waveform_file(audio, directory / f"{stem}.json")
-        decoded, _ = sf.read(audio, dtype="float64", always_2d=True)
+        json_path, dat_path = directory / f"{stem}.json", directory / f"{stem}.dat"
+        subprocess.run([str(WAVEFLOW_JOB), "waveform", str(audio), "-o", str(json_path),
+                        "--detail", str(dat_path)], check=True, timeout=60)
+        document = json.loads(json_path.read_text(encoding="utf-8"))
+        peak = 20 * math.log10(float(np.abs(samples).max()))  # as the SUCCESS result has it
         cards.append(players_page.StemCard(
-            stem=stem, filename=filename, stages="analysis ✓", facts=f"{channels} ch",
+            stem=stem, filename=filename, stages="analysis ✓",
+            facts=f"{channels} ch · {players_page.levels_text({**document, 'peak_dbfs': peak})}",
             document=document,
-            detail=detail_waveform(decoded, rate, DETAIL_SCALE) if with_detail else None))
+            detail=dat_path.read_bytes()))
+    return cards
+
+
+def write_page(directory: Path, cards: list[players_page.StemCard]) -> Path:
+    directory.mkdir(parents=True)
     assert not players_page.copy_bundles(players_page.default_node_modules(), directory), \
         "peaks.js / wavesurfer.js are missing: `make players` installs them"
-    players_page.write_page(directory, cards, players=True)
-    return cards
+    return players_page.write_page(directory, cards, players=True)
 
 
 def inked(page: Page, stem: str, part: str) -> dict[str, int]:
@@ -124,9 +123,8 @@ def zoom(page: Page, stem: str, scale: int) -> int:
 
 
 def test_every_stem_is_drawn_by_both_players_and_peaks_zooms_to_256_and_512(
-        tmp_path: Path, browser: Page) -> None:
-    cards = write_stems(tmp_path / "page", with_detail=True)
-    reports = ready(browser, tmp_path / "page" / "index.html")
+        tmp_path: Path, browser: Page, cards: list[players_page.StemCard]) -> None:
+    reports = ready(browser, write_page(tmp_path / "page", cards))
     assert sorted(reports) == sorted(card.stem for card in cards)
     for card in cards:
         assert card.document is not None
@@ -137,6 +135,10 @@ def test_every_stem_is_drawn_by_both_players_and_peaks_zooms_to_256_and_512(
         assert report["overviewScale"] == doc["samples_per_pixel"]  # overview: the JSON
         assert report["zoomviewScale"] == DETAIL_SCALE  # zoomview: the .dat
         assert report["zoomLevel"] == DETAIL_SCALE
+        facts = browser.evaluate(f"document.querySelector('#{stem} .levels').textContent")
+        assert f"{doc['integrated_lufs']:.1f} LUFS integrated" in facts  # beside the peak level
+        assert f"true peak {doc['true_peak_dbtp']:.1f} dBTP" in facts
+        assert f"range {doc['loudness_range_lu']:.1f} LU" in facts
         for part in ("wavesurfer", "peaks-overview"):
             ink = inked(browser, stem, part)
             assert ink["columns"] >= 0.95 * ink["width"], (stem, part, ink)
@@ -156,10 +158,10 @@ def test_every_stem_is_drawn_by_both_players_and_peaks_zooms_to_256_and_512(
 
 
 def test_without_the_detail_waveform_the_zoomview_stops_at_the_json_resolution(
-        tmp_path: Path, browser: Page) -> None:
-    cards = write_stems(tmp_path / "page", with_detail=False)
-    reports = ready(browser, tmp_path / "page" / "index.html")
-    first = cards[0]
+        tmp_path: Path, browser: Page, cards: list[players_page.StemCard]) -> None:
+    without = [dataclasses.replace(card, detail=None) for card in cards]
+    reports = ready(browser, write_page(tmp_path / "page", without))
+    first = without[0]
     assert first.document is not None
     coarsest = first.document["samples_per_pixel"]
     assert reports[first.stem]["zoomviewScale"] == coarsest
