@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import ctypes
 import json
 import os
 import shutil
@@ -125,7 +126,7 @@ def headless_chromium(profile: Path, executable: str) -> Iterator[Page]:
     log = (profile.parent / f"{profile.name}.log").open("wb")
     process = subprocess.Popen([executable, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
                                stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                               start_new_session=True)
+                               start_new_session=True, preexec_fn=_die_with_parent)
     socket = None
     try:
         port = _devtools_port(profile, process)
@@ -145,6 +146,12 @@ def headless_chromium(profile: Path, executable: str) -> Iterator[Page]:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(10)
         log.close()
+
+
+def _die_with_parent() -> None:
+    """Linux: Chromium is killed if the test process dies before stopping it (no orphan)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def _devtools_port(profile: Path, process: subprocess.Popen[bytes]) -> int:
