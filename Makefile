@@ -24,7 +24,7 @@ $(INSTALLED): pyproject.toml
 	touch $@
 
 -include charts/Makefile.mk
--include images/Makefile.mk
+-include charts/images/images.mk
 
 # The browser players the demo page shows (peaks.js, wavesurfer.js), from the npm registry.
 PLAYERS_DIR := dev/players
@@ -49,7 +49,7 @@ tools-chromium: ## Debian's chromium for the demo page's browser test (skipped w
 	fi
 
 lint: install chart-lint ## ruff, mypy, hadolint on both Dockerfiles, helm lint
-	$(VENV)/bin/ruff check jobimage operator tests charts/dev images
+	$(VENV)/bin/ruff check jobimage operator tests charts/dev charts/images
 	$(VENV)/bin/mypy
 	$(VENV)/bin/hadolint jobimage/Dockerfile operator/Dockerfile
 

@@ -1,5 +1,5 @@
 # The chart and kind. Included by the top-level Makefile (`-include charts/Makefile.mk`), which
-# defines VENV, PY and INSTALLED; the images' targets are in images/Makefile.mk. The kind-*
+# defines VENV, PY and INSTALLED; the images' targets are in charts/images/images.mk. The kind-*
 # targets need kind and a container engine: CI has no kind, so they are checked by construction
 # (the kind values render, lint and validate in tests/chart) and run on developers' machines.
 
@@ -15,7 +15,7 @@ CHART_DIR := charts/waveflow
 KIND_CLUSTER ?= waveflow
 KIND_NAMESPACE := waveflow
 KIND_RELEASE := waveflow
-# IMAGE_TAG, OPERATOR_IMAGE, JOB_IMAGE and IMAGES come from images/Makefile.mk.
+# IMAGE_TAG, OPERATOR_IMAGE, JOB_IMAGE and IMAGES come from charts/images/images.mk.
 KIND_ARCHIVES := .tools/kind-images
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 

@@ -8,7 +8,7 @@
    time from ``podman run`` to the container's first log line, and an empty container
    (``--entrypoint true``) as the engine's own floor.
 
-The images are built first with images/build.py (cached layers: quick when nothing changed).
+The images are built first with charts/images/build.py (cached layers: quick when nothing changed).
 
     .venv/bin/python tests/bench/bench_images.py [--rounds 5]
 """

@@ -65,10 +65,10 @@ def test_scratch_is_the_only_place_to_write() -> None:
     assert "PYTHONDONTWRITEBYTECODE=1" in env
     run = " ".join(args for word, args in final_stage() if word == "RUN")
     assert "mkdir /scratch" in run and "chown 10001:10001 /scratch" in run
-    # Bytecode is made at build time (images/trim_venv.py, last): nothing to write at run time.
+    # Bytecode is made at build time (jobimage/trim_venv.py, last): nothing to write at run time.
     build = " ".join(args for word, args in instructions() if word == "RUN")
     assert "trim_venv.py /opt/waveflow" in build
-    assert "compileall.compile_dir" in (ROOT / "images" / "trim_venv.py").read_text()
+    assert "compileall.compile_dir" in (ROOT / "jobimage" / "trim_venv.py").read_text()
 
 
 def test_entrypoint_is_the_installed_console_script() -> None:

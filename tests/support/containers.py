@@ -1,5 +1,5 @@
-"""Run the real images: the engine and builds of images/build.py, and a Pod's container turned
-into the engine's ``run`` flags.
+"""Run the real images: the engine and builds of charts/images/build.py, and a Pod's container
+turned into the engine's ``run`` flags.
 
 :func:`run_flags` reads a container and its pod as Kubernetes would and refuses any field it does
 not know how to honour, so a new field in the Job builder or the chart breaks the image tests
@@ -43,9 +43,9 @@ _SECURITY_FIELDS = {"allowPrivilegeEscalation", "readOnlyRootFilesystem", "runAs
 
 
 def image_build() -> ModuleType:
-    """images/build.py, the same module `make images` runs."""
+    """charts/images/build.py, the same module `make images` runs."""
     spec = importlib.util.spec_from_file_location("waveflow_image_build",
-                                                  REPO / "images" / "build.py")
+                                                  REPO / "charts" / "images" / "build.py")
     assert spec and spec.loader
     if spec.name in sys.modules:
         return sys.modules[spec.name]

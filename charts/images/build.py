@@ -1,15 +1,15 @@
 """Build WaveFlow's two images with whichever container engine this machine has.
 
-    python images/build.py base                      the base image's name (made when missing)
-    python images/build.py build [--job TAG] [--operator TAG]
-    python images/build.py sizes [--job TAG] [--operator TAG]
-    python images/build.py save DIR [--job TAG] [--operator TAG]   image archives (kind load)
-    python images/build.py push REGISTRY [--job TAG] [--operator TAG]  e.g. an ECR registry
+    python charts/images/build.py base       the base image's name (made when missing)
+    python charts/images/build.py build [--job TAG] [--operator TAG]
+    python charts/images/build.py sizes [--job TAG] [--operator TAG]
+    python charts/images/build.py save DIR [--job TAG] [--operator TAG]   image archives (kind load)
+    python charts/images/build.py push REGISTRY [--job TAG] [--operator TAG]  e.g. an ECR registry
 
 The engine is ``$CONTAINER_ENGINE``, else Docker when its daemon answers, else podman. With
-podman, ``images/containers.conf`` is used when runc is installed (lower default ulimits, runc
-instead of crun: what sandboxed CI machines need), builds share the host's network and CA
-certificates (``RUN pip install`` behind an intercepting proxy), and nothing else changes.
+podman, ``charts/images/containers.conf`` is used when runc is installed (lower default
+ulimits, runc instead of crun: what sandboxed CI machines need), builds share the host's network
+and CA certificates (``RUN pip install`` behind an intercepting proxy), and nothing else changes.
 
 The base is ``$PYTHON_IMAGE`` (default ``python:3.11-slim-bookworm``): used when present,
 pulled when a registry answers, and otherwise replaced by a stand-in built from Debian's own
@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEFAULT_BASE = "python:3.11-slim-bookworm"
 STANDIN = "localhost/waveflow/python-standin:3.11-slim-bookworm"
 DOCKERFILES = {"job": REPO / "jobimage" / "Dockerfile",
@@ -89,7 +89,7 @@ def detect_engine(chosen: str | None = None) -> Engine:
     env: dict[str, str] = {}
     if Path(chosen).name.startswith("podman") and "CONTAINERS_CONF" not in os.environ \
             and shutil.which("runc"):
-        env["CONTAINERS_CONF"] = str(REPO / "images" / "containers.conf")
+        env["CONTAINERS_CONF"] = str(Path(__file__).resolve().parent / "containers.conf")
     return Engine(shutil.which(chosen) or chosen, env)
 
 

@@ -1,4 +1,4 @@
-# The two images. Included by the top-level Makefile; `images/build.py` picks the engine (a
+# The two images. Included by the top-level Makefile; `charts/images/build.py` picks the engine (a
 # running Docker, else podman) and the base (python:3.11-slim-bookworm, or on machines no image
 # registry answers, a stand-in built from Debian's packages once and kept in the image store).
 
@@ -7,7 +7,7 @@ IMAGE_TAG ?= dev
 IMAGE_REPOSITORY ?= waveflow
 OPERATOR_IMAGE ?= $(IMAGE_REPOSITORY)/operator:$(IMAGE_TAG)
 JOB_IMAGE ?= $(IMAGE_REPOSITORY)/job:$(IMAGE_TAG)
-IMAGES := $(PYTHON) images/build.py --job $(JOB_IMAGE) --operator $(OPERATOR_IMAGE)
+IMAGES := $(PYTHON) charts/images/build.py --job $(JOB_IMAGE) --operator $(OPERATOR_IMAGE)
 SUDO ?= $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # `make test` builds and runs both images (tests/images).
