@@ -217,7 +217,7 @@ class LoadRun:
         killer.join()
         if rig.runner is None or rig.runner.poll() is not None:
             rig.start_runner()
-        rig.wait_settled(timeout=120 + self.settings.messages * 0.5)
+        rig.wait_settled(timeout=120 + self.settings.messages * 2.0)
         self.seconds = time.monotonic() - began
         return rig.verdict(uploaded=self.uploaded)
 
