@@ -27,12 +27,12 @@ $(INSTALLED): pyproject.toml
 -include charts/images/images.mk
 
 # The browser players the demo page shows (peaks.js, wavesurfer.js), from the npm registry.
-PLAYERS_DIR := dev/players
+PLAYERS_DIR := operator/waveflow_dev/players
 PLAYERS := $(PLAYERS_DIR)/node_modules/.package-lock.json
 CHROMIUM ?= chromium
 TEST_TOOLS += players tools-chromium
 
-players: $(PLAYERS) ## npm ci the demo page's players (peaks.js, wavesurfer.js) into dev/players
+players: $(PLAYERS) ## npm ci the demo page's players (peaks.js, wavesurfer.js) into operator/waveflow_dev/players
 
 $(PLAYERS): $(PLAYERS_DIR)/package.json $(PLAYERS_DIR)/package-lock.json
 	@command -v npm >/dev/null 2>&1 || { echo "make demo needs npm (Node.js 18+) to install \

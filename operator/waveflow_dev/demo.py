@@ -59,7 +59,7 @@ def run(output: Path, *, keep_running: bool = False, webhook_url: str | None = N
     afterwards; ``webhook_url`` then sends the runner's webhooks to a real backend (signed with
     ``$WEBHOOK_SECRET`` when set) instead of the reference backend. ``players`` is the
     ``node_modules`` holding peaks.js and wavesurfer.js for index.html (default: the checkout's
-    ``dev/players/node_modules``)."""
+    ``operator/waveflow_dev/players/node_modules``)."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("werkzeug", "moto", "botocore", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.ERROR)

@@ -2,9 +2,10 @@
 
 wavesurfer.js 7 draws the waveform JSON's ``peaks`` + ``duration`` (as the platform's player
 does); peaks.js draws an overview from the same JSON and a zoomable view from the detail ``.dat``
-(as its editor does). Their UMD bundles come from the npm packages in ``dev/players`` (``make
-players``) and are copied next to the page; the stored objects are embedded in it, so the page
-works opened straight from the folder (a ``file://`` page may load scripts but not fetch files).
+(as its editor does). Their UMD bundles come from the npm packages in ``players/`` beside this
+module (``make players``) and are copied next to the page; the stored objects are embedded in it,
+so the page works opened straight from the folder (a ``file://`` page may load scripts but not
+fetch files).
 Without the bundles the page still lists every stem with its PNG.
 """
 
@@ -53,8 +54,8 @@ class StemCard:
 
 
 def default_node_modules() -> Path:
-    """``dev/players/node_modules`` of the checkout this module runs from."""
-    return Path(__file__).resolve().parents[2] / "dev" / "players" / "node_modules"
+    """``players/node_modules`` beside this module (``make players`` installs it)."""
+    return Path(__file__).resolve().parent / "players" / "node_modules"
 
 
 def copy_bundles(node_modules: Path, output: Path) -> list[str]:

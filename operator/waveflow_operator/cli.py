@@ -92,7 +92,7 @@ def _parser() -> argparse.ArgumentParser:
                       help="leave the stack up afterwards and print its endpoints")
     demo.add_argument("--players", type=Path, metavar="NODE_MODULES",
                       help="the node_modules with peaks.js and wavesurfer.js for index.html "
-                           "(default: dev/players/node_modules of this checkout; `make players`)")
+                           "(default: operator/waveflow_dev/players/node_modules; `make players`)")
     demo.add_argument("--webhook-url", metavar="URL",
                       help="with --keep-running: afterwards, send the runner's webhooks to this "
                            "backend (signed with $WEBHOOK_SECRET when set)")

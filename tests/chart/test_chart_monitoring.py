@@ -65,8 +65,7 @@ def all_expressions(manifests: Manifests) -> dict[str, str]:
 
 def promtool() -> str:
     path = shutil.which("promtool")
-    if path is None:
-        pytest.skip("promtool is not installed; `make tools-promtool` installs Debian's prometheus")
+    assert path is not None, "promtool is not installed: `make tools-promtool` (make test does)"
     return path
 
 
@@ -115,9 +114,7 @@ def test_the_dashboard_configmap_is_labelled_for_grafanas_sidecar(
 @pytest.fixture(scope="module")
 def scraped_series() -> Iterator[set[str]]:
     """Series names from a real scrape of the operator's `/metrics` endpoint over loopback."""
-    metrics = pytest.importorskip(
-        "waveflow_operator.metrics", reason="waveflow_operator.metrics does not exist yet"
-    )
+    from waveflow_operator import metrics
     server = metrics.serve(metrics.Metrics(), 0, host="127.0.0.1")
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/metrics"

@@ -29,8 +29,6 @@ def hadolint() -> str:
 @pytest.mark.parametrize("image", DOCKERFILES)
 def test_hadolint_passes(image: str) -> None:
     dockerfile = DOCKERFILES[image]
-    if not dockerfile.exists():
-        pytest.skip(f"{dockerfile.relative_to(REPO)} does not exist yet (owned by the job image)")
     result = subprocess.run(
         [hadolint(), str(dockerfile)], capture_output=True, text=True, check=False
     )

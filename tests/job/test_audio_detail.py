@@ -61,13 +61,18 @@ LOSSLESS = ["wav-u8", "wav-16", "wav-24", "wav-32", "wav-float", "rf64-24", "w64
             "aiff-24", "flac-16", "flac-24", "m4a-alac-16", "m4a-alac-24"]
 
 
-@pytest.mark.parametrize("fmt", LOSSLESS)
-@pytest.mark.parametrize("channels", [1, 2, 3, 6, 8])
+def _writable(fmt: str, channels: int) -> bool:
+    """FFmpeg's ALAC encoder writes neither 3 nor more than its maximum channels."""
+    spec = synth.FORMATS[fmt]
+    return channels <= spec.max_channels and not (fmt.startswith("m4a-alac") and channels == 3)
+
+
+@pytest.mark.parametrize(("fmt", "channels"), [
+    (fmt, channels) for fmt in LOSSLESS for channels in (1, 2, 3, 6, 8)
+    if _writable(fmt, channels)])
 def test_detail_of_lossless_files_equals_the_min_max_definition(tmp_path: Path, fmt: str,
                                                                 channels: int) -> None:
     spec = synth.FORMATS[fmt]
-    if channels > spec.max_channels or (fmt.startswith("m4a-alac") and channels == 3):
-        pytest.skip(f"FFmpeg's {fmt} encoder does not write {channels} channels")
     frames, rate = 44100 + 12345, 44100  # odd, and no multiple of the resolution
     path = synth.write_audio(tmp_path / f"x{spec.suffix}", fmt, music(frames, rate, channels),
                              rate)
