@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -29,6 +30,11 @@ _context: ContextVar[dict[str, Any]] = ContextVar("waveflow_log_context", defaul
 #: Attributes every LogRecord has; anything else was passed with ``extra=`` and is logged too.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime",
                                                                           "taskName"}
+
+#: Characters JSON allows raw that line-oriented readers (Python's ``splitlines``, some log
+#: shippers) take as line breaks: C1 controls (NEL U+0085 among them) and U+2028/2029. Escaped,
+#: a value from a message (its id, a key) can never split one log line into two.
+_LINE_BREAKERS = re.compile("[\u0080-\u009f\u2028\u2029]")
 
 
 @contextmanager
@@ -58,6 +64,7 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             document["traceback"] = self.formatException(record.exc_info)
         line = redact.scrub(json.dumps(document, default=str, ensure_ascii=False))
+        line = _LINE_BREAKERS.sub(lambda found: f"\\u{ord(found.group()):04x}", line)
         try:
             line.encode("utf-8")
         except UnicodeEncodeError:  # a lone surrogate (from argv, say): show it, don't crash
