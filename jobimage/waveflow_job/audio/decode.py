@@ -7,7 +7,8 @@ Three readers, chosen by the file's signature (never its name):
   conversion to float, 24-bit samples widened to int32 in one numpy pass;
 - everything else libsndfile can read (8-bit and 64-bit WAV, AIFF, FLAC, Ogg Vorbis/Opus/FLAC,
   MP3) goes through soundfile, again into one reused buffer;
-- MP4/M4A/3GP (AAC, ALAC, AMR: phone recordings), Matroska/WebM and ADTS go through PyAV.
+- MP4/M4A/3GP (AAC, ALAC, AMR: phone recordings), Matroska/WebM and ADTS go through PyAV
+  (:mod:`.pyav_source`). The types all three share are in :mod:`.source`.
 
 Blocks are ``(frames, channels)`` arrays (interleaved, or planar views) in the stream's
 native type (int16, int32 or float32) with :class:`~waveflow_job.audio.peaks.SampleScale`
@@ -25,7 +26,6 @@ import logging
 import mmap
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -33,62 +33,22 @@ import numpy as np
 from waveflow_job.audio import headers
 from waveflow_job.audio.limits import AudioLimits
 from waveflow_job.audio.peaks import SampleScale
+from waveflow_job.audio.pyav_source import open_pyav
+from waveflow_job.audio.source import (
+    BLOCK_SAMPLES,
+    PCM_SAMPLE_FORMATS,
+    PYAV_BLOCK_SAMPLES,
+    AudioSource,
+    StreamInfo,
+    block_frames,
+)
 from waveflow_job.contract import ErrorCode
 from waveflow_job.errors import AudioError
 
+__all__ = ["BLOCK_SAMPLES", "PYAV_BLOCK_SAMPLES", "AudioSource", "RawPcmSource", "SndfileSource",
+           "StreamInfo", "block_frames", "open_audio"]
+
 log = logging.getLogger(__name__)
-
-#: Samples (frames x channels) per block: 2 MiB as int32. Small enough for the caches, large
-#: enough that numpy's per-call overhead and GIL hand-overs between decoding threads vanish
-#: (measured: 1 << 17 is 1.5x slower on 24-bit WAV, 1 << 20 no faster and 10 MiB more RSS).
-BLOCK_SAMPLES = 1 << 19
-#: PyAV sources: FFmpeg and PyAV alone take ~50 MiB of RSS, so smaller blocks keep the whole
-#: process under 64 MiB; numpy overhead per block is small next to decoding anyway.
-PYAV_BLOCK_SAMPLES = 1 << 16
-
-#: PyAV demuxers we accept; anything else it might "recognise" in random bytes is refused.
-_PYAV_FORMATS = {"mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", "aac", "mp3"}
-_PYAV_CONTAINERS = {"MP4": "M4A", "MATROSKA": "WEBM", "ADTS": "AAC", "MP3": "MP3"}
-
-
-@dataclass(frozen=True)
-class StreamInfo:
-    """Facts about the audio stream, known before decoding."""
-
-    container: str
-    codec: str
-    sample_format: str
-    bit_depth: int | None
-    sample_rate: int
-    channels: int
-    #: Frames the container declares (exact) or lets us estimate; None when it says nothing.
-    frames: int | None
-    #: True when ``frames`` is a promise: decoding fewer means the file is cut short.
-    frames_exact: bool
-    scale: SampleScale
-
-
-class AudioSource:
-    """An opened file: its facts, and its samples as often as they are asked for."""
-
-    #: True when ``blocks(start, stop)`` lands on exactly frame ``start`` (so ranges can be
-    #: decoded side by side and add up to the whole stream, sample for sample).
-    seekable = False
-
-    def __init__(self, path: str, info: StreamInfo) -> None:
-        self.path = path
-        self.info = info
-
-    def blocks(self, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
-        """Frames ``[start, stop)`` (default: all) in blocks; may be called again.
-
-        ``start`` other than 0 is only allowed when :attr:`seekable`.
-        """
-        raise NotImplementedError
-
-
-def block_frames(channels: int, samples: int | None = None) -> int:
-    return max(1024, (samples or BLOCK_SAMPLES) // channels)
 
 
 def open_audio(path: str | os.PathLike[str], limits: AudioLimits | None = None) -> AudioSource:
@@ -124,7 +84,7 @@ def open_audio(path: str | os.PathLike[str], limits: AudioLimits | None = None) 
     elif family in ("FLAC", "OGG", "MP3"):
         source = _open_sndfile(path, family)
     else:
-        source = _open_pyav(path, family)
+        source = open_pyav(path, family)
     where = f"{source.info.container} stream"
     limits.check_sample_rate(source.info.sample_rate, where)
     limits.check_channels(source.info.channels, where)
@@ -135,7 +95,6 @@ def open_audio(path: str | os.PathLike[str], limits: AudioLimits | None = None) 
 # ----------------------------------------------------------------------------- raw PCM
 
 
-_PCM_NAMES = {8: "PCM_U8", 16: "PCM_16", 24: "PCM_24", 32: "PCM_32"}
 
 
 def _open_pcm(path: str, family: str, limits: AudioLimits) -> AudioSource:
@@ -175,7 +134,7 @@ def _open_pcm(path: str, family: str, limits: AudioLimits) -> AudioSource:
     info = StreamInfo(
         container=layout.container,
         codec="pcm",
-        sample_format="FLOAT" if is_float else _PCM_NAMES.get(bits, f"PCM_{bits}"),
+        sample_format="FLOAT" if is_float else PCM_SAMPLE_FORMATS.get(bits, f"PCM_{bits}"),
         bit_depth=bits,
         sample_rate=layout.sample_rate,
         channels=layout.channels,
@@ -264,7 +223,7 @@ def _open_sndfile(path: str, family: str, declared_frames: int | None = None) ->
         if not scan.has_length_header:
             # libsndfile stops at mpg123's length estimate, which for a VBR file without a
             # Xing/Info header can be a third of the stream: FFmpeg decodes to the end.
-            return _open_pyav(path, "MP3", frames_estimate=scan.samples)
+            return open_pyav(path, "MP3", frames_estimate=scan.samples)
     try:
         with sf.SoundFile(path) as f:
             fmt, subtype = f.format, f.subtype
@@ -352,149 +311,3 @@ class SndfileSource(AudioSource):
                     yield got
         except RuntimeError as exc:
             raise AudioError(ErrorCode.AUDIO_CORRUPT, f"decoding failed: {exc}") from exc
-
-
-# ----------------------------------------------------------------------------- PyAV
-
-
-_AV_DTYPES = {"flt": "float32", "fltp": "float32", "dbl": "float32", "dblp": "float32",
-              "s16": "int16", "s16p": "int16", "u8": "int16", "u8p": "int16",
-              "s32": "int32", "s32p": "int32"}
-_AV_CODECS = {"mp3float": "mp3", "libopus": "opus", "aac_fixed": "aac"}
-_AV_LOSSLESS = {"alac", "flac", "pcm_s16le", "pcm_s24le", "pcm_s16be", "pcm_s24be"}
-
-
-def _open_pyav(path: str, family: str, frames_estimate: int | None = None) -> AudioSource:
-    import av
-
-    try:
-        # Tags are not ours to judge: a byte that is not UTF-8 in one must not stop the decode
-        # (PyAV decodes them strictly by default and raises UnicodeDecodeError).
-        with av.open(path, metadata_errors="replace") as container:
-            if container.format.name not in _PYAV_FORMATS:
-                raise AudioError(ErrorCode.AUDIO_UNSUPPORTED,
-                                 f"unsupported container {container.format.name!r}")
-            if not container.streams:
-                # An MP4 cut before its sample table (moov) still opens, with nothing in it.
-                raise AudioError(ErrorCode.AUDIO_CORRUPT,
-                                 "no readable stream: the file is cut short or damaged")
-            if not container.streams.audio:
-                raise AudioError(ErrorCode.AUDIO_UNSUPPORTED, "the file has no audio stream")
-            stream = container.streams.audio[0]
-            ctx = stream.codec_context
-            codec = _AV_CODECS.get(ctx.name, ctx.name)
-            rate, channels = ctx.sample_rate, ctx.channels
-            fmt_name = ctx.format.name if ctx.format is not None else "fltp"
-            raw_bits = _alac_bits(ctx.extradata) if codec == "alac" else 0
-            frames = frames_estimate or _pyav_frames(stream, container, rate)
-    except av.error.FFmpegError as exc:
-        raise AudioError(ErrorCode.AUDIO_CORRUPT,
-                         f"cannot decode the {family} file: {exc}") from exc
-    if not rate or not channels:
-        raise AudioError(ErrorCode.AUDIO_CORRUPT, "the audio stream declares no rate or channels")
-    dtype = _AV_DTYPES.get(fmt_name)
-    if dtype is None:
-        raise AudioError(ErrorCode.AUDIO_UNSUPPORTED, f"unsupported sample format {fmt_name!r}")
-    lossless = codec in _AV_LOSSLESS
-    if dtype == "float32":
-        scale = SampleScale.floating()
-    elif dtype == "int32":
-        scale = SampleScale.for_integer_bits(raw_bits if 16 < raw_bits <= 32 else 32, 32)
-    else:
-        scale = SampleScale.for_integer_bits(8 if fmt_name.startswith("u8") else 16, 16)
-    bits = (raw_bits or (16 if dtype == "int16" else 32)) if lossless else None
-    info = StreamInfo(
-        container=_PYAV_CONTAINERS[family],
-        codec=codec,
-        sample_format=(_PCM_NAMES.get(bits or 0, "PCM_32") if lossless else "compressed"),
-        bit_depth=bits,
-        sample_rate=rate,
-        channels=channels,
-        frames=frames,
-        frames_exact=False,
-        scale=scale,
-    )
-    return PyAVSource(path, info, dtype)
-
-
-def _alac_bits(extradata: bytes | None) -> int:
-    """Bit depth from ALAC's magic cookie (ALACSpecificConfig, maybe inside an 'alac' atom)."""
-    cookie = extradata or b""
-    if cookie[4:8] == b"alac":
-        cookie = cookie[12:]
-    return cookie[5] if len(cookie) > 5 else 0
-
-
-def _pyav_frames(stream: Any, container: Any, rate: int) -> int | None:
-    """The container's idea of the length, as an estimate (priming and edit lists vary).
-
-    Fixed-size codecs (AAC: 1024) decode every packet whole, priming included, so packets x
-    frame size is what comes out unless an edit list trims it; otherwise the duration.
-    """
-    frame_size = stream.codec_context.frame_size
-    if frame_size and stream.frames:
-        return int(stream.frames) * int(frame_size)
-    if stream.duration is not None and stream.time_base is not None:
-        return round(float(stream.duration * stream.time_base) * rate)
-    if container.duration is not None:
-        return round(container.duration / 1_000_000 * rate)
-    return None
-
-
-class PyAVSource(AudioSource):
-    """FFmpeg decoding; frames are gathered into fixed blocks of the stream's type.
-
-    Decoded frames (1024 samples for AAC) go into FFmpeg's own FIFO and come out as one frame
-    per block, so numpy sees a few large arrays instead of thousands of small ones. Blocks are
-    transposed planar arrays: ``(n, channels)`` views with contiguous channels.
-    """
-
-    def __init__(self, path: str, info: StreamInfo, dtype: str) -> None:
-        super().__init__(path, info)
-        self.dtype = dtype
-
-    def blocks(self, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
-        import av
-
-        if start or stop is not None:
-            raise ValueError("PyAV sources are decoded whole")
-        size = block_frames(self.info.channels, PYAV_BLOCK_SAMPLES)
-        fifo = av.AudioFifo()
-        try:
-            with av.open(self.path, metadata_errors="replace") as container:
-                stream = container.streams.audio[0]
-                for frame in container.decode(stream):
-                    self._check(frame)
-                    frame.pts = None  # the FIFO would refuse a timestamp gap
-                    fifo.write(frame)
-                    while fifo.samples >= size:
-                        yield self._frame_planes(fifo.read(size)).T
-                tail = fifo.read()
-                if tail is not None and tail.samples:
-                    yield self._frame_planes(tail).T
-        except av.error.FFmpegError as exc:
-            raise AudioError(ErrorCode.AUDIO_CORRUPT, f"decoding failed: {exc}") from exc
-
-    def _check(self, frame: Any) -> None:
-        if (frame.layout.nb_channels != self.info.channels
-                or frame.sample_rate != self.info.sample_rate):
-            raise AudioError(ErrorCode.AUDIO_UNSUPPORTED,
-                             "the channel count or sample rate changes inside the stream")
-
-    def _frame_planes(self, frame: Any) -> np.ndarray:
-        """One frame as ``(channels, n)`` in the source's dtype."""
-        ch = self.info.channels
-        name = frame.format.name
-        if not frame.format.is_planar:
-            arr = frame.to_ndarray().reshape(-1, ch).T
-        elif ch < 8:
-            arr = frame.to_ndarray()
-        else:
-            # Not to_ndarray(): PyAV reports 9 planes for 8 planar channels.
-            np_type = {"flt": np.float32, "dbl": np.float64, "s16": np.int16, "s32": np.int32,
-                       "u8": np.uint8}[name.rstrip("p")]
-            arr = np.stack([np.frombuffer(frame.planes[c], dtype=np_type, count=frame.samples)
-                            for c in range(ch)])
-        if name.startswith("u8"):
-            return (arr.astype(np.int16) - 128) << 8
-        return arr
