@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -24,8 +25,9 @@ from support.waiting import eventually
 from waveflow_dev import synth
 from waveflow_job.contract import Task
 from waveflow_job.originals import DELETED_PREFIX, SOURCES_PREFIX
+from waveflow_operator.local import child_lifetime
 from waveflow_operator.local.launcher import LocalLauncher
-from waveflow_operator.local.scratch import sweep_scratch
+from waveflow_operator.local.scratch import remove_scratch, sweep_scratch
 from waveflow_operator.metrics import Metrics
 from waveflow_operator.runner.dispatcher import Dispatcher
 from waveflow_operator.runner.protocol import job_name_for
@@ -344,3 +346,42 @@ async def test_a_poison_message_never_starts_a_process_and_waits_in_the_dlq_with
     assert stack.backend.stems["stem-p"].status == "failed"
     assert dispatcher.metrics.total("waveflow_jobs_created_total") == 0
     assert stack.leftovers() == []
+
+
+def test_scratch_of_a_runner_that_is_gone_is_removed_at_once_unless_its_job_still_runs(
+        tmp_path: Path) -> None:
+    """A runner SIGKILLed between two steps leaves its attempt's directory behind (its job
+    died with it): the next sweep removes it without waiting 30 minutes — unless the record
+    in it names a job that still runs (that one holds a slot until it is gone)."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    survivor = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+                                start_new_session=True)  # as the launcher starts jobs
+    try:
+        def make(name: str, owner: int | None) -> Path:
+            path = tmp_path / name
+            (path / "tmp").mkdir(parents=True)
+            if owner is not None:
+                (path / "owner.pid").write_text(str(owner))
+            return path
+
+        left = make("wfjob-left-by-a-killed-runner-1", gone.pid)
+        ours = make("wfjob-ours-1", os.getpid())
+        ownerless = make("wfjob-fresh-without-owner-1", None)
+        running = make("wfjob-job-still-running-1", gone.pid)
+        child_lifetime.write_record(running, "wf-hash-x", survivor.pid)
+        removed = sweep_scratch(tmp_path)
+        assert [p.name for p in removed] == [left.name]
+        assert ours.exists() and ownerless.exists() and running.exists()
+    finally:
+        survivor.kill()
+        survivor.wait()
+
+
+def test_an_attempts_directory_names_its_owner_until_the_rest_is_gone(tmp_path: Path) -> None:
+    directory = tmp_path / "wfjob-x-1"
+    (directory / "tmp" / "deep").mkdir(parents=True)
+    (directory / "summary.json").write_text("{}")
+    (directory / "owner.pid").write_text("1")
+    remove_scratch(directory)
+    assert not directory.exists()

@@ -158,6 +158,12 @@ def _read_record(directory: Path) -> tuple[str, ProcessIdentity, ProcessIdentity
         return None
 
 
+def job_alive(directory: Path) -> bool:
+    """Whether the job a scratch directory's record names (or anything of its session) runs."""
+    record = _read_record(directory)
+    return record is not None and (is_alive(record[2]) or bool(session_members(record[2])))
+
+
 def session_members(leader: ProcessIdentity) -> dict[int, int]:
     """Live processes of the session ``leader`` started: pid → start ticks.
 

@@ -43,7 +43,13 @@ from waveflow_job.contract import ErrorCode, JobSummary, Outcome
 from waveflow_operator.local import child_lifetime
 from waveflow_operator.local.config import RunnerConfig, default_job_command
 from waveflow_operator.local.notes import read_notes, remove_note, sweep_notes, write_note
-from waveflow_operator.local.scratch import OWNER_FILE, SCRATCH_PREFIX, STALE_SECONDS, sweep_scratch
+from waveflow_operator.local.scratch import (
+    OWNER_FILE,
+    SCRATCH_PREFIX,
+    STALE_SECONDS,
+    remove_scratch,
+    sweep_scratch,
+)
 from waveflow_operator.metrics import Metrics
 from waveflow_operator.runner.dispatcher import Dispatcher
 from waveflow_operator.runner.jobenv import job_env
@@ -315,7 +321,7 @@ class LocalLauncher:
         finally:
             job.process = None
             # Off the event loop: removing a tree costs milliseconds per job on slow disks.
-            await asyncio.to_thread(shutil.rmtree, workdir, True)
+            await asyncio.to_thread(remove_scratch, workdir)
 
     async def _kill(self, process: asyncio.subprocess.Process) -> None:
         """SIGTERM the job's process group, SIGKILL it after the kill grace period."""

@@ -2,9 +2,14 @@
 removes what a crashed run left behind.
 
 Each attempt gets ``<scratch root>/wfjob-<job name>-<random>/{tmp/, summary.json, owner.pid}``
-and the launcher removes it when the process ends. At start (and every 30 minutes) the sweep
-removes only ``wfjob-*`` directories: older than 30 minutes and their owner process gone, or older
-than 2 hours in any case (the old service's clean-up rule).
+and the launcher removes it when the process ends (:func:`remove_scratch`: ``owner.pid`` last,
+so a runner killed half-way still leaves a directory that names its dead owner). At start (and
+every 30 minutes) the sweep removes only ``wfjob-*`` directories:
+
+- at once, when the runner that made it is gone and no job of it still runs (a runner killed
+  between two steps: its jobs die with it, see :mod:`.child_lifetime`);
+- older than 30 minutes and their owner process gone, or older than 2 hours in any case (the
+  old service's clean-up rule).
 """
 
 from __future__ import annotations
@@ -15,7 +20,10 @@ import shutil
 import time
 from pathlib import Path
 
-__all__ = ["FORCED_SECONDS", "OWNER_FILE", "SCRATCH_PREFIX", "STALE_SECONDS", "sweep_scratch"]
+from waveflow_operator.local.child_lifetime import job_alive
+
+__all__ = ["FORCED_SECONDS", "OWNER_FILE", "SCRATCH_PREFIX", "STALE_SECONDS", "remove_scratch",
+           "sweep_scratch"]
 
 #: Every scratch directory the local launcher creates starts with this; the sweep touches
 #: nothing else.
@@ -40,7 +48,8 @@ def sweep_scratch(root: Path, *, now: float | None = None, stale_seconds: float 
                 or entry.is_symlink():
             continue
         age = moment - _newest_mtime(entry)
-        if age > forced_seconds or (age > stale_seconds and not _owner_alive(entry)):
+        if age > forced_seconds or (age > stale_seconds and not _owner_alive(entry)) \
+                or _left_by_a_dead_runner(entry):
             shutil.rmtree(entry, ignore_errors=True)
             removed.append(entry)
     return removed
@@ -69,3 +78,27 @@ def _owner_alive(directory: Path) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _left_by_a_dead_runner(directory: Path) -> bool:
+    """Made by another runner that is gone, and no job recorded in it still runs."""
+    try:
+        pid = int((directory / OWNER_FILE).read_text().strip())
+    except (OSError, ValueError):
+        return False  # no owner named (yet): only the age rules apply
+    if pid == os.getpid() or _owner_alive(directory):
+        return False
+    return not job_alive(directory)
+
+
+def remove_scratch(directory: Path) -> None:
+    """Remove one attempt's directory, ``owner.pid`` last (see the module docstring)."""
+    for entry in directory.iterdir() if directory.is_dir() else ():
+        if entry.name == OWNER_FILE:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                entry.unlink()
+    shutil.rmtree(directory, ignore_errors=True)
