@@ -28,7 +28,7 @@ from support.faultproxy import FaultProxy, Rule, running_fault_proxy
 from support.kube import JOBS, QUEUES, SECRETS, KubeFault, running_kube
 from support.kubelet import Kubelet
 from support.queues import Queues, backend_message, make_queues
-from support.runner import eventually
+from support.waiting import eventually
 from waveflow_dev.backend import DevBackend
 from waveflow_job.contract import Task
 from waveflow_operator.k8s.permissions import PERMISSIONS

@@ -22,8 +22,8 @@ import pytest
 import requests
 import soundfile
 
-from support.queues import wait_for
 from support.runner import SECRET, Stack
+from support.waiting import wait_for
 
 WAVEFLOW = Path(sys.executable).parent / "waveflow"
 pytestmark = pytest.mark.slow

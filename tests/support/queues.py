@@ -7,12 +7,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from support.aws import MotoEndpoint
-from support.waiting import wait_for
 from waveflow_dev.emulator import create_queues
 from waveflow_job.contract import Task, message_document
 
-#: ``wait_for`` is re-exported for tests written before support.waiting held it.
-__all__ = ["Queues", "backend_message", "make_queues", "wait_for"]
+__all__ = ["Queues", "backend_message", "make_queues"]
 
 @dataclass(frozen=True)
 class Queues:

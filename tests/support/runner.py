@@ -9,7 +9,6 @@ from typing import Any
 
 from support.aws import BUCKET, REGION, MotoEndpoint
 from support.queues import Queues
-from support.waiting import eventually
 from waveflow_dev.backend import DevBackend
 from waveflow_job.contract import Outcome
 from waveflow_operator.runner.protocol import (
@@ -22,8 +21,7 @@ from waveflow_operator.runner.protocol import (
 )
 from waveflow_operator.runner.spec import QueueSpec
 
-#: ``eventually`` is re-exported for tests written before support.waiting held it.
-__all__ = ["SECRET", "ScriptedLauncher", "Stack", "eventually", "queue_settings"]
+__all__ = ["SECRET", "ScriptedLauncher", "Stack", "queue_settings"]
 
 def queue_settings(queues: Queues, webhook_url: str, **overrides: Any) -> QueueSpec:
     """Settings for tests: short long-polls and timeouts so nothing waits long."""
