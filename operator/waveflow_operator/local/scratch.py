@@ -48,8 +48,12 @@ def sweep_scratch(root: Path, *, now: float | None = None, stale_seconds: float 
                 or entry.is_symlink():
             continue
         age = moment - _newest_mtime(entry)
-        if age > forced_seconds or (age > stale_seconds and not _owner_alive(entry)) \
-                or _left_by_a_dead_runner(entry):
+        owner = _owner_pid(entry)
+        # A directory bearing our own pid was made by an earlier process that had it.
+        owner_gone = owner is None or owner == os.getpid() or not _pid_alive(owner)
+        left_by_a_dead_runner = owner is not None and owner != os.getpid() and owner_gone \
+            and not job_alive(entry)
+        if age > forced_seconds or (age > stale_seconds and owner_gone) or left_by_a_dead_runner:
             shutil.rmtree(entry, ignore_errors=True)
             removed.append(entry)
     return removed
@@ -64,13 +68,15 @@ def _newest_mtime(directory: Path) -> float:
     return newest
 
 
-def _owner_alive(directory: Path) -> bool:
+def _owner_pid(directory: Path) -> int | None:
+    """The pid of the runner that made the directory, or None when none is named (yet)."""
     try:
-        pid = int((directory / OWNER_FILE).read_text().strip())
+        return int((directory / OWNER_FILE).read_text().strip())
     except (OSError, ValueError):
-        return False
-    if pid == os.getpid():
-        return False  # a previous process that had our pid; ours are not swept
+        return None
+
+
+def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -78,17 +84,6 @@ def _owner_alive(directory: Path) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def _left_by_a_dead_runner(directory: Path) -> bool:
-    """Made by another runner that is gone, and no job recorded in it still runs."""
-    try:
-        pid = int((directory / OWNER_FILE).read_text().strip())
-    except (OSError, ValueError):
-        return False  # no owner named (yet): only the age rules apply
-    if pid == os.getpid() or _owner_alive(directory):
-        return False
-    return not job_alive(directory)
 
 
 def remove_scratch(directory: Path) -> None:
