@@ -178,6 +178,7 @@ def _process(raw: str | bytes, config: JobConfig) -> tuple[int, JobSummary]:
         summary.bytes = result.bytes
         summary.audio_seconds = round(result.audio_seconds, 3)
         summary.timings.update(result.timings)
+        summary.note = result.note
         return ExitCode.DONE, summary
 
 
@@ -203,6 +204,8 @@ def _rejected(error: WaveflowError, summary: JobSummary, webhooks: WebhookClient
     log.error("rejected: %s", error.message,
               extra={"error_code": error.code.value, "failure_sent": report})
     if not report or summary.stem_id is None:
+        if not report:
+            summary.note = f"no webhook sent: {error.message}"
         return ExitCode.REJECTED, summary
     failure = contract.failure_completion(
         stem_id=summary.stem_id, task=summary.task, code=error.code, message=error.message,

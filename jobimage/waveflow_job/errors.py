@@ -5,7 +5,8 @@
     │   ├── MessageError             the message cannot be parsed or validated
     │   ├── ObjectError              the S3 object is missing or too large
     │   ├── AudioError               the file cannot be decoded, is empty, corrupt or too long
-    │   └── DeletionRefused          process_duplicate_file will not delete this object
+    │   ├── DeletionRefused          process_duplicate_file will not delete this object
+    │   └── SourceGone               the upload of a completed stem is gone: nothing to send
     └── Transient                    may succeed later: exit 1, the runner retries
         ├── StorageUnavailable       S3 unreachable, throttled or 5xx
         └── WebhookUndelivered       the backend did not accept a webhook in time
@@ -70,6 +71,16 @@ class DeletionRefused(Rejected):
         super().__init__(code, message)
         #: True when no FAILURE completion must be sent (the stem's own analysed original).
         self.silent = silent
+
+
+class SourceGone(Rejected):
+    """The upload was deleted outside WaveFlow after its stem completed, and no answer can be
+    given again truthfully: no FAILURE is sent (the stem completed), nothing else either."""
+
+    silent = True
+
+    def __init__(self, message: str) -> None:
+        super().__init__(ErrorCode.SOURCE_GONE, message)
 
 
 class Transient(WaveflowError):

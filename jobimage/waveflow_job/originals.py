@@ -5,9 +5,11 @@ job keeps two small records under ``waveforms/`` (which the duplicate stage neve
 
 - **sources**: ``waveforms/sources/<sha256(key)>/<sha256(stemId)>.json``, written by the
   analysis stage before it stores the waveform and reports SUCCESS: "stem S's waveform was drawn
-  from this key". One object per (key, stem), so two stems analysing the same key at once never
-  overwrite each other's record and no conditional write is needed. The duplicate stage reads a
-  key's records with one ListObjectsV2 and never deletes a key that has any.
+  from this key", with the SUCCESS ``result`` it is about to send. One object per (key, stem),
+  so two stems analysing the same key at once never overwrite each other's record and no
+  conditional write is needed. The duplicate stage reads a key's records with one ListObjectsV2
+  and never deletes a key that has any. When the key is gone later (deleted outside WaveFlow),
+  the record and the waveform it names still show the stem completed, and what it answered.
 - **deletions** (tombstones): ``waveforms/deleted/<sha256(key)>/<sha256(stemId)>.json``,
   written by the duplicate stage *before* it deletes: the bytes (SHA-256) it deleted for which
   stem. A later message about the gone key — the hash message or the duplicate message
@@ -22,6 +24,7 @@ import hashlib
 import json
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -30,8 +33,9 @@ from waveflow_job.contract import WAVEFORM_PREFIX, dumps_strict, utc_now_iso
 if TYPE_CHECKING:
     from waveflow_job.s3 import Storage
 
-__all__ = ["DELETED_PREFIX", "SOURCES_PREFIX", "Deletion", "Sources", "find_deletion",
-           "read_sources", "record_deletion", "record_source"]
+__all__ = ["DELETED_PREFIX", "SOURCES_PREFIX", "Completion", "Deletion", "Sources",
+           "find_completion", "find_deletion", "read_sources", "record_deletion",
+           "record_source"]
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +66,57 @@ def deletion_record_key(key: str, stem_id: str) -> str:
 
 
 def record_source(storage: Storage, key: str, stem_id: str, audio_hash: str,
-                  waveform_key: str) -> None:
-    """Remember that ``stem_id``'s waveform is drawn from ``key`` (idempotent overwrite)."""
-    storage.put_json(source_record_key(key, stem_id), dumps_strict({
+                  waveform_key: str, result: Mapping[str, Any] | None = None) -> None:
+    """Remember that ``stem_id``'s waveform is drawn from ``key`` (idempotent overwrite), and
+    the SUCCESS ``result`` the analysis reports, so it can be given again without the key."""
+    record: dict[str, Any] = {
         "source_key": key, "stemId": stem_id, "audio_hash": audio_hash,
-        "waveform_data_path": waveform_key, "recorded_at": utc_now_iso()}))
+        "waveform_data_path": waveform_key, "recorded_at": utc_now_iso()}
+    if result is not None:
+        record["result"] = dict(result)
+    storage.put_json(source_record_key(key, stem_id), dumps_strict(record))
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A stem whose waveform was drawn from a key and is still stored: the stem completed."""
+
+    key: str
+    stem_id: str
+    #: Lowercase hex SHA-256 of the bytes the waveform was drawn from.
+    audio_hash: str
+    waveform_key: str
+    #: The SUCCESS ``result`` recorded with it; None in records of earlier releases.
+    result: Mapping[str, Any] | None
+
+
+def find_completion(storage: Storage, key: str, stem_id: str) -> Completion | None:
+    """The stem's completion from ``key``, when its source record and its waveform both exist.
+
+    The record alone is not enough: it is written just before the waveform, so a job killed
+    between the two leaves a record of an analysis that never completed.
+    """
+    record = source_record_key(key, stem_id)
+    document = _read_json(storage, record)
+    if document is None:
+        return None
+    audio_hash, waveform = document.get("audio_hash"), document.get("waveform_data_path")
+    result = document.get("result")
+    if document.get("source_key") != key or document.get("stemId") != stem_id \
+            or not isinstance(audio_hash, str) or not _SHA256_HEX.match(audio_hash) \
+            or not isinstance(waveform, str) or not waveform.startswith(WAVEFORM_PREFIX) \
+            or not (result is None or _matches(result, audio_hash, waveform)):
+        log.warning("ignoring a malformed source record", extra={"record": record})
+        return None
+    if storage.metadata(waveform) is None:
+        return None
+    return Completion(key, stem_id, audio_hash, waveform, result)
+
+
+def _matches(result: Any, audio_hash: str, waveform: str) -> bool:
+    """A recorded result is only re-sent when it is the one this record is about."""
+    return isinstance(result, dict) and result.get("audio_data_hash") == audio_hash \
+        and result.get("waveform_data_path") == waveform
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from waveflow_job import contract, originals
 from waveflow_job.contract import ErrorCode, StemMessage, Task, WebhookEvent
-from waveflow_job.errors import DeletionRefused, ObjectError
+from waveflow_job.errors import DeletionRefused, ObjectError, SourceGone
 
 if TYPE_CHECKING:
     from waveflow_job.config import JobConfig
@@ -53,6 +53,8 @@ class StageResult:
     audio_seconds: float = 0.0
     #: Seconds per phase (head, hash, download, analyse, upload, tag, delete, webhook).
     timings: dict[str, float] = field(default_factory=dict)
+    #: Why the stage answered as it did, when it did not take the plain path (job summary).
+    note: str | None = None
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -98,12 +100,19 @@ def generate_hash_and_webhook(job: Job) -> StageResult:
     """SHA-256 the upload (streamed, never on disk) and ask the backend about duplicates."""
     message, result = job.message, StageResult()
     with result.phase("head"):
-        found = _head_unless_deleted(job)
+        found = _head_or_answer(job)
     if isinstance(found, originals.Deletion):
         log.info("this upload was deleted as a duplicate of this stem; reporting the hash it "
                  "had again", extra={"filepath": message.filepath,
                                      "audio_hash": found.audio_hash})
         sha256 = found.audio_hash
+        result.note = "answered from the tombstone: WaveFlow deleted this upload as a duplicate"
+    elif isinstance(found, originals.Completion):
+        log.info("this stem completed but its upload is gone (deleted outside WaveFlow); "
+                 "reporting the hash its waveform was drawn from again",
+                 extra={"filepath": message.filepath, "audio_hash": found.audio_hash})
+        sha256 = found.audio_hash
+        result.note = _GONE_NOTE
     else:
         info = found
         with result.phase("hash"):
@@ -115,19 +124,29 @@ def generate_hash_and_webhook(job: Job) -> StageResult:
     return result
 
 
-def _head_unless_deleted(job: Job) -> ObjectInfo | originals.Deletion:
-    """HEAD the upload; when it is gone because WaveFlow deleted it as this stem's duplicate,
-    its tombstone instead (CONTRACT.md §6), so a late message is answered as the first was."""
+_GONE_NOTE = ("answered from the source record: the stem completed and its upload is gone "
+              "(deleted outside WaveFlow)")
+
+
+def _head_or_answer(job: Job) -> ObjectInfo | originals.Completion | originals.Deletion:
+    """HEAD the upload; when it is gone, what WaveFlow remembers of it for this stem, so a late
+    message is answered as the first was (CONTRACT.md §6), never with a FAILURE for a stem
+    that completed.
+
+    A completion (source record and waveform) wins over a tombstone: a key with a source record
+    is never deleted by WaveFlow, so a tombstone can only be older than the completion.
+    """
+    message = job.message
     try:
-        return job.storage.head(job.message.filepath, max_bytes=job.config.max_file_bytes)
+        return job.storage.head(message.filepath, max_bytes=job.config.max_file_bytes)
     except ObjectError as error:
         if error.code is not ErrorCode.OBJECT_NOT_FOUND:
             raise
-        deletion = originals.find_deletion(job.storage, job.message.filepath,
-                                           job.message.stem_id)
-        if deletion is None:
+        found = originals.find_completion(job.storage, message.filepath, message.stem_id) \
+            or originals.find_deletion(job.storage, message.filepath, message.stem_id)
+        if found is None:
             raise
-        return deletion
+        return found
 
 
 # --------------------------------------------------------------------------- duplicate
@@ -153,6 +172,11 @@ def process_duplicate_file(job: Job) -> StageResult:
     except ObjectError as error:
         if error.code is not ErrorCode.OBJECT_NOT_FOUND:
             raise
+        if originals.find_completion(job.storage, key, message.stem_id) is not None:
+            raise SourceGone(
+                f"{key} is gone (deleted outside WaveFlow), and it was the original this "
+                "stem's waveform was drawn from, not a duplicate: nothing deleted, and no "
+                "webhook sent (the stem already completed)") from None
         known = originals.find_deletion(job.storage, key, message.stem_id) is not None
         log.info("duplicate already deleted; reporting it again",
                  extra={"filepath": key, "tombstone": known})
@@ -245,9 +269,11 @@ def process_audio_analysis(job: Job) -> StageResult:
 
     message, result, config = job.message, StageResult(), job.config
     with result.phase("head"):
-        info = _head_unless_deleted(job)
+        info = _head_or_answer(job)
     if isinstance(info, originals.Deletion):  # a late message for a deleted duplicate's stem
         return _report_deleted_again(job, info, result)
+    if isinstance(info, originals.Completion):  # a late message for a completed stem
+        return _report_completed_again(job, info, result)
     workdir = Path(tempfile.mkdtemp(prefix="waveflow-", dir=config.scratch_dir))
     try:
         local = workdir / ("input" + _suffix(message.filepath))
@@ -271,6 +297,9 @@ def process_audio_analysis(job: Job) -> StageResult:
             document = waveform.build_waveform_document(
                 analysis, created_at=contract.utc_now_iso(), detail_path=detail_key)
         result.audio_seconds = float(analysis.duration)
+        success = _success_result(analysis, audio_hash=digest.sha256, waveform_path=key,
+                                  detail_path=detail_key, file_size=digest.size,
+                                  num_peaks=message.num_peaks)
         local.unlink()  # the scratch volume holds the .dat now, not both
         with result.phase("upload"):
             # The .dat first: the JSON that names it is never stored without it.
@@ -278,7 +307,7 @@ def process_audio_analysis(job: Job) -> StageResult:
                 job.storage.put_file(detail_key, detail.path)
             # The source record before the waveform: every waveform's original is protected.
             originals.record_source(job.storage, message.filepath, message.stem_id,
-                                    digest.sha256, key)
+                                    digest.sha256, key, success)
             job.storage.put_json(key, contract.dumps_strict(document),
                                  metadata={SOURCE_KEY_METADATA: message.filepath})
     finally:
@@ -286,9 +315,7 @@ def process_audio_analysis(job: Job) -> StageResult:
     with result.phase("tag"):
         job.storage.merge_tags(message.filepath, {ANALYSED_TAG: "true",
                                                   STEM_TAG: message.stem_id})
-    body = contract.analysis_success_body(message, _success_result(
-        analysis, audio_hash=digest.sha256, waveform_path=key, detail_path=detail_key,
-        file_size=digest.size, num_peaks=message.num_peaks))
+    body = contract.analysis_success_body(message, success)
     log.info("analysed", extra={"waveform": key, "duration": analysis.duration,
                                 "bytes": digest.size})
     with result.phase("webhook"):
@@ -304,6 +331,28 @@ def _report_deleted_again(job: Job, deletion: originals.Deletion,
     answered = replace(job.message, audio_hash=deletion.audio_hash)
     with result.phase("webhook"):
         job.post(WebhookEvent.COMPLETION, contract.duplicate_deleted_body(answered))
+    return result
+
+
+def _report_completed_again(job: Job, completion: originals.Completion,
+                            result: StageResult) -> StageResult:
+    """The stem completed and its upload is gone: the SUCCESS it was given, again.
+
+    The recorded ``result`` is the one sent the first time (the same message gets the same
+    delivery id, so the backend drops the repeat). A record written before results were kept
+    has nothing to re-send: the job ends without any webhook rather than guess one.
+    """
+    if completion.result is None:
+        raise SourceGone(
+            f"{completion.key} is gone (deleted outside WaveFlow) after this stem completed, "
+            "and its source record keeps no result to send again: no webhook sent")
+    log.info("this stem completed but its upload is gone (deleted outside WaveFlow); "
+             "reporting its SUCCESS again", extra={"filepath": completion.key,
+                                                   "waveform": completion.waveform_key})
+    result.note = _GONE_NOTE
+    with result.phase("webhook"):
+        job.post(WebhookEvent.COMPLETION,
+                 contract.analysis_success_body(job.message, completion.result))
     return result
 
 

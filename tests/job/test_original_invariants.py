@@ -3,7 +3,9 @@
 - an object that any stem's waveform was drawn from is never deleted, even after a PUT of the
   same key wiped its tags;
 - a key WaveFlow deleted as a duplicate is recognisable afterwards: a later message about it gets
-  the same answer as the first time, never a FAILURE.
+  the same answer as the first time, never a FAILURE;
+- a completed stem whose upload was deleted outside WaveFlow is recognisable too (its source
+  record and waveform): a later message gets the first answer again, or none, never a FAILURE.
 
 Every sequence runs the real job against moto and the recording backend; the states a kill
 would leave behind (a tombstone written, the delete not done yet) are made by running the
@@ -228,6 +230,139 @@ def test_a_deleted_key_of_another_stem_still_fails_a_stem_that_never_had_it(
     sha = hashlib.sha256(data).hexdigest()
     world.put(KEY, data)
     assert world.run(duplicate_message("stem-D", sha)) == 0
+    world.webhooks.clear()
+
+    assert world.run(hash_message("stem-E")) == 3
+
+    [body] = failures(world)
+    assert (body["stemId"], body["result"]["error_code"]) == ("stem-E", "OBJECT_NOT_FOUND")
+
+
+# --------------------------------------------------------------------------- deleted outside
+
+
+def delete_outside_waveflow(world: JobWorld, key: str = KEY) -> None:
+    """What a user, a lifecycle rule or a clean-up script does: the object is simply gone."""
+    world.s3.delete_object(Bucket=world.bucket, Key=key)
+    assert key not in uploads(world)
+
+
+def completed_stem(world: JobWorld, stem_id: str = "stem-A") -> tuple[str, str]:
+    """hash, then analysis of a fresh upload: (the hash message, the analysis message)."""
+    data = wav_bytes(seconds=0.25)
+    sha = hashlib.sha256(data).hexdigest()
+    world.put(KEY, data)
+    hashing, analysis = hash_message(stem_id), analysis_message(stem_id, sha)
+    assert world.run(hashing) == 0
+    assert world.run(analysis) == 0
+    return hashing, analysis
+
+
+def test_a_completed_stems_hash_message_after_its_upload_was_deleted_gets_the_same_hash_check(
+        world: JobWorld) -> None:
+    """The message is redelivered (or re-sent) after someone deleted the analysed upload: the
+    hash-check of the first run again (same body, same delivery id), not OBJECT_NOT_FOUND."""
+    hashing, _ = completed_stem(world)
+    first = world.webhooks.received("/hash-check")[0]
+    delete_outside_waveflow(world)
+    world.webhooks.clear()
+
+    assert world.run(hashing) == 0
+
+    [again] = world.webhooks.received()
+    assert again.path == "/webhook/hash-check"
+    assert again.json() == first.json()
+    assert again.header("X-WaveFlow-Delivery") == first.header("X-WaveFlow-Delivery")
+    summary = world.summary()
+    assert summary["outcome"] == "succeeded"
+    assert "source record" in summary["note"] and "deleted outside WaveFlow" in summary["note"]
+
+
+def test_a_completed_stems_analysis_message_after_its_upload_was_deleted_resends_its_success(
+        world: JobWorld) -> None:
+    """The analysis message again with the waveform stored and the source gone: the SUCCESS of
+    the first run, byte for byte in its result, under the same delivery id."""
+    _, analysis = completed_stem(world)
+    [first] = world.webhooks.received("/completion")
+    delete_outside_waveflow(world)
+    world.webhooks.clear()
+
+    assert world.run(analysis) == 0
+
+    [again] = world.webhooks.received()
+    assert again.path == "/webhook/completion"
+    assert again.json()["status"] == "SUCCESS"
+    assert again.json()["result"] == first.json()["result"]
+    assert again.header("X-WaveFlow-Delivery") == first.header("X-WaveFlow-Delivery")
+    assert world.summary()["outcome"] == "succeeded"
+
+
+def test_the_duplicate_message_that_follows_for_a_completed_stems_gone_upload_sends_nothing(
+        world: JobWorld) -> None:
+    """The backend answers the re-sent hash-check with the stem's own duplicate message (its
+    rule counts the stem's own hash): "duplicate deleted" would be untrue and a FAILURE would
+    mark a finished stem failed, so the job ends (exit 3) without any webhook and says why."""
+    hashing, _ = completed_stem(world)
+    sha = world.webhooks.bodies("/hash-check")[0]["audio_hash"]
+    delete_outside_waveflow(world)
+    assert world.run(hashing) == 0
+    world.webhooks.clear()
+
+    assert world.run(duplicate_message("stem-A", sha)) == 3
+
+    assert world.webhooks.received() == []
+    summary = world.summary()
+    assert (summary["outcome"], summary["error_code"]) == ("rejected", "SOURCE_GONE")
+    assert summary["note"].startswith("no webhook sent: ")
+    assert not [r for r in world.records() if r.startswith("waveforms/deleted/")]
+
+
+def test_a_record_without_its_waveform_is_an_analysis_that_never_completed(
+        world: JobWorld) -> None:
+    """Killed between the source record and the waveform, the stem never completed: with the
+    upload gone, OBJECT_NOT_FOUND is the truth and the FAILURE is right."""
+    from waveflow_job import originals
+    from waveflow_job.config import JobConfig
+    from waveflow_job.s3 import Storage
+
+    data = wav_bytes(seconds=0.25)
+    sha = hashlib.sha256(data).hexdigest()
+    storage = Storage(JobConfig.from_env())
+    originals.record_source(storage, KEY, "stem-A", sha, waveform_key("stem-A", sha))
+    world.webhooks.clear()
+
+    assert world.run(analysis_message("stem-A", sha)) == 3
+    assert world.run(hash_message("stem-A")) == 3
+
+    assert [b["result"]["error_code"] for b in failures(world)] == ["OBJECT_NOT_FOUND"] * 2
+
+
+def test_a_completed_stem_recorded_by_an_earlier_release_ends_without_any_webhook(
+        world: JobWorld) -> None:
+    """Records written before results were kept have no SUCCESS to re-send: no guess, no
+    FAILURE; exit 3 and SOURCE_GONE in the summary."""
+    from waveflow_job import originals
+    from waveflow_job.config import JobConfig
+    from waveflow_job.s3 import Storage
+
+    _, analysis = completed_stem(world)
+    sha = world.webhooks.bodies("/completion")[0]["result"]["audio_data_hash"]
+    storage = Storage(JobConfig.from_env())
+    originals.record_source(storage, KEY, "stem-A", sha, waveform_key("stem-A", sha))
+    delete_outside_waveflow(world)
+    world.webhooks.clear()
+
+    assert world.run(analysis) == 3
+
+    assert world.webhooks.received() == []
+    assert world.summary()["error_code"] == "SOURCE_GONE"
+
+
+def test_another_stem_asking_about_a_completed_stems_gone_upload_still_gets_the_truth(
+        world: JobWorld) -> None:
+    """Records are per stem: a stem that never had the key gets OBJECT_NOT_FOUND."""
+    completed_stem(world)
+    delete_outside_waveflow(world)
     world.webhooks.clear()
 
     assert world.run(hash_message("stem-E")) == 3

@@ -64,6 +64,9 @@ class ErrorCode(StrEnum):
     ANALYSED_ORIGINAL = "ANALYSED_ORIGINAL"
     #: Duplicate stage: the object is this very stem's analysed original (no FAILURE sent).
     ORIGINAL_PROTECTED = "ORIGINAL_PROTECTED"
+    #: The upload of a stem that completed is gone (deleted outside WaveFlow) and nothing can
+    #: be answered truthfully again (no FAILURE sent: the stem completed).
+    SOURCE_GONE = "SOURCE_GONE"
     #: S3 could not be reached or kept failing.
     STORAGE_UNAVAILABLE = "STORAGE_UNAVAILABLE"
     #: The backend did not accept a webhook within the retry budget.
@@ -97,6 +100,9 @@ class JobSummary:
     audio_seconds: Annotated[float, {"minimum": 0}] = 0.0
     #: Seconds per phase (download, decode, upload, webhook…), rounded to milliseconds.
     timings: dict[str, float] = field(default_factory=dict)
+    #: Why the job answered as it did, when that is not the plain path (e.g. "answered from
+    #: the source record: the upload is gone").
+    note: str | None = None
 
     def to_json(self) -> str:
         document = asdict(self)
@@ -114,6 +120,7 @@ class JobSummary:
                 error_code=document.get("error_code"), bytes=int(document.get("bytes", 0)),
                 audio_seconds=float(document.get("audio_seconds", 0.0)),
                 timings={str(k): float(v) for k, v in (document.get("timings") or {}).items()},
+                note=note if isinstance(note := document.get("note"), str) else None,
             )
         except (ValueError, KeyError, TypeError, IndexError, AttributeError):
             return None
