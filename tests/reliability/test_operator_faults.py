@@ -29,6 +29,7 @@ from support.kube import JOBS, QUEUES, SECRETS, KubeFault, running_kube
 from support.kubelet import Kubelet
 from support.queues import Queues, backend_message, make_queues
 from support.waiting import eventually
+from waveflow_dev import synth
 from waveflow_dev.backend import DevBackend
 from waveflow_job.contract import Task
 from waveflow_operator.k8s.permissions import PERMISSIONS
@@ -47,9 +48,11 @@ class World:
     """The emulators, the proxy in front of moto, and the operator process (restartable)."""
 
     def __init__(self, kube: Any, queues: Queues, backend: DevBackend, proxy: FaultProxy,
-                 aws: MotoEndpoint) -> None:
+                 aws: MotoEndpoint, scratch: Path) -> None:
         self.kube, self.queues, self.backend, self.proxy, self.aws = kube, queues, backend, \
             proxy, aws
+        #: Where the test writes its audio before uploading it.
+        self.scratch = scratch
         self.operator: asyncio.subprocess.Process | None = None
         self.sent: list[str] = []
 
@@ -99,6 +102,18 @@ class World:
         self.sent.append(message_id)
         return message_id
 
+    def upload(self, stem: str, seconds: float = 0.3, rate: int = 22050) -> None:
+        """A short tone at ``audio/<stem>.wav``, for the real ``waveflow-job``."""
+        path = synth.write_audio(self.scratch / f"{stem}.wav", "wav-16",
+                                 synth.tone(int(seconds * rate), rate, 1), rate)
+        self.aws.client("s3").put_object(Bucket="waveflow-test", Key=f"audio/{stem}.wav",
+                                         Body=path.read_bytes())
+
+    def message_ids(self) -> set[str]:
+        """What the test sent and what the backend sent (next stages), as the proxy saw it."""
+        with self.proxy.ledger.lock:
+            return set(self.sent) | set(self.proxy.ledger.receives)
+
     def jobs(self) -> list[dict[str, Any]]:
         return self.kube.emulator.stored_all(JOBS, NAMESPACE)
 
@@ -108,7 +123,7 @@ class World:
 
     def settled(self) -> bool:
         deleted = self.deleted_ids()
-        return self.queues.counts() == (0, 0) and all(deleted[m] for m in self.sent)
+        return self.queues.counts() == (0, 0) and all(deleted[m] for m in self.message_ids())
 
 
 @pytest.fixture
@@ -130,7 +145,7 @@ async def world(aws: MotoEndpoint, bucket: str, proxy: FaultProxy, tmp_path: Pat
                 "apiVersion": "v1", "kind": "Secret",
                 "metadata": {"name": "waveflow-webhook", "namespace": NAMESPACE},
                 "data": {"WEBHOOK_SECRET": base64.b64encode(SECRET.encode()).decode()}})
-            state = World(kube, queues, backend, proxy, aws)
+            state = World(kube, queues, backend, proxy, aws, tmp_path)
             try:
                 yield state
             finally:
@@ -140,6 +155,11 @@ async def world(aws: MotoEndpoint, bucket: str, proxy: FaultProxy, tmp_path: Pat
                                            f"{calls - ALLOWED_CALLS}"
     finally:
         backend.stop()
+
+
+def real_kubelet(world: World) -> Kubelet:
+    """The kubelet running each Job's own command: the real ``waveflow-job run``."""
+    return Kubelet(world.kube, base_env=dict(os.environ))
 
 
 def fake_kubelet(world: World, **env: str) -> Kubelet:
@@ -155,14 +175,15 @@ def dead_letter_ids(world: World) -> Counter[str]:
 def assert_settled_once(world: World, kubelet: Kubelet, *, dead: int = 0) -> None:
     """The verdict every fault test ends with (see the module docstring)."""
     assert world.queues.counts() == (0, 0)
-    deleted = world.deleted_ids()
-    assert {m: deleted[m] for m in world.sent} == {m: 1 for m in world.sent}
+    deleted, messages = world.deleted_ids(), world.message_ids()
+    assert {m: deleted[m] for m in messages} == {m: 1 for m in messages}
     letters = dead_letter_ids(world)
     assert all(n == 1 for n in letters.values()), f"dead-lettered twice: {letters}"
-    assert sum(letters.values()) == dead and set(letters) <= set(world.sent)
+    assert sum(letters.values()) == dead and set(letters) <= messages
     creates = world.kube.emulator.creates
-    for message_id in world.sent:
-        assert creates[("jobs", job_name_for(Task.HASH, message_id))] <= 1
+    for message_id in messages:
+        for task in Task:
+            assert creates[("jobs", job_name_for(task, message_id))] <= 1
     seen: Counter[tuple[str, str]] = Counter()
     for webhook in world.backend.webhooks:
         if webhook["event"] == "completion" and webhook.get("answered") == 201 \
@@ -279,3 +300,79 @@ async def test_a_job_deleted_mid_flight_is_dead_lettered_once(world: World) -> N
         assert_settled_once(world, kubelet, dead=1)
         [failure] = [w["body"] for w in world.backend.webhooks if w["event"] == "completion"]
         assert failure["result"]["error_code"] == "INTERNAL_ERROR"
+
+
+def finished_jobs(world: World) -> int:
+    return sum(1 for job in world.jobs() if any(
+        c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
+        for c in (job.get("status") or {}).get("conditions") or []))
+
+
+async def test_a_410_on_the_job_watch_relists_and_settles_what_ended_unseen(
+        world: World) -> None:
+    """The Job watch goes silent while three Jobs end (their events are lost), then the API
+    server answers it ``ERROR 410 Expired`` as after an etcd compaction: kopf lists the Jobs
+    again, and the endings only that list shows are settled, each once."""
+    emulator = world.kube.emulator
+    stems = ("stem-g1", "stem-g2", "stem-g3")
+    async with real_kubelet(world) as kubelet:
+        kubelet.hold()
+        await world.start_operator()
+        await world.create_queue()
+        for stem in stems:
+            world.upload(stem)
+            world.send(stem)
+        await eventually(lambda: len(world.jobs()) == 3, 30, "three Jobs")
+        emulator.partitioned.add(JOBS)
+        kubelet.release()
+        await eventually(lambda: finished_jobs(world) == 3, 30, "the Jobs to end")
+        await asyncio.sleep(1.5)  # a receive loop's turn or two: nothing may settle unseen
+        assert world.deleted_ids() == Counter()
+        lists = emulator.calls[("jobs", "list")]
+        emulator.partitioned.discard(JOBS)
+        await emulator.expire_watches(JOBS)
+        await eventually(world.settled, 60, "the deletes")
+        await world.stop_operator()
+        assert emulator.gone_sent >= 1
+        assert emulator.calls[("jobs", "list")] > lists  # kopf listed the Jobs again
+        assert_settled_once(world, kubelet)
+        assert len(kubelet.runs) == 6 and all(run.exit_code == 0 for run in kubelet.runs)
+        assert {stem: world.backend.stems[stem].status for stem in stems} == \
+            dict.fromkeys(stems, "completed")  # hash, then analysis: the results arrived
+
+
+
+async def test_an_http_410_on_the_job_watch_stops_the_operator_and_its_restart_settles(
+        world: World) -> None:
+    """An API server sends 410 inside the watch stream (above); a proxy in front of it may
+    answer the watch request itself with HTTP 410. kopf gives up on that watch and stops the
+    operator (exit 1, the Deployment restarts it): the message goes back to SQS at once, no
+    second dispatcher takes it while the operator exits, and the restarted operator finds the
+    Job that ended in between and settles its message once."""
+    def rewatching_jobs(request: Any) -> bool:
+        return request.resource is not None and request.resource.plural == "jobs" \
+            and request.params.get("watch") == "true"
+
+    emulator = world.kube.emulator
+    async with fake_kubelet(world) as kubelet:
+        kubelet.hold()
+        await world.start_operator()
+        await world.create_queue()
+        message_id = world.send("stem-h")
+        await eventually(lambda: len(world.jobs()) == 1, 30, "the Job")
+        emulator.faults.append(KubeFault(rewatching_jobs, 410, "Gone", times=1))
+        await emulator.drop_watches(JOBS)  # the watch reconnects from its last revision
+        assert world.operator is not None
+        assert await asyncio.wait_for(world.operator.wait(), 30) == 1
+        world.operator = None
+        assert emulator.faults[0].fired == 1
+        assert world.queues.counts() == (1, 0)  # handed back at once
+        with world.proxy.ledger.lock:
+            assert world.proxy.ledger.receives[message_id] == 1  # and not taken again
+        kubelet.release()
+        await eventually(lambda: finished_jobs(world) == 1, 30, "the Job to end")
+        await world.start_operator()
+        await eventually(world.settled, 60, "the delete")
+        await world.stop_operator()
+        assert_settled_once(world, kubelet)
+        assert len(kubelet.runs) == 1

@@ -70,6 +70,8 @@ _CLUSTER_RESOURCES: tuple[tuple[resource, str], ...] = (
     (CRDS, "CustomResourceDefinition"),
 )
 _VERBS = {"create", "delete", "get", "list", "patch", "watch"}
+#: Bus markers the watches act on (never sent to a client): see ``expire_watches``.
+_EXPIRED, _DROPPED = "waveflow-test:expired", "waveflow-test:dropped"
 _WRITES = {action.CREATE, action.UPDATE, action.DELETE}
 _VERBS_BY_ACTION = {action.LIST: "list", action.WATCH: "watch", action.FETCH: "get",
                     action.CREATE: "create", action.UPDATE: "patch", action.DELETE: "delete"}
@@ -107,10 +109,18 @@ class KubeEmulator(KubernetesEmulator):
     _revision: int = attrs.field(default=0, init=False)
     _write_lock: asyncio.Lock = attrs.field(factory=asyncio.Lock, init=False)
     _calls: set[tuple[str, str, str]] = attrs.field(factory=set, init=False)
+    #: (resource[/subresource], verb) → how many of the operator's requests asked for it.
+    calls: Counter[tuple[str, str]] = attrs.field(factory=Counter, init=False)
     #: Errors to answer instead of serving (tests/reliability/test_operator_faults.py).
     faults: list[KubeFault] = attrs.field(factory=list, init=False)
     #: (resource plural, name) → successful creates, deleted objects' included.
     creates: Counter[tuple[str, str]] = attrs.field(factory=Counter, init=False)
+    #: Resources whose operator watches drop every event (a silent network partition).
+    partitioned: set[resource] = attrs.field(factory=set, init=False)
+    #: Resource → the revision below which a watch is answered ``410 Gone`` (compaction).
+    compacted: dict[resource, int] = attrs.field(factory=dict, init=False)
+    #: ``ERROR`` events with code 410 sent to the operator's watches.
+    gone_sent: int = attrs.field(default=0, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -156,6 +166,30 @@ class KubeEmulator(KubernetesEmulator):
             plural += f"/{request.subresource}"
         verb = _VERBS_BY_ACTION.get(request.action) if request.action else None
         self._calls.add((str(request.resource.group), plural, verb or str(request.method)))
+        self.calls[(plural, verb or str(request.method))] += 1
+
+    # ------------------------------------------------------------------ watch faults
+
+    async def expire_watches(self, res: resource) -> None:
+        """What etcd compaction does to a watch: every operator watch of ``res`` now open gets
+        an ``ERROR`` event with code 410 ("too old resource version") and ends, and so does a
+        later one that asks to resume from a revision before now."""
+        self.compacted[res] = self._revision
+        await self._buses[res].put({"type": _EXPIRED})
+
+    async def drop_watches(self, res: resource) -> None:
+        """End every operator watch of ``res`` now open, without an error (a server-side
+        timeout or a dropped connection): the client resumes from its last revision."""
+        await self._buses[res].put({"type": _DROPPED})
+
+    def _gone(self, request: Request) -> dict[str, Any]:
+        self.gone_sent += 1
+        since = request.params.get("resourceVersion")
+        return {"type": "ERROR", "object": {
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": f"too old resource version: {since} "
+                       f"({self.compacted.get(request.resource, 0)})",
+            "reason": "Expired", "code": 410}}
 
     # ------------------------------------------------------------------ writes
 
@@ -335,17 +369,31 @@ class KubeEmulator(KubernetesEmulator):
         selector = LabelSelector.parse(request.params.get("labelSelector"))
         since = _revision_of(request.params.get("resourceVersion"))
         bus = self._buses[request.resource]
+        operators = not request.headers.get("User-Agent", "").startswith("kmock/")
         mark = await bus.mark()
         try:
             yield b""
+            if operators and 0 < since < self.compacted.get(request.resource, 0):
+                yield self._gone(request)
+                return
             async with self._lock:
                 snapshot = [obj.raw for (res, ns, _), obj in self.objects.items()
                             if res == request.resource and not obj.deleted
                             and (request.namespace is None or ns == request.namespace)]
             for raw in snapshot:
+                if operators and request.resource in self.partitioned:
+                    break
                 if selector.matches(raw) and _revision_of(raw) > since:
                     yield {"type": "ADDED", "object": raw}
             async for event in bus.stream(since=mark):
+                if event.get("type") in (_EXPIRED, _DROPPED):
+                    if not operators:
+                        continue
+                    if event["type"] == _EXPIRED:
+                        yield self._gone(request)
+                    return
+                if operators and request.resource in self.partitioned:
+                    continue
                 raw = event.get("object", {})
                 meta = raw.get("metadata", {})
                 if request.namespace is not None and meta.get("namespace") != request.namespace:

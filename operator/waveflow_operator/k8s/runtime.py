@@ -58,6 +58,9 @@ class OperatorRuntime:
     watches: dict[tuple[str, str], JobWatch] = field(default_factory=dict)
     #: (namespace, queue name) → the running dispatcher (for the liveness probe).
     dispatchers: dict[tuple[str, str], Dispatcher] = field(default_factory=dict)
+    #: Set by kopf's cleanup: the operator exits, no dispatcher may start any more (kopf can
+    #: spawn a queue's daemon again while it exits, e.g. after a watch failed).
+    closing: bool = False
 
     def job_event(self, namespace: str, queue: str | None, job: Mapping[str, Any],
                   event: str | None = None) -> None:
@@ -88,6 +91,7 @@ class OperatorRuntime:
             await asyncio.gather(*(d.stop(0) for d in dispatchers), return_exceptions=True)
 
     async def close(self) -> None:
+        self.closing = True
         await self.stop_all()
         await self.api.close()
 
@@ -152,9 +156,12 @@ async def serve_queue(runtime: OperatorRuntime, meta: Mapping[str, Any],
     dispatcher with the new settings.
     """
     namespace, name = str(meta["namespace"]), str(meta["name"])
+    if runtime.closing:
+        log.info("queue %s/%s: the operator is exiting; not starting it again", namespace, name)
+        return
     status = QueueStatus()
     last: DispatcherStatus | None = None
-    while not stopped:
+    while not stopped and not runtime.closing:
         spec = _plain(body.get("spec") or {})
         dispatcher = await _start(runtime, namespace, name, meta, spec, status)
         key = (namespace, name)
@@ -162,7 +169,8 @@ async def serve_queue(runtime: OperatorRuntime, meta: Mapping[str, Any],
         written: Mapping[str, Any] | None = None
         try:
             reachable = await _reachable(dispatcher)
-            while not stopped and _plain(body.get("spec") or {}) == spec:
+            while not stopped and not runtime.closing \
+                    and _plain(body.get("spec") or {}) == spec:
                 document = status.from_dispatcher(dispatcher.status, dispatcher.spec,
                                                   reachable)
                 if document != written:  # an idle queue costs no API calls
@@ -178,7 +186,7 @@ async def serve_queue(runtime: OperatorRuntime, meta: Mapping[str, Any],
                 runtime.watches.pop(key, None)
                 runtime.dispatchers.pop(key, None)
             last = dispatcher.status
-        if not stopped:
+        if not stopped and not runtime.closing:
             log.info("queue %s/%s: the spec changed; restarting its dispatcher", namespace, name)
     status.condition("Polling", False, "Stopped", "the operator stopped serving this queue")
     with contextlib.suppress(KubeApiError):
