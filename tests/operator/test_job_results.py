@@ -22,12 +22,19 @@ def job(kind: str | None, reason: str = "", message: str = "", **status: Any) ->
 
 
 def pod(exit_code: int | None = None, *, reason: str = "Error", message: str = "",
-        waiting: str | None = None, finished: str = "2026-11-26T10:00:29Z") -> dict[str, Any]:
+        waiting: str | None = None, finished: str = "2026-11-26T10:00:29Z",
+        evicted: bool = False) -> dict[str, Any]:
     state: dict[str, Any] = ({"waiting": {"reason": waiting}} if waiting else
                              {"terminated": {"exitCode": exit_code, "reason": reason,
                                              "message": message, "finishedAt": finished}})
+    status: dict[str, Any] = {"containerStatuses": [{"name": "job", "state": state}]}
+    if exit_code is not None:
+        status["phase"] = "Succeeded" if exit_code == 0 else "Failed"
+    if evicted:
+        status["conditions"] = [{"type": "DisruptionTarget", "status": "True",
+                                 "reason": "EvictionByEvictionAPI"}]
     return {"metadata": {"name": "p", "labels": {"batch.kubernetes.io/job-name": "wf"}},
-            "status": {"containerStatuses": [{"name": "job", "state": state}]}}
+            "status": status}
 
 
 def test_a_running_job_has_no_result_yet() -> None:
@@ -83,3 +90,25 @@ def test_an_image_that_never_pulled_is_named_even_when_the_deadline_ends_the_job
 def test_a_termination_message_that_is_not_a_summary_is_ignored() -> None:
     result = result_from_status(job("Complete"), [pod(0, message="kubelet says hi")])
     assert result is not None and result.summary is None
+
+
+FAILED_SUMMARY = '{"task":"process_audio_analysis","outcome":"failed","stem_id":"s1"}'
+
+
+def test_a_complete_job_has_the_summary_of_its_succeeded_pod_whatever_ended_that_second(
+        ) -> None:
+    """finishedAt has whole seconds: a retry that failed in the same second as the pod that
+    succeeded (listed first, as an API server may) must not lend the result its summary."""
+    result = result_from_status(job("Complete"), [pod(1, message=FAILED_SUMMARY),
+                                                  pod(0, reason="Completed", message=SUMMARY)])
+    assert result is not None and result.summary is not None
+    assert result.summary.outcome == "succeeded" and result.summary.bytes == 2048
+
+
+def test_an_evicted_pod_never_names_a_failure_the_podfailurepolicy_did_not_count_it_for(
+        ) -> None:
+    """The podFailurePolicy ignores a disrupted pod: the OOM kill that spent the budget names
+    the failure, not the eviction (SIGKILL, 137) that ended in the same second."""
+    result = result_from_status(job("Failed", "BackoffLimitExceeded", failed=1),
+                                [pod(137, evicted=True), pod(137, reason="OOMKilled")])
+    assert result is not None and result.error_code == "JOB_OOM_KILLED"

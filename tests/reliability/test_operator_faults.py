@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import os
 import signal
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +26,14 @@ import pytest
 
 from support.aws import REGION, MotoEndpoint
 from support.faultproxy import FaultProxy, Rule, running_fault_proxy
-from support.kube import JOBS, QUEUES, SECRETS, KubeFault, running_kube
+from support.kube import JOBS, PODS, QUEUES, SECRETS, KubeFault, running_kube
 from support.kubelet import Kubelet
 from support.queues import Queues, backend_message, make_queues
 from support.waiting import eventually
 from waveflow_dev import synth
 from waveflow_dev.backend import DevBackend
 from waveflow_job.contract import Task
+from waveflow_operator.k8s.launcher import job_outcome
 from waveflow_operator.k8s.permissions import PERMISSIONS
 from waveflow_operator.runner.protocol import job_name_for
 
@@ -102,12 +104,14 @@ class World:
         self.sent.append(message_id)
         return message_id
 
-    def upload(self, stem: str, seconds: float = 0.3, rate: int = 22050) -> None:
+    def upload(self, stem: str, seconds: float = 0.3, rate: int = 22050) -> bytes:
         """A short tone at ``audio/<stem>.wav``, for the real ``waveflow-job``."""
         path = synth.write_audio(self.scratch / f"{stem}.wav", "wav-16",
                                  synth.tone(int(seconds * rate), rate, 1), rate)
+        data = path.read_bytes()
         self.aws.client("s3").put_object(Bucket="waveflow-test", Key=f"audio/{stem}.wav",
-                                         Body=path.read_bytes())
+                                         Body=data)
+        return data
 
     def message_ids(self) -> set[str]:
         """What the test sent and what the backend sent (next stages), as the proxy saw it."""
@@ -157,14 +161,15 @@ async def world(aws: MotoEndpoint, bucket: str, proxy: FaultProxy, tmp_path: Pat
         backend.stop()
 
 
-def real_kubelet(world: World) -> Kubelet:
+def real_kubelet(world: World, evictions: Mapping[int, str] | None = None) -> Kubelet:
     """The kubelet running each Job's own command: the real ``waveflow-job run``."""
-    return Kubelet(world.kube, base_env=dict(os.environ))
+    return Kubelet(world.kube, base_env=dict(os.environ), evictions=evictions or {})
 
 
-def fake_kubelet(world: World, **env: str) -> Kubelet:
+def fake_kubelet(world: World, evictions: Mapping[int, str] | None = None,
+                 **env: str) -> Kubelet:
     return Kubelet(world.kube, base_env={**os.environ, **env},
-                   command=(sys.executable, str(FAKEJOB)))
+                   command=(sys.executable, str(FAKEJOB)), evictions=evictions or {})
 
 
 def dead_letter_ids(world: World) -> Counter[str]:
@@ -376,3 +381,70 @@ async def test_an_http_410_on_the_job_watch_stops_the_operator_and_its_restart_s
         await world.stop_operator()
         assert_settled_once(world, kubelet)
         assert len(kubelet.runs) == 1
+
+
+def completions(world: World) -> list[dict[str, Any]]:
+    return [w["body"] for w in world.backend.webhooks if w["event"] == "completion"]
+
+
+async def test_an_evicted_pod_is_replaced_and_its_message_settles_once_with_the_real_result(
+        world: World) -> None:
+    """backoffLimit 0, and the one pod each Job may fail is evicted (a drain: SIGTERM,
+    ``DisruptionTarget``, the pod deleted). The podFailurePolicy's Ignore rule does not count
+    it: the operator settles nothing on it (no FAILURE, no dead letter, no delete), the Job
+    controller starts a replacement, and the real job's result settles the message once."""
+    stem = "stem-e"
+    async with real_kubelet(world, evictions={1: "EvictionByEvictionAPI"}) as kubelet:
+        kubelet.hold_retries()
+        await world.start_operator()
+        await world.create_queue()
+        data = world.upload(stem)
+        hash_job = job_name_for(Task.HASH, world.send(stem))
+        await eventually(lambda: len(kubelet.runs) == 1, 30, "the evicted pod")
+        [evicted] = kubelet.runs
+        assert (evicted.job, evicted.exit_code, evicted.evicted) == \
+            (hash_job, 143, "EvictionByEvictionAPI")
+        await asyncio.sleep(1.5)  # the operator's turn to (wrongly) settle on that pod
+        assert world.deleted_ids() == Counter() and completions(world) == []
+        assert world.queues.counts(world.queues.dlq_url) == (0, 0)
+        assert world.kube.emulator.stored_all(PODS, NAMESPACE) == []  # the eviction deleted it
+        kubelet.release_retries()
+        await eventually(world.settled, 60, "both stages' deletes")
+        await world.stop_operator()
+        assert_settled_once(world, kubelet)
+        assert [(run.exit_code, run.evicted) for run in kubelet.runs] == \
+            [(143, "EvictionByEvictionAPI"), (0, None)] * 2  # hash, then analysis
+        for job in world.jobs():
+            assert job["status"].get("failed", 0) == 0 and job["status"]["succeeded"] == 1
+        record = world.backend.stems[stem]
+        assert record.status == "completed"
+        assert record.audio_hash == hashlib.sha256(data).hexdigest()
+        assert [c["status"] for c in completions(world)] == ["SUCCESS"]
+
+
+async def test_an_evicted_last_attempt_is_not_counted_and_the_spent_budget_dead_letters_once(
+        world: World) -> None:
+    """backoffLimit 1: the first pod fails (exit 1, counted: one attempt left), the last
+    allowed one is evicted under node pressure (SIGKILL, ``reason: Evicted``): not counted, a
+    third pod runs; it fails too, the budget is spent (BackoffLimitExceeded): final — one
+    FAILURE, one dead letter, one delete."""
+    async with fake_kubelet(world, evictions={2: "TerminationByKubelet"}, FAKEJOB_EXIT="1",
+                            FAKEJOB_SLEEP="1") as kubelet:
+        await world.start_operator()
+        await world.create_queue(backoffLimit=1)
+        world.send("stem-b")
+        await eventually(world.settled, 60, "the dead letter and the delete")
+        await world.stop_operator()
+        assert_settled_once(world, kubelet, dead=1)
+        assert [(run.exit_code, run.evicted) for run in kubelet.runs] == \
+            [(1, None), (137, "TerminationByKubelet"), (1, None)]
+        [job] = world.jobs()
+        assert job["status"]["failed"] == 2
+        assert job_outcome(job) is not None and job_outcome(job)[1]["reason"] == \
+            "BackoffLimitExceeded"
+        [evicted] = [pod for pod in world.kube.emulator.stored_all(PODS, NAMESPACE)
+                     if pod["status"].get("reason") == "Evicted"]
+        assert evicted["status"]["conditions"][0]["type"] == "DisruptionTarget"
+        [failure] = completions(world)
+        assert (failure["status"], failure["result"]["error_code"]) == \
+            ("FAILURE", "JOB_BACKOFF_LIMIT")

@@ -15,13 +15,22 @@ For every Job it sees (a watch on the emulator, over HTTP like any client), it:
   its directory (no chroot here). The pod's directory is removed afterwards (emptyDir
   semantics);
 - writes the Pod's container status (``terminated``: exit code, reason, message) and
-  merge-patches the Job's status like the Job controller: ``Complete`` after exit 0;
-  ``Failed``/``PodFailurePolicy`` for an exit code matched by a ``FailJob`` rule (exit 3);
-  otherwise a retry, until ``backoffLimit`` → ``Failed``/``BackoffLimitExceeded``; and
+  merge-patches the Job's status like the Job controller: ``Complete`` after exit 0; a failed
+  pod is matched against the Job's ``podFailurePolicy`` rules in order, the first match wins
+  (``FailJob`` → ``Failed``/``PodFailurePolicy``; ``Ignore`` → not counted, a new pod; ``Count``
+  or no match → counted) until ``backoffLimit`` → ``Failed``/``BackoffLimitExceeded``; and
   ``Failed``/``DeadlineExceeded`` when ``activeDeadlineSeconds`` runs out (the process is killed).
+  A container killed by a signal exits 128 + the signal, as a container runtime reports it.
+
+Evictions (``evictions={attempt: reason}``): that attempt of every Job is evicted a seeded moment
+after its container started, as Kubernetes does it — ``EvictionByEvictionAPI`` (a drain, a spot
+interruption handler): SIGTERM, the pod ends ``Failed`` with the condition ``DisruptionTarget``
+and is then deleted; ``TerminationByKubelet`` (node pressure): SIGKILL, the pod stays ``Failed``
+with ``reason: Evicted`` and the same condition.
 
 Test options: ``hold()`` keeps new Jobs pending until ``release()`` (heartbeat and restart
-tests); ``instant=True`` completes every Job at once without running anything (benchmarks).
+tests); ``hold_retries()`` keeps every second and later pod pending until ``release_retries()``;
+``instant=True`` completes every Job at once without running anything (benchmarks).
 """
 
 from __future__ import annotations
@@ -31,8 +40,10 @@ import base64
 import contextlib
 import json
 import os
+import random
 import secrets
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -57,6 +68,14 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+#: How each kind of eviction ends the container and what it writes on the pod.
+EVICTIONS: dict[str, tuple[signal.Signals, dict[str, str]]] = {
+    "EvictionByEvictionAPI": (signal.SIGTERM, {"message": "Eviction API: evicting"}),
+    "TerminationByKubelet": (signal.SIGKILL, {
+        "message": "The node was low on resource: memory.", "podReason": "Evicted"}),
+}
+
+
 @dataclass
 class PodRun:
     """One attempt of one Job, as the test can inspect it afterwards."""
@@ -66,6 +85,8 @@ class PodRun:
     exit_code: int
     message: str
     scratch_left: list[str]
+    #: The eviction reason when the pod was evicted.
+    evicted: str | None = None
 
 
 @dataclass
@@ -79,17 +100,30 @@ class Kubelet:
     command: Sequence[str] | None = None
     #: Complete every Job at once without running anything.
     instant: bool = False
+    #: Attempt number (1 = a Job's first pod) → eviction reason (a key of ``EVICTIONS``).
+    evictions: Mapping[int, str] = field(default_factory=dict)
+    #: Seeds when, after its container started, a pod is evicted (0.05 to 0.3 s).
+    seed: int = 8
     runs: list[PodRun] = field(default_factory=list)
     #: Job name → when the kubelet first saw it (time.time()).
     seen: dict[str, float] = field(default_factory=dict)
     _gate: asyncio.Event = field(default_factory=asyncio.Event)
+    _retry_gate: asyncio.Event = field(default_factory=asyncio.Event)
+    _random: random.Random = field(init=False)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _watch: asyncio.Task[None] | None = None
     _handled: set[str] = field(default_factory=set)
     _scratch_root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="kubelet-")))
 
+    def __post_init__(self) -> None:
+        unknown = set(self.evictions.values()) - set(EVICTIONS)
+        if unknown:
+            raise ValueError(f"unknown eviction reasons: {unknown}")
+        self._random = random.Random(self.seed)
+
     async def __aenter__(self) -> Kubelet:
         self._gate.set()
+        self._retry_gate.set()
         self._watch = asyncio.create_task(self._watch_jobs())
         return self
 
@@ -108,6 +142,13 @@ class Kubelet:
 
     def release(self) -> None:
         self._gate.set()
+
+    def hold_retries(self) -> None:
+        """Every Job's second and later pods wait (pending) until :meth:`release_retries`."""
+        self._retry_gate.clear()
+
+    def release_retries(self) -> None:
+        self._retry_gate.set()
 
     def scratch_leftovers(self) -> list[str]:
         """Scratch directories still present (none once every pod has ended)."""
@@ -153,10 +194,13 @@ class Kubelet:
         await self._gate.wait()
         backoff_limit = int(spec.get("backoffLimit", 6))
         deadline = time.monotonic() + float(spec.get("activeDeadlineSeconds") or 3600)
-        failed = 0
+        failed = attempts = 0
         while True:
+            attempts += 1
+            if attempts > 1:
+                await self._retry_gate.wait()
             left = deadline - time.monotonic()
-            code, _ = await self._attempt(job, left)
+            code, _, evicted = await self._attempt(job, left, self.evictions.get(attempts))
             if code is None:
                 await self._finish(namespace, name, "Failed", "DeadlineExceeded",
                                    "Job was active longer than specified deadline",
@@ -166,12 +210,16 @@ class Kubelet:
                 await self._finish(namespace, name, "Complete", "", "", succeeded=1,
                                    failed=failed)
                 return
+            index, action = _policy_action(spec, code, disrupted=evicted is not None)
+            if action == "Ignore":  # not counted against backoffLimit; a new pod
+                await self._job_status(namespace, name, {"active": 1})
+                continue
             failed += 1
-            if _fail_job(spec, code):
+            if action == "FailJob":
                 await self._finish(
                     namespace, name, "Failed", "PodFailurePolicy",
                     f"Container job for pod {namespace}/{name} failed with exit code {code} "
-                    "matching FailJob rule at index 0", failed=failed)
+                    f"matching FailJob rule at index {index}", failed=failed)
                 return
             if failed > backoff_limit:
                 await self._finish(namespace, name, "Failed", "BackoffLimitExceeded",
@@ -179,8 +227,11 @@ class Kubelet:
                 return
             await self._job_status(namespace, name, {"failed": failed, "active": 1})
 
-    async def _attempt(self, job: dict[str, Any], seconds: float) -> tuple[int | None, str]:
-        """One pod: run the container; None as exit code when the deadline killed it."""
+    async def _attempt(self, job: dict[str, Any], seconds: float, eviction: str | None = None
+                       ) -> tuple[int | None, str, str | None]:
+        """One pod: run the container; None as exit code when the deadline killed it. With an
+        ``eviction`` reason the pod is evicted while it runs (the third value says whether it
+        was: a container that ended first was not)."""
         pod_spec = job["spec"]["template"]["spec"]
         container = pod_spec["containers"][0]
         pod_dir = Path(tempfile.mkdtemp(prefix=f"{job['metadata']['name']}-",
@@ -192,7 +243,7 @@ class Kubelet:
                                             timeout=max(0.1, seconds))
         except TimeoutError:  # the pod stayed pending (its volume never came) until the deadline
             shutil.rmtree(pod_dir, ignore_errors=True)
-            return None, ""
+            return None, "", None
         seconds -= time.monotonic() - started
         env = {**self.base_env, **{key: _in_pod(value, mounts) for key, value in
                                    self._container_env(job, container).items()}}
@@ -203,9 +254,15 @@ class Kubelet:
         process = await asyncio.create_subprocess_exec(
             *argv, env=env, stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL, start_new_session=True)
+        evicted: list[str] = []
+        if eviction is not None:
+            asyncio.get_running_loop().call_later(
+                self._random.uniform(0.05, 0.3), _evict, process, eviction, evicted)
         code: int | None
         try:
             code = await asyncio.wait_for(process.wait(), timeout=max(0.1, seconds))
+            if code < 0:  # killed by a signal: a container runtime reports 128 + the signal
+                code = 128 - code
         except TimeoutError:
             process.kill()
             await process.wait()
@@ -218,10 +275,11 @@ class Kubelet:
                    if summary.exists() else "")
         left = [p.name for p in scratch.iterdir()] if scratch != pod_dir else []
         shutil.rmtree(pod_dir, ignore_errors=True)
-        pod = await self._pod(job, 137 if code is None else code, message)
+        reason = evicted[0] if evicted and code != 0 else None
+        pod = await self._pod(job, 137 if code is None else code, message, reason)
         self.runs.append(PodRun(job["metadata"]["name"], pod, 137 if code is None else code,
-                                message, left))
-        return code, message
+                                message, left, reason))
+        return code, message, reason
 
     async def _mount(self, job: dict[str, Any], pod_spec: Mapping[str, Any],
                      container: Mapping[str, Any], pod_dir: Path) -> dict[str, Path]:
@@ -267,13 +325,28 @@ class Kubelet:
                 env[item["name"]] = base64.b64decode(encoded).decode()
         return env
 
-    async def _pod(self, job: dict[str, Any], code: int, message: str) -> str:
+    async def _pod(self, job: dict[str, Any], code: int, message: str,
+                   evicted: str | None = None) -> str:
+        """The ended pod; an evicted one carries ``DisruptionTarget`` (and an API eviction
+        deletes it afterwards)."""
         meta = job["metadata"]
         pod_name = f"{meta['name']}-{secrets.token_hex(3)[:5]}"
         reason = "Completed" if code == 0 else "Error"
         labels = {**(job["spec"]["template"]["metadata"].get("labels") or {}),
                   "batch.kubernetes.io/job-name": meta["name"], "job-name": meta["name"],
                   "batch.kubernetes.io/controller-uid": meta["uid"]}
+        status: dict[str, Any] = {
+            "phase": "Succeeded" if code == 0 else "Failed", "containerStatuses": [{
+                "name": "job", "ready": False, "restartCount": 0,
+                "state": {"terminated": {"exitCode": code, "reason": reason,
+                                         "message": message, "finishedAt": _now()}}}]}
+        if evicted is not None:
+            written = EVICTIONS[evicted][1]
+            status["conditions"] = [{"type": "DisruptionTarget", "status": "True",
+                                     "reason": evicted, "message": written["message"],
+                                     "lastTransitionTime": _now()}]
+            if "podReason" in written:
+                status.update(reason=written["podReason"], message=written["message"])
         await self.kube.create(PODS, {
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": pod_name, "namespace": meta["namespace"], "labels": labels,
@@ -281,11 +354,10 @@ class Kubelet:
                                               "name": meta["name"], "uid": meta["uid"],
                                               "controller": True}]},
             "spec": job["spec"]["template"]["spec"],
-            "status": {"phase": "Succeeded" if code == 0 else "Failed", "containerStatuses": [{
-                "name": "job", "ready": False, "restartCount": 0,
-                "state": {"terminated": {"exitCode": code, "reason": reason,
-                                         "message": message, "finishedAt": _now()}}}]},
+            "status": status,
         })
+        if evicted == "EvictionByEvictionAPI":
+            await self.kube.delete(PODS, meta["namespace"], pod_name)
         return pod_name
 
     async def _job_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
@@ -316,11 +388,28 @@ def _in_pod(value: str, mounts: Mapping[str, Path]) -> str:
     return value
 
 
-def _fail_job(spec: Mapping[str, Any], code: int) -> bool:
-    """Whether a podFailurePolicy rule with action FailJob matches this exit code."""
-    for rule in (spec.get("podFailurePolicy") or {}).get("rules") or []:
-        codes = rule.get("onExitCodes") or {}
-        if rule.get("action") == "FailJob" and codes.get("operator") == "In" \
-                and code in (codes.get("values") or []):
-            return True
-    return False
+def _policy_action(spec: Mapping[str, Any], code: int, *, disrupted: bool) -> tuple[int, str]:
+    """(rule index, action) of the first podFailurePolicy rule matching a failed pod, as the
+    Job controller evaluates them (in order); (-1, "Count") when none matches."""
+    for index, rule in enumerate((spec.get("podFailurePolicy") or {}).get("rules") or []):
+        codes = rule.get("onExitCodes")
+        if codes is not None:
+            listed = code in (codes.get("values") or [])
+            matched = listed if codes.get("operator") == "In" else not listed
+        else:
+            matched = disrupted and any(
+                pattern.get("type") == "DisruptionTarget"
+                and pattern.get("status", "True") == "True"
+                for pattern in rule.get("onPodConditions") or [])
+        if matched:
+            return index, str(rule.get("action"))
+    return -1, "Count"
+
+
+def _evict(process: asyncio.subprocess.Process, reason: str, evicted: list[str]) -> None:
+    """End a running container as its eviction does; note that it was evicted."""
+    if process.returncode is not None:
+        return
+    evicted.append(reason)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, EVICTIONS[reason][0])

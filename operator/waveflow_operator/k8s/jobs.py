@@ -99,6 +99,9 @@ def build_job(request: JobRequest, queue: QueueSpec, template: JobTemplate,
             "backoffLimit": queue.backoff_limit,
             "activeDeadlineSeconds": int(queue.deadline(task)),
             "ttlSecondsAfterFinished": template.ttl_seconds_after_finished,
+            # The Job controller tries the rules in order and the first match wins: an exit 3
+            # is final even from a pod being disrupted (the job has told the backend); a
+            # disrupted job exits 143 (SIGTERM, cli.py) or 137, so the Ignore rule catches it.
             "podFailurePolicy": {"rules": [
                 # Exit 3: the job rejected the message for good; retrying cannot help.
                 {"action": "FailJob", "onExitCodes": {

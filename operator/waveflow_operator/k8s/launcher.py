@@ -95,11 +95,21 @@ def _waiting_reason(pod: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _disrupted(pod: Mapping[str, Any]) -> bool:
+    """Evicted, preempted, drained: the podFailurePolicy does not count such a pod."""
+    return any(c.get("type") == "DisruptionTarget" and c.get("status") == "True"
+               for c in (pod.get("status") or {}).get("conditions") or [])
+
+
 def _latest_first(pods: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    def key(pod: Mapping[str, Any]) -> str:
+    """The pod a result is named after first: the one that succeeded, else the latest counted
+    failure; disrupted pods last. finishedAt has whole seconds, so ties are common and the
+    API's list order (by name) says nothing."""
+    def key(pod: Mapping[str, Any]) -> tuple[bool, bool, str]:
         terminated = _terminated(pod) or {}
-        return str(terminated.get("finishedAt") or
-                   (pod.get("metadata") or {}).get("creationTimestamp") or "")
+        return ((pod.get("status") or {}).get("phase") == "Succeeded", not _disrupted(pod),
+                str(terminated.get("finishedAt") or
+                    (pod.get("metadata") or {}).get("creationTimestamp") or ""))
     return sorted(pods, key=key, reverse=True)
 
 
