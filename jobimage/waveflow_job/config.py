@@ -21,6 +21,8 @@ __all__ = ["ConfigError", "EnvReader", "JobConfig"]
 GIB = 1024**3
 #: A coarser "detail" than this is no detail (the overview is ceil(N/num_peaks) already).
 MAX_DETAIL_SAMPLES_PER_PIXEL = 1 << 20
+#: The smallest detail bound a queue may set: a header and a few thousand points.
+MIN_DETAIL_BYTES = 1 << 16
 
 
 class ConfigError(ValueError):
@@ -61,13 +63,19 @@ class JobConfig:
     #: ``WAVEFLOW_MIN_SAMPLE_RATE`` / ``WAVEFLOW_MAX_SAMPLE_RATE`` (4000 / 768000 Hz),
     #: ``WAVEFLOW_MAX_CHANNELS`` (64), ``WAVEFLOW_MAX_WAVEFORM_VALUES`` (2^20): what a file's
     #: headers may declare (AUDIO_SAMPLE_RATE_UNSUPPORTED, AUDIO_TOO_MANY_CHANNELS,
-    #: WAVEFORM_TOO_LARGE); the reasons for the defaults are in ``audio/limits.py``.
+    #: WAVEFORM_TOO_LARGE); ``WAVEFLOW_MAX_DETAIL_BYTES`` (2^27): the detail waveform's size,
+    #: beyond which it is coarsened or left out; the reasons for the defaults are in
+    #: ``audio/limits.py``.
     audio_limits: AudioLimits = field(default_factory=AudioLimits)
     #: ``WAVEFLOW_DETAIL_SAMPLES_PER_PIXEL``: frames per point of the detail waveform (``.dat``)
     #: stored beside the JSON; 256 (audiowaveform's default); ``0`` stores none.
     detail_samples_per_pixel: int = 256
     #: ``WAVEFLOW_DETAIL_BITS``: 8 (what peaks.js reads) or 16.
     detail_bits: int = 8
+    #: ``WAVEFLOW_LOUDNESS``: ``on`` (default) measures integrated loudness, loudness range and
+    #: true peak in the analysis' decode pass; ``off`` leaves them out of the result and JSON
+    #: (a queue whose stems never need them saves the meters' time).
+    loudness: bool = True
     #: ``WAVEFLOW_WEBHOOK_TIMEOUT_SECONDS``: per-attempt read timeout of a webhook POST.
     webhook_timeout: float = 10.0
     #: ``WAVEFLOW_WEBHOOK_BUDGET_SECONDS``: total time for all attempts of one webhook.
@@ -105,6 +113,7 @@ class JobConfig:
             detail_samples_per_pixel=env.integer(names.DETAIL_SAMPLES_PER_PIXEL, 256, minimum=0,
                                                  maximum=MAX_DETAIL_SAMPLES_PER_PIXEL),
             detail_bits=_detail_bits(env),
+            loudness=env.switch(names.LOUDNESS, True),
             webhook_timeout=env.number(names.WEBHOOK_TIMEOUT_SECONDS, 10.0, minimum=0.1),
             webhook_budget=env.number(names.WEBHOOK_BUDGET_SECONDS, 60.0, minimum=0.1),
             webhook_backoff=env.number(names.WEBHOOK_BACKOFF_SECONDS, 0.5, minimum=0),
@@ -134,7 +143,9 @@ def _audio_limits(env: EnvReader) -> AudioLimits:
         max_channels=env.integer(names.MAX_CHANNELS, default.max_channels, minimum=1,
                                  maximum=4096),
         max_waveform_values=env.integer(names.MAX_WAVEFORM_VALUES,
-                                        default.max_waveform_values, minimum=2))
+                                        default.max_waveform_values, minimum=2),
+        max_detail_bytes=env.integer(names.MAX_DETAIL_BYTES, default.max_detail_bytes,
+                                     minimum=MIN_DETAIL_BYTES))
 
 
 def _detail_bits(env: EnvReader) -> int:
@@ -142,6 +153,9 @@ def _detail_bits(env: EnvReader) -> int:
     if bits not in (8, 16):
         raise ConfigError(f"{names.DETAIL_BITS} must be 8 or 16, got {bits}")
     return bits
+
+
+_SWITCH = {"on": True, "off": False, "true": True, "false": False, "1": True, "0": False}
 
 
 def _prefixes(text: str) -> tuple[str, ...]:
@@ -186,6 +200,16 @@ class EnvReader:
             raise ConfigError(f"{name} must be at least {minimum:g}, got {raw!r}")
         if maximum is not None and value > maximum:
             raise ConfigError(f"{name} must be at most {maximum:g}, got {raw!r}")
+        return value
+
+    def switch(self, name: str, default: bool) -> bool:
+        """``on``/``off`` (also ``true``/``false``, ``1``/``0``, any case)."""
+        raw = self.text(name)
+        if raw is None:
+            return default
+        value = _SWITCH.get(raw.lower())
+        if value is None:
+            raise ConfigError(f"{name} must be on or off, got {raw!r}")
         return value
 
     def integer(self, name: str, default: int, *, minimum: int | None = None,

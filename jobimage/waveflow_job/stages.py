@@ -285,17 +285,22 @@ def process_audio_analysis(job: Job) -> StageResult:
                         "analysed", extra={"audio_hash": message.audio_hash,
                                            "analysed_hash": digest.sha256})
         key = contract.waveform_key(message.stem_id, digest.sha256)
-        detail_key, detail = None, None
+        detail = None
         if config.detail_samples_per_pixel:
-            detail_key = contract.detail_waveform_key(message.stem_id, digest.sha256)
             detail = waveform.DetailRequest(workdir / "detail.dat",
                                             config.detail_samples_per_pixel, config.detail_bits)
         with result.phase("analyse"):
             analysis = waveform.analyse_file(local, message.num_peaks,
                                              max_duration_seconds=config.max_duration_seconds,
-                                             limits=config.audio_limits, detail=detail)
+                                             limits=config.audio_limits, detail=detail,
+                                             loudness=config.loudness)
+            # None also when the detail did not fit its size bound (analysis.detail_note).
+            detail_key = (contract.detail_waveform_key(message.stem_id, digest.sha256)
+                          if analysis.detail is not None else None)
             document = waveform.build_waveform_document(
                 analysis, created_at=contract.utc_now_iso(), detail_path=detail_key)
+        if analysis.detail_note is not None:
+            log.warning(analysis.detail_note, extra={"waveform": key})
         result.audio_seconds = float(analysis.duration)
         success = _success_result(analysis, audio_hash=digest.sha256, waveform_path=key,
                                   detail_path=detail_key, file_size=digest.size,
@@ -367,8 +372,11 @@ def _success_result(analysis: Any, *, audio_hash: str, waveform_path: str,
         "sample_rate": int(analysis.info.sample_rate),
         "num_peaks": int(num_peaks),
     }
-    if detail_path is not None:
+    if detail_path is not None and analysis.detail is not None:
         result["waveform_detail_path"] = detail_path
+        result["waveform_detail_samples_per_pixel"] = int(analysis.detail.samples_per_pixel)
+    if analysis.detail_note is not None:
+        result["waveform_detail_note"] = analysis.detail_note
     for name, value in analysis.facts().items():
         if isinstance(value, float):
             value = _finite(value, 2)

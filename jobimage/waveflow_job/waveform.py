@@ -74,8 +74,10 @@ class AudioAnalysis:
     waveform: PeakResult
     #: None when loudness was not asked for.
     loudness: Loudness | None = None
-    #: The ``.dat`` written, None when none was asked for.
+    #: The ``.dat`` written, None when none was asked for or none fitted the size bound.
     detail: DetailWaveform | None = None
+    #: Why the detail is coarser than asked, or left out (the size bound); None otherwise.
+    detail_note: str | None = None
 
     @property
     def duration(self) -> float:
@@ -139,7 +141,9 @@ def analyse_file(path: str | os.PathLike[str], num_peaks: int, *,
         if info.frames is not None and info.frames > max_frames:
             raise _too_long(info.frames / info.sample_rate, max_duration_seconds)
 
-    plan = _Plan(source, num_peaks, detail, loudness)
+    plan = _Plan(source, num_peaks, detail, loudness, limits.max_detail_bytes)
+    if info.frames:
+        plan.fit_detail(info.frames)  # before the parallel split, which aligns on its points
     workers = available_cpus() if workers is None else workers
     with plan.detail_file():
         if (source.seekable and info.frames_exact and info.frames is not None and workers > 1
@@ -167,13 +171,32 @@ class _Plan:
     """What each decode pass builds: accumulators, detail sinks and meters, per range."""
 
     def __init__(self, source: AudioSource, num_peaks: int, detail: DetailRequest | None,
-                 loudness: bool) -> None:
+                 loudness: bool, max_detail_bytes: int) -> None:
         self.source = source
         self.info = source.info
         self.num_peaks = num_peaks
         self.detail = detail
         self.loudness = loudness
+        self.max_detail_bytes = max_detail_bytes
         self.fd: int | None = None
+        #: The detail's resolution for the frame count of the current pass (None: left out).
+        self.detail_spp: int | None = None
+        self.detail_note: str | None = None
+        self._fitted_for: int | None = None
+
+    def fit_detail(self, frames: int) -> None:
+        """Choose the detail's resolution for ``frames`` under the size bound (each pass knows
+        its frame count before its first block; a second pass may choose again)."""
+        from waveflow_job.audio.detail import fit_resolution
+        from waveflow_job.audio.peaks import pixel_geometry
+
+        if self.detail is None or self._fitted_for == frames:
+            return
+        overview_spp, _ = pixel_geometry(frames, self.num_peaks)
+        fit = fit_resolution(frames, self.info.channels, self.detail.bits,
+                             self.detail.samples_per_pixel, self.max_detail_bytes, overview_spp)
+        self.detail_spp, self.detail_note, self._fitted_for = (
+            fit.samples_per_pixel, fit.note, frames)
 
     @contextmanager
     def detail_file(self) -> Iterator[None]:
@@ -192,7 +215,7 @@ class _Plan:
         """Range bounds fall on detail points (no point shared by two ranges) and on the
         100 ms grid of the loudness blocks (each range's meter then gates the same blocks a
         single pass would, but for the few that straddle a bound)."""
-        unit = self.detail.samples_per_pixel if self.detail is not None else 1
+        unit = self.detail_spp or 1
         if self.loudness:
             unit = math.lcm(unit, (self.info.sample_rate + 5) // 10)
         return unit
@@ -200,6 +223,7 @@ class _Plan:
     def accumulator(self, frames: int, start: int = 0) -> WaveformAccumulator:
         from waveflow_job.audio.peaks import WaveformAccumulator
 
+        self.fit_detail(frames)
         return WaveformAccumulator(frames=frames, channels=self.info.channels,
                                    num_peaks=self.num_peaks, scale=self.info.scale, start=start,
                                    detail=self._sink(start))
@@ -207,10 +231,10 @@ class _Plan:
     def _sink(self, start: int) -> DetailSink | None:
         from waveflow_job.audio.detail import DetailSink
 
-        if self.detail is None or self.fd is None:
+        if self.detail is None or self.fd is None or self.detail_spp is None:
             return None
         return DetailSink(self.fd, channels=self.info.channels, sample_rate=self.info.sample_rate,
-                          samples_per_pixel=self.detail.samples_per_pixel, bits=self.detail.bits,
+                          samples_per_pixel=self.detail_spp, bits=self.detail.bits,
                           full_scale=self.info.scale.full_scale, start=start)
 
     def meter(self, start: int = 0) -> LoudnessMeter | None:
@@ -228,7 +252,8 @@ class _Plan:
         result = total.finish()
         detail = total.detail.finish(result.frames) if total.detail is not None else None
         return AudioAnalysis(info=self.info, waveform=result,
-                             loudness=measure(meters) if meters else None, detail=detail)
+                             loudness=measure(meters) if meters else None, detail=detail,
+                             detail_note=self.detail_note)
 
 
 _Passed = tuple["WaveformAccumulator", list["LoudnessMeter"]]
@@ -352,8 +377,9 @@ def build_waveform_document(analysis: AudioAnalysis, *, created_at: str,
         "length": wave.length,
         "data": wave.data,
     }
-    if detail_path is not None:
+    if detail_path is not None and analysis.detail is not None:
         document["waveform_detail_path"] = detail_path
+        document["waveform_detail_samples_per_pixel"] = analysis.detail.samples_per_pixel
     document.update(analysis.loudness_facts())
     return document
 
@@ -362,13 +388,19 @@ def write_waveform_file(input_path: str | os.PathLike[str],
                         output_path: str | os.PathLike[str] | None,
                         num_peaks: int = DEFAULT_NUM_PEAKS, *,
                         detail: DetailRequest | None = None,
-                        loudness: bool = True) -> dict[str, Any]:
+                        loudness: bool = True,
+                        limits: AudioLimits | None = None) -> dict[str, Any]:
     """Analyse ``input_path`` and write its waveform JSON to ``output_path`` (stdout if None),
-    and its detail waveform when ``detail`` asks for one."""
-    analysis = analyse_file(input_path, num_peaks, detail=detail, loudness=loudness)
+    and its detail waveform when ``detail`` asks for one (and it fits ``limits``)."""
+    analysis = analyse_file(input_path, num_peaks, detail=detail, loudness=loudness,
+                            limits=limits)
     document = build_waveform_document(
         analysis, created_at=utc_now_iso(),
         detail_path=os.fspath(detail.path) if detail is not None else None)
+    if analysis.detail_note is not None:
+        sys.stderr.write(f"waveflow-job: {analysis.detail_note}\n")
+    if detail is not None and analysis.detail is None:  # left out: no empty file behind
+        os.unlink(detail.path)
     text = json.dumps(document, allow_nan=False, separators=(",", ":"))
     if output_path is None:
         sys.stdout.write(text + "\n")

@@ -18,6 +18,8 @@ import soundfile as sf
 from waveflow_dev import synth
 from waveflow_job import waveform
 from waveflow_job.audio.decode import open_audio
+from waveflow_job.audio.detail import detail_size, fit_resolution
+from waveflow_job.audio.limits import AudioLimits
 from waveflow_job.waveform import DetailRequest, analyse_file
 
 
@@ -158,3 +160,101 @@ def test_cli_writes_the_json_and_the_dat_in_one_run(tmp_path: Path) -> None:
     assert header == (2, 1, 44100, 256, -(-3 * 44100 // 256), 2)
     assert points.shape == (header[4], 2, 2)
     assert {"integrated_lufs", "loudness_range_lu", "true_peak_dbtp"} <= set(document)
+
+
+# --------------------------------------------------------------------------- the size bound
+
+
+def test_the_default_bound_holds_four_hours_of_8_and_12_channels_at_96_khz_in_8_bits() -> None:
+    """The numbers behind the default (audio/limits.py): 4 h is the default duration limit."""
+    bound, four_hours = AudioLimits().max_detail_bytes, 4 * 3600
+    assert bound == 134_217_728
+    assert detail_size(four_hours * 96000, 8, 8, 256) == 86_400_024
+    assert detail_size(four_hours * 48000, 8, 16, 256) == 86_400_024
+    assert detail_size(four_hours * 96000, 12, 8, 256) == 129_600_024 < bound
+    for channels, rate, bits in ((8, 96000, 8), (12, 96000, 8), (8, 48000, 16), (2, 192000, 16)):
+        assert fit_resolution(four_hours * rate, channels, bits, 256, bound, 10**6).note is None
+    coarser = fit_resolution(four_hours * 96000, 16, 8, 256, bound, 10**6)
+    assert coarser.samples_per_pixel == 512
+    assert "coarsened to 512" in (coarser.note or "") and "172800024 bytes" in (coarser.note or "")
+
+
+def test_a_detail_over_its_bound_is_coarsened_to_the_finest_doubling_that_fits(
+        tmp_path: Path) -> None:
+    frames, rate = 4 * 48000 + 333, 48000
+    samples = music(frames, rate, 2)
+    path = synth.write_audio(tmp_path / "x.wav", "wav-24", samples, rate)
+    written, _ = sf.read(path, dtype="float64", always_2d=True)
+    bound = detail_size(frames, 2, 8, 1024)  # 256 and 512 are too large, 1024 fits exactly
+    out = tmp_path / "x.dat"
+
+    analysis = analyse_file(path, 50, detail=DetailRequest(out), limits=AudioLimits(
+        max_detail_bytes=bound))
+
+    header, points = read_dat(out)
+    assert header == (2, 1, rate, 1024, -(-frames // 1024), 2)
+    assert out.stat().st_size == bound
+    assert np.array_equal(points, expected_points(written, 1024, 8))
+    assert analysis.detail is not None and analysis.detail.samples_per_pixel == 1024
+    assert analysis.detail_note is not None and "coarsened to 1024" in analysis.detail_note
+    document = waveform.build_waveform_document(analysis, created_at="t", detail_path="x.dat")
+    assert document["waveform_detail_samples_per_pixel"] == 1024
+
+
+def test_ranges_decoded_side_by_side_align_on_the_coarsened_points(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(waveform, "PARALLEL_MIN_FRAMES", 0)
+    path = synth.write_tone(tmp_path / "x.flac", "flac-16", 4.0, 44100, 2)
+    limits = AudioLimits(max_detail_bytes=detail_size(4 * 44100, 2, 8, 400))
+    one, two = tmp_path / "one.dat", tmp_path / "two.dat"
+    sequential = analyse_file(path, 100, workers=1, detail=DetailRequest(one, 100),
+                              limits=limits)
+    parallel = analyse_file(path, 100, workers=3, detail=DetailRequest(two, 100), limits=limits)
+    assert parallel == sequential
+    assert sequential.detail is not None and sequential.detail.samples_per_pixel == 400
+    assert one.read_bytes() == two.read_bytes()
+
+
+def test_a_detail_that_fits_only_as_coarse_as_the_overview_is_left_out(tmp_path: Path) -> None:
+    """Nothing finer than the overview fits: no .dat, the overview as always, and why."""
+    frames, rate = 48000 + 17, 48000
+    path = synth.write_audio(tmp_path / "x.wav", "wav-16", music(frames, rate, 2), rate)
+    out = tmp_path / "x.dat"
+
+    analysis = analyse_file(path, 100, detail=DetailRequest(out, 64),
+                            limits=AudioLimits(max_detail_bytes=100))
+
+    assert analysis.detail is None
+    assert analysis.detail_note is not None and analysis.detail_note.startswith(
+        "detail waveform left out: at 64 frames per point")
+    assert "overview's 481" in analysis.detail_note
+    assert (analysis.waveform.frames, len(analysis.waveform.peaks)) == (frames, 100)
+    document = waveform.build_waveform_document(analysis, created_at="t", detail_path="x.dat")
+    assert "waveform_detail_path" not in document
+    assert "waveform_detail_samples_per_pixel" not in document
+
+
+def test_a_length_estimate_fits_the_detail_again_on_the_second_decode(tmp_path: Path) -> None:
+    path = synth.write_audio(tmp_path / "x.webm", "webm-opus", music(48000 + 999, 48000, 2),
+                             48000)
+    reference = decoded(path)
+    bound = detail_size(len(reference), 2, 8, 256)
+    out = tmp_path / "x.dat"
+    analysis = analyse_file(path, 100, detail=DetailRequest(out, 64),
+                            limits=AudioLimits(max_detail_bytes=bound))
+    header, points = read_dat(out)
+    assert header[3:5] == (256, -(-len(reference) // 256))
+    assert out.stat().st_size <= bound
+    assert np.array_equal(points, expected_points(reference, 256, 8))
+    assert analysis.detail_note is not None
+
+
+def test_a_local_run_whose_detail_is_left_out_leaves_no_empty_dat_behind(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = synth.write_tone(tmp_path / "x.flac", "flac-16", 1.0, 44100, 2)
+    json_out, dat_out = tmp_path / "x.json", tmp_path / "x.dat"
+    document = waveform.write_waveform_file(path, json_out, 100, detail=DetailRequest(dat_out),
+                                            limits=AudioLimits(max_detail_bytes=64))
+    assert not dat_out.exists()
+    assert "waveform_detail_path" not in document
+    assert "detail waveform left out" in capsys.readouterr().err

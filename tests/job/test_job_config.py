@@ -24,7 +24,8 @@ def test_defaults_are_what_a_user_would_expect() -> None:
     assert config.max_file_bytes == 2 * GIB
     assert config.max_duration_seconds == 4 * 3600
     assert config.max_num_peaks == 65536
-    assert config.audio_limits == AudioLimits(4000, 768000, 64, 1 << 20)
+    assert config.audio_limits == AudioLimits(4000, 768000, 64, 1 << 20, 1 << 27)
+    assert config.loudness is True
     assert config.log_level == "INFO"
 
 
@@ -38,7 +39,8 @@ def test_every_setting_is_read_from_its_variable() -> None:
         "WAVEFLOW_WEBHOOK_TIMEOUT_SECONDS": "2.5", "WAVEFLOW_WEBHOOK_BUDGET_SECONDS": "30",
         "WAVEFLOW_S3_MAX_ATTEMPTS": "3", "WAVEFLOW_MIN_SAMPLE_RATE": "8000",
         "WAVEFLOW_MAX_SAMPLE_RATE": "192000", "WAVEFLOW_MAX_CHANNELS": "128",
-        "WAVEFLOW_MAX_WAVEFORM_VALUES": "4194304",
+        "WAVEFLOW_MAX_WAVEFORM_VALUES": "4194304", "WAVEFLOW_MAX_DETAIL_BYTES": "1000000",
+        "WAVEFLOW_LOUDNESS": "Off",
     })
 
     assert config.region == "ap-northeast-2"
@@ -52,7 +54,8 @@ def test_every_setting_is_read_from_its_variable() -> None:
     assert config.max_num_peaks == 4096
     assert (config.webhook_timeout, config.webhook_budget) == (2.5, 30.0)
     assert config.s3_max_attempts == 3
-    assert config.audio_limits == AudioLimits(8000, 192000, 128, 4194304)
+    assert config.audio_limits == AudioLimits(8000, 192000, 128, 4194304, 1000000)
+    assert config.loudness is False
 
 
 def test_aws_region_reaches_the_s3_client() -> None:
@@ -111,7 +114,9 @@ def test_deletion_is_allowed_only_under_upload_prefixes_and_never_in_waveforms(
 
 @pytest.mark.parametrize(("name", "value"), [("WAVEFLOW_DETAIL_BITS", "12"),
                                              ("WAVEFLOW_DETAIL_SAMPLES_PER_PIXEL", "-1"),
-                                             ("WAVEFLOW_DETAIL_SAMPLES_PER_PIXEL", "lots")])
+                                             ("WAVEFLOW_DETAIL_SAMPLES_PER_PIXEL", "lots"),
+                                             ("WAVEFLOW_MAX_DETAIL_BYTES", "65535"),
+                                             ("WAVEFLOW_LOUDNESS", "sometimes")])
 def test_detail_waveform_settings_are_checked(name: str, value: str) -> None:
     env = {"S3_BUCKET_NAME": "b", "WEBHOOK_URL": "http://x", name: value}
     with pytest.raises(ConfigError, match=name):

@@ -140,6 +140,58 @@ def test_detail_waveform_resolution_comes_from_the_job_config_and_0_turns_it_off
     assert world.object_keys() == sorted([KEY, waveform_key("stem-789", sha)])
 
 
+def test_a_detail_over_its_size_bound_is_coarsened_or_left_out_and_the_result_says_so(
+        world: JobWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+    """WAVEFLOW_MAX_DETAIL_BYTES bounds the .dat; the stem is analysed either way."""
+    data = wav_bytes(seconds=5.0, sample_rate=8000)  # 40,000 frames
+    sha = hashlib.sha256(data).hexdigest()
+    world.put(KEY, data)
+    monkeypatch.setenv("WAVEFLOW_DETAIL_SAMPLES_PER_PIXEL", "1")  # 80,024 bytes: over 64 KiB
+    monkeypatch.setenv("WAVEFLOW_MAX_DETAIL_BYTES", "65536")
+
+    assert world.run(analysis(audio_hash=sha, num_peaks=100)) == 0
+
+    [body] = world.webhooks.bodies("/completion")
+    result = body["result"]
+    assert (body["status"], result["waveform_detail_samples_per_pixel"]) == ("SUCCESS", 2)
+    assert result["waveform_detail_note"] == (
+        "detail waveform coarsened to 2 frames per point: at 1 frames per point the detail "
+        "waveform would take 80024 bytes, over the 65536-byte limit")
+    dat = world.read(result["waveform_detail_path"])
+    assert struct.unpack("<iIiiIi", dat[:24]) == (2, 1, 8000, 2, 20000, 1)
+    document = json.loads(world.read(waveform_key("stem-789", sha)))
+    assert document["waveform_detail_samples_per_pixel"] == 2
+
+    # 20,000 peaks make an overview of 2 frames per point: a detail that coarse is no detail.
+    world.s3.delete_object(Bucket=world.bucket, Key=detail_waveform_key("stem-789", sha))
+    world.webhooks.clear()
+    assert world.run(analysis(audio_hash=sha, num_peaks=20000)) == 0
+    [body] = world.webhooks.bodies("/completion")
+    assert body["status"] == "SUCCESS"
+    assert "waveform_detail_path" not in body["result"]
+    assert body["result"]["waveform_detail_note"].startswith("detail waveform left out")
+    assert world.object_keys() == sorted([KEY, waveform_key("stem-789", sha)])
+    assert "waveform_detail_path" not in json.loads(world.read(waveform_key("stem-789", sha)))
+    assert world.scratch_entries() == []
+
+
+def test_loudness_off_leaves_the_loudness_out_of_the_result_and_the_json(
+        world: JobWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = wav_bytes(seconds=1.0, sample_rate=8000)
+    sha = hashlib.sha256(data).hexdigest()
+    world.put(KEY, data)
+    loudness = {"integrated_lufs", "loudness_range_lu", "true_peak_dbtp"}
+    assert world.run(analysis(audio_hash=sha)) == 0
+    monkeypatch.setenv("WAVEFLOW_LOUDNESS", "off")
+    assert world.run(analysis(audio_hash=sha)) == 0
+
+    on, off = world.webhooks.bodies("/completion")
+    assert {"integrated_lufs", "true_peak_dbtp"} <= set(on["result"])
+    assert not loudness & set(off["result"])
+    assert off["result"]["peak_dbfs"] == on["result"]["peak_dbfs"]  # the rest is unchanged
+    assert not loudness & set(json.loads(world.read(waveform_key("stem-789", sha))))
+
+
 def test_stem_id_that_s3_tags_cannot_hold_is_encoded_and_read_back(world: JobWorld) -> None:
     data = wav_bytes(seconds=0.1)
     world.put(KEY, data)

@@ -12,6 +12,12 @@ whatever the length. The min/max per point comes from the same ``reduceat`` the 
 (:class:`~waveflow_job.audio.peaks.WaveformAccumulator` cuts its blocks at these edges too), so
 the detail costs a few small folds per block, not another pass over the samples.
 
+The file's size is bounded (``AudioLimits.max_detail_bytes``): :func:`fit_resolution` picks the
+asked resolution when its file fits, else the asked one doubled as often as needed (a player's
+zoom levels are powers of two of 256, so every coarser level is still served exactly), and none
+at all when only a resolution no finer than the overview would fit. The detail is optional; the
+stem is never rejected for it.
+
 File layout (little-endian): int32 version (2), uint32 flags (bit 0 set: 8-bit), int32 sample
 rate, int32 samples per pixel, uint32 length (points per channel), int32 channels; then per point,
 per channel, min and max as int8 or int16. The header is written last, when the length is known
@@ -26,13 +32,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["DEFAULT_SAMPLES_PER_PIXEL", "HEADER", "DetailSink", "DetailWaveform", "to_stored"]
+__all__ = ["DEFAULT_SAMPLES_PER_PIXEL", "HEADER", "DetailFit", "DetailSink", "DetailWaveform",
+           "detail_size", "fit_resolution", "to_stored"]
 
 #: audiowaveform's own default resolution (and what peaks.js' default zoom levels need).
 DEFAULT_SAMPLES_PER_PIXEL = 256
 #: version, flags, sample rate, samples per pixel, length, channels.
 HEADER = struct.Struct("<iIiiIi")
 _FLAG_8_BIT = 1
+#: The coarsest resolution a queue may ask for (``WAVEFLOW_DETAIL_SAMPLES_PER_PIXEL``): never
+#: coarsened past it (the header's int32 holds it with room).
+_COARSEST = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -49,6 +59,39 @@ class DetailWaveform:
     def size(self) -> int:
         """Bytes of the whole file."""
         return HEADER.size + self.length * self.channels * 2 * (self.bits // 8)
+
+
+def detail_size(frames: int, channels: int, bits: int, samples_per_pixel: int) -> int:
+    """Bytes of the ``.dat`` for ``frames`` frames: header, then a min/max pair per point and
+    channel."""
+    return HEADER.size + -(-frames // samples_per_pixel) * channels * 2 * (bits // 8)
+
+
+@dataclass(frozen=True)
+class DetailFit:
+    """The resolution a detail waveform gets under the size bound, and why when not the asked."""
+
+    #: Frames per point to write; None: no detail (it would not fit finer than the overview).
+    samples_per_pixel: int | None
+    #: Set when the resolution is not the one asked for: what happened and the numbers.
+    note: str | None = None
+
+
+def fit_resolution(frames: int, channels: int, bits: int, samples_per_pixel: int,
+                   max_bytes: int, overview_samples_per_pixel: int) -> DetailFit:
+    """The finest resolution (the asked one, doubled) whose file is at most ``max_bytes``."""
+    size = detail_size(frames, channels, bits, samples_per_pixel)
+    if size <= max_bytes:
+        return DetailFit(samples_per_pixel)
+    asked = (f"at {samples_per_pixel} frames per point the detail waveform would take {size} "
+             f"bytes, over the {max_bytes}-byte limit")
+    spp = samples_per_pixel
+    while detail_size(frames, channels, bits, spp) > max_bytes:
+        spp *= 2
+        if spp >= overview_samples_per_pixel or spp > _COARSEST:
+            return DetailFit(None, f"detail waveform left out: {asked}, and no resolution finer "
+                                   f"than the overview's {overview_samples_per_pixel} fits")
+    return DetailFit(spp, f"detail waveform coarsened to {spp} frames per point: {asked}")
 
 
 def to_stored(normalised: np.ndarray, bits: int) -> np.ndarray:

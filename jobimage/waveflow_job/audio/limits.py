@@ -20,8 +20,20 @@ Defaults, and why:
   default 1,024 peaks of 64 channels, and keeps the JSON under about 4 MB and the job's peak
   memory under about 100 MiB (measured: 2²¹ values took 160 MiB).
 
-All four are settings of the job (``WAVEFLOW_MIN_SAMPLE_RATE``, ``WAVEFLOW_MAX_SAMPLE_RATE``,
-``WAVEFLOW_MAX_CHANNELS``, ``WAVEFLOW_MAX_WAVEFORM_VALUES``).
+- **128 MiB of detail waveform** (the ``.dat``, 2 x channels x bytes per value per point): at
+  the default 256 frames per point and 8 bits, a 4-hour (the default duration limit) file
+  makes 14,400 s x rate / 256 points, x 16 bytes for 8 channels: 43.2 MB at 48 kHz,
+  86.4 MB at 96 kHz, and 129.6 MB for 7.1.4 (12 channels) at 96 kHz; 16-bit doubles these
+  (86.4 MB for 8 channels at 48 kHz). 2^27 bytes (134.2 MB) holds all of them, is a small
+  part of the 4 GiB scratch volume, and is about the most a browser should be handed for one
+  zoomable view. Beyond it the detail is coarsened (256 → 512 → 1024 … frames per point) or,
+  when nothing finer than the overview fits, left out: the detail is optional, so the stem is
+  analysed either way and its SUCCESS says what happened (``waveform_detail_note``). Unlike
+  the others this bound rejects nothing.
+
+All five are settings of the job (``WAVEFLOW_MIN_SAMPLE_RATE``, ``WAVEFLOW_MAX_SAMPLE_RATE``,
+``WAVEFLOW_MAX_CHANNELS``, ``WAVEFLOW_MAX_WAVEFORM_VALUES``, ``WAVEFLOW_MAX_DETAIL_BYTES``), and
+fields of a ``WaveflowQueue`` (``spec.job.limits``).
 """
 
 from __future__ import annotations
@@ -42,6 +54,9 @@ class AudioLimits:
     max_sample_rate: int = 768_000
     max_channels: int = 64
     max_waveform_values: int = 1 << 20
+    #: Bytes of the detail waveform (``.dat``) at most; beyond it the detail is coarsened or
+    #: left out (``audio.detail.fit_resolution``), never the stem rejected.
+    max_detail_bytes: int = 1 << 27
 
     def check_sample_rate(self, rate: int | float, where: str) -> None:
         """A rate that is no rate at all is corrupt; one outside the range, unsupported."""

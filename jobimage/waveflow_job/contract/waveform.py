@@ -33,6 +33,10 @@ class WaveformDocument(TypedDict):
     #: S3 key of the detail waveform (audiowaveform binary data v2, CONTRACT.md §8); absent
     #: when the job was configured without one.
     waveform_detail_path: NotRequired[str]
+    #: Frames per point of the detail waveform (its ``.dat`` header says the same): the asked
+    #: resolution (256 by default), or a coarser one when the asked one's file would be over
+    #: the size bound (``WAVEFLOW_MAX_DETAIL_BYTES``); a player's zoom levels start here.
+    waveform_detail_samples_per_pixel: NotRequired[Annotated[int, {"minimum": 1}]]
     #: BS.1770-4 integrated loudness; absent for digital silence or audio too short/quiet to
     #: gate (under 400 ms, or every block under -70 LUFS).
     integrated_lufs: NotRequired[float]

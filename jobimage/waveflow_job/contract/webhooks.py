@@ -65,6 +65,9 @@ class AnalysisResult(TypedDict):
     #: Ours (CONTRACT.md §8), kept by the backend as unknown keys: the detail waveform's key
     #: and the loudness, each absent when not measured (see WaveformDocument).
     waveform_detail_path: NotRequired[str]
+    waveform_detail_samples_per_pixel: NotRequired[Annotated[int, {"minimum": 1}]]
+    #: Why the detail is coarser than asked, or absent: its file would be over the size bound.
+    waveform_detail_note: NotRequired[str]
     integrated_lufs: NotRequired[float]
     loudness_range_lu: NotRequired[Annotated[float, {"minimum": 0}]]
     true_peak_dbtp: NotRequired[float]
