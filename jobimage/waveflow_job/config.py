@@ -21,6 +21,10 @@ __all__ = ["ConfigError", "EnvReader", "JobConfig"]
 GIB = 1024**3
 #: A coarser "detail" than this is no detail (the overview is ceil(N/num_peaks) already).
 MAX_DETAIL_SAMPLES_PER_PIXEL = 1 << 20
+#: S3's largest object (5 TiB): no larger limit means anything.
+S3_MAX_OBJECT_BYTES = 5 << 40
+#: The longest duration limit that may be set (a week); 0 turns the limit off.
+MAX_DURATION_LIMIT = 7 * 24 * 3600
 #: The smallest detail bound a queue may set: a header and a few thousand points.
 MIN_DETAIL_BYTES = 1 << 16
 
@@ -93,7 +97,8 @@ class JobConfig:
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> JobConfig:
         """Read and check every setting; raises :class:`ConfigError` naming the variable."""
         env = EnvReader(environ)
-        max_duration = env.number(names.MAX_DURATION_SECONDS, 4 * 3600.0, minimum=0)
+        max_duration = env.number(names.MAX_DURATION_SECONDS, 4 * 3600.0, minimum=0,
+                                  maximum=MAX_DURATION_LIMIT)
         return cls(
             bucket=env.required(names.BUCKET),
             webhook_url=env.url(names.WEBHOOK_URL),
@@ -105,7 +110,7 @@ class JobConfig:
             summary_file=Path(p) if (p := env.text(names.SUMMARY_FILE)) else None,
             scratch_dir=Path(env.text(names.SCRATCH_DIR) or tempfile.gettempdir()),
             max_file_bytes=int(env.number(names.MAX_FILE_BYTES, 2 * GIB, minimum=1,
-                                          integer=True)),
+                                          maximum=S3_MAX_OBJECT_BYTES, integer=True)),
             max_duration_seconds=max_duration or None,
             max_num_peaks=int(env.number(names.MAX_NUM_PEAKS, MAX_NUM_PEAKS, minimum=1,
                                          maximum=MAX_NUM_PEAKS, integer=True)),
@@ -133,8 +138,10 @@ class JobConfig:
 
 def _audio_limits(env: EnvReader) -> AudioLimits:
     default = AudioLimits()
-    low = env.integer(names.MIN_SAMPLE_RATE, default.min_sample_rate, minimum=1)
-    high = env.integer(names.MAX_SAMPLE_RATE, default.max_sample_rate, minimum=1)
+    low = env.integer(names.MIN_SAMPLE_RATE, default.min_sample_rate, minimum=1,
+                      maximum=768_000)
+    high = env.integer(names.MAX_SAMPLE_RATE, default.max_sample_rate, minimum=4000,
+                       maximum=10_000_000)
     if low > high:
         raise ConfigError(f"{names.MIN_SAMPLE_RATE} ({low}) is above "
                           f"{names.MAX_SAMPLE_RATE} ({high})")
@@ -143,9 +150,10 @@ def _audio_limits(env: EnvReader) -> AudioLimits:
         max_channels=env.integer(names.MAX_CHANNELS, default.max_channels, minimum=1,
                                  maximum=4096),
         max_waveform_values=env.integer(names.MAX_WAVEFORM_VALUES,
-                                        default.max_waveform_values, minimum=2),
+                                        default.max_waveform_values, minimum=2,
+                                        maximum=1 << 24),
         max_detail_bytes=env.integer(names.MAX_DETAIL_BYTES, default.max_detail_bytes,
-                                     minimum=MIN_DETAIL_BYTES))
+                                     minimum=MIN_DETAIL_BYTES, maximum=1 << 32))
 
 
 def _detail_bits(env: EnvReader) -> int:

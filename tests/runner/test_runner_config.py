@@ -69,7 +69,11 @@ def test_the_job_environment_carries_every_contract_variable_but_not_the_message
         "WEBHOOK_URL": "https://backend/webhook", "LOG_LEVEL": "INFO",
         "AWS_REGION": "eu-west-1", "AWS_DEFAULT_REGION": "eu-west-1",
         "AWS_ENDPOINT_URL": "http://127.0.0.1:5000", "UPLOAD_PREFIXES": "a/",
-        "WAVEFLOW_DETAIL_SAMPLES_PER_PIXEL": "256",
+        "WAVEFLOW_DETAIL_SAMPLES_PER_PIXEL": "256", "WAVEFLOW_LOUDNESS": "on",
+        "WAVEFLOW_MIN_SAMPLE_RATE": "4000", "WAVEFLOW_MAX_SAMPLE_RATE": "768000",
+        "WAVEFLOW_MAX_CHANNELS": "64", "WAVEFLOW_MAX_WAVEFORM_VALUES": "1048576",
+        "WAVEFLOW_MAX_DETAIL_BYTES": "134217728", "WAVEFLOW_MAX_DURATION_SECONDS": "14400",
+        "WAVEFLOW_MAX_FILE_BYTES": "2147483648", "WAVEFLOW_MAX_NUM_PEAKS": "65536",
         "WAVEFLOW_S3_MAX_ATTEMPTS": "2", "WEBHOOK_SECRET": "s3cret"}
     # The body travels its own way (a file, or a ConfigMap when large): an environment string
     # cannot exceed 128 KiB. Kubernetes takes the secret from a Secret, never inline.

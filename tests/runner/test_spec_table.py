@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from waveflow_job.config import JobConfig
 from waveflow_operator.k8s.crd import SPEC_DEFAULTS, TEMPLATE_DEFAULTS, parse_spec
 from waveflow_operator.local.config import RunnerConfig, local_environment_help
 from waveflow_operator.runner.spec import TASK_KEYS, TUNABLES, ConfigError, QueueSpec, Tunable
@@ -38,18 +39,72 @@ def value_at(root: dict[str, Any], path: str) -> Any:
     return root
 
 
+def declared_range(tunable: Tunable) -> tuple[Any, Any, Any]:
+    """(type, minimum, maximum) a schema should declare for the row: a switch is a boolean."""
+    if tunable.switch:
+        return "boolean", None, None
+    return "integer", tunable.minimum, tunable.maximum
+
+
 @pytest.mark.parametrize("tunable", TUNABLES, ids=IDS)
 def test_the_crd_declares_the_tables_default_and_range(tunable: Tunable) -> None:
     node = schema_node(CRD_SPEC, tunable.crd_path)
-    assert (node.get("default"), node.get("minimum"), node.get("maximum")) == (
-        tunable.default, tunable.minimum, tunable.maximum)
+    assert (node.get("type"), node.get("minimum"), node.get("maximum")) == \
+        declared_range(tunable)
+    assert node.get("default") == tunable.default
+    assert type(node.get("default")) is type(tunable.default)
 
 
 @pytest.mark.parametrize("tunable", TUNABLES, ids=IDS)
 def test_the_charts_values_and_their_schema_agree_with_the_table(tunable: Tunable) -> None:
-    assert value_at(VALUES, tunable.crd_path) == tunable.default
+    value = value_at(VALUES, tunable.crd_path)
+    assert (value, type(value)) == (tunable.default, type(tunable.default))
     node = schema_node(SCHEMA, tunable.crd_path)
-    assert (node.get("minimum"), node.get("maximum")) == (tunable.minimum, tunable.maximum)
+    assert (node.get("type"), node.get("minimum"), node.get("maximum")) == \
+        declared_range(tunable)
+
+
+JOB_REQUIRED = {"S3_BUCKET_NAME": "b", "WEBHOOK_URL": "https://backend/webhook"}
+
+
+@pytest.mark.parametrize("tunable", [t for t in TUNABLES if t.job], ids=str)
+def test_the_job_reads_each_job_setting_with_the_tables_default_and_range(
+        tunable: Tunable) -> None:
+    """The job (waveflow_job.config) cannot import the table: it must agree with it."""
+    def config(value: float | None) -> JobConfig:
+        extra = {} if value is None else {tunable.env: tunable.render(value)}
+        return JobConfig.from_env({**JOB_REQUIRED, **extra})
+
+    assert config(tunable.default) == config(None)
+    assert config(tunable.floor) != config(None) or tunable.floor == tunable.default
+    assert config(tunable.maximum) is not None
+    if not tunable.switch:
+        with pytest.raises(ConfigError, match=tunable.env):
+            config(tunable.floor - 1)
+        assert tunable.maximum is not None
+        with pytest.raises(ConfigError, match=tunable.env):
+            config(tunable.maximum + 1)
+
+
+@pytest.mark.parametrize("tunable", [t for t in TUNABLES if t.job], ids=str)
+def test_every_job_setting_reaches_the_jobs_environment(tunable: Tunable) -> None:
+    """Explicitly, from the queue's value: what the table says is what the job is told."""
+    from waveflow_job.contract import Task, json_envelope, parse_message
+    from waveflow_operator.runner.jobenv import job_env
+    from waveflow_operator.runner.protocol import Delivery, JobRequest, job_name_for
+
+    body = json_envelope(Task.HASH, {"userId": "u", "trackId": "t", "stemId": "s",
+                                     "filepath": "a/b.wav"}, message_id="hash-s-1")
+    request = JobRequest(job_name_for(Task.HASH, "mid-1"), parse_message(body),
+                         Delivery("mid-1", "rh", body, None, 1))
+    value = tunable.maximum if tunable.maximum != tunable.default else tunable.floor
+    assert value is not None
+    spec = QueueSpec(name="q", queue_url="https://q", bucket="b", webhook_url="https://w",
+                     **{tunable.attribute: tunable.typed(value)})
+    assert job_env(request, spec)[tunable.env] == tunable.render(value)
+    assert job_env(request, QueueSpec(name="q", queue_url="https://q", bucket="b",
+                                      webhook_url="https://w"))[tunable.env] == \
+        tunable.render(tunable.default)
 
 
 def test_the_crds_other_defaults_are_the_job_templates() -> None:
@@ -66,7 +121,7 @@ def test_waveflow_local_defaults_are_the_tables() -> None:
             assert queue.deadline(task) == tunable.default
         else:
             assert getattr(queue, tunable.attribute) == tunable.default, tunable.attribute
-        assert f"{tunable.env}={tunable.default}" in local_environment_help()
+        assert f"{tunable.env}={tunable.render(tunable.default)}" in local_environment_help()
 
 
 def test_an_empty_crd_spec_gets_the_same_defaults_as_waveflow_local() -> None:

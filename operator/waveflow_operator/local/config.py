@@ -69,6 +69,8 @@ class RunnerConfig:
         env = EnvReader(environ)
 
         def tunable(item: Tunable) -> float:
+            if item.switch:
+                return float(env.switch(item.env, bool(item.default)))
             value = env.number(item.env, item.default, integer=not item.is_deadline)
             item.check(value)
             return value
@@ -115,7 +117,8 @@ _JOB_PASSTHROUGH = names.JOB_TUNING
 
 def local_environment_help() -> str:
     """The ``waveflow local --help`` lines of the queue's numbers, from the one table."""
-    rows = [f"  {t.env}={t.default:<8} {t.floor}..{t.maximum if t.maximum else ''}"
+    rows = [f"  {t.env}={t.render(t.default):<8} "
+            + ("on|off" if t.switch else f"{t.floor}..{t.maximum if t.maximum else ''}")
             for t in TUNABLES]
     return "\n".join(rows)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from waveflow_job.contract import env as names
 from waveflow_operator.runner.protocol import JobRequest
-from waveflow_operator.runner.spec import QueueSpec
+from waveflow_operator.runner.spec import TUNABLES, QueueSpec
 
 __all__ = ["SECRET_VARIABLE", "job_env"]
 
@@ -42,7 +42,9 @@ def job_env(request: JobRequest, spec: QueueSpec, *,
         env[names.ENDPOINT_URL] = spec.endpoint_url
     if spec.upload_prefixes:
         env[names.UPLOAD_PREFIXES] = ",".join(spec.upload_prefixes)
-    env[names.DETAIL_SAMPLES_PER_PIXEL] = str(spec.detail_samples_per_pixel)
+    for tunable in TUNABLES:  # the job's own settings from the one table, always explicit
+        if tunable.job:
+            env[tunable.env] = tunable.render(getattr(spec, tunable.attribute))
     for key, value in spec.job_env.items():
         env.setdefault(key, value)
     if include_secret and spec.webhook_secret:

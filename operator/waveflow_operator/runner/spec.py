@@ -5,6 +5,11 @@ the ``WaveflowQueue`` spec (the CRD) and which variable sets it for ``waveflow l
 the chart's ``values.yaml``/``values.schema.json`` and ``waveflow local``'s defaults are checked
 against this table (tests/runner/test_spec_table.py), so they cannot drift apart again.
 
+Rows marked ``job`` are settings of the job itself (its ``WAVEFLOW_*`` variables, read by
+``waveflow_job.config``): :mod:`waveflow_operator.runner.jobenv` passes each one's value to every
+job, and the test checks the job accepts exactly the same range. A ``switch`` row is on/off (a
+boolean in the CRD, ``on``/``off`` in the environment) rather than a number.
+
 One column is deliberately different: ``runner_minimum``. The CRD refuses a visibility timeout
 under 30 s (shorter ones cost ChangeMessageVisibility calls and buy nothing in production), but
 the runner itself accepts down to 1 s so ``waveflow local`` on a laptop and the tests can use a
@@ -30,6 +35,7 @@ __all__ = [
     "Tunable",
     "deadline_tunable",
     "default_deadlines",
+    "job_limit",
 ]
 
 #: SQS's hard cap on how long one receipt can stay invisible.
@@ -71,6 +77,10 @@ class Tunable:
     maximum: int | None
     #: What the runner itself accepts, when it allows less than the CRD (see module docstring).
     runner_minimum: int | None = None
+    #: A setting of the job: its ``env`` is the job's variable and every job gets the value.
+    job: bool = False
+    #: On/off rather than a number (``default`` is True or False; range 0..1).
+    switch: bool = False
 
     @property
     def is_deadline(self) -> bool:
@@ -80,11 +90,29 @@ class Tunable:
     def floor(self) -> int:
         return self.minimum if self.runner_minimum is None else self.runner_minimum
 
+    def render(self, value: float) -> str:
+        """The value as its environment variable holds it (``on``/``off`` for a switch)."""
+        if self.switch:
+            return "on" if value else "off"
+        return str(int(value))
+
+    def typed(self, value: float) -> int | bool:
+        return bool(value) if self.switch else int(value)
+
     def check(self, value: float) -> None:
+        if self.switch and value not in (0, 1):
+            raise ConfigError(f"{self.attribute} ({self.env} / spec.{self.crd_path}) must be "
+                              f"on or off (true or false), got {value!r}")
         if value < self.floor or (self.maximum is not None and value > self.maximum):
             high = "" if self.maximum is None else str(self.maximum)
             raise ConfigError(f"{self.attribute} ({self.env} / spec.{self.crd_path}) must be "
                               f"in {self.floor}..{high}, got {value:g}")
+
+
+def job_limit(attribute: str, crd_name: str, env: str, default: int, minimum: int,
+              maximum: int) -> Tunable:
+    """A bound of the job (``waveflow_job.audio.limits``, ``waveflow_job.config``)."""
+    return Tunable(attribute, f"job.limits.{crd_name}", env, default, minimum, maximum, job=True)
 
 
 def deadline_tunable(task: Task, default: int) -> Tunable:
@@ -104,7 +132,22 @@ TUNABLES: tuple[Tunable, ...] = (
     Tunable("backoff_limit", "job.backoffLimit", "WAVEFLOW_BACKOFF_LIMIT", 2, 0, 20),
     # Frames per point of the detail waveform each analysis stores beside its JSON; 0: none.
     Tunable("detail_samples_per_pixel", "job.detailSamplesPerPixel",
-            names.DETAIL_SAMPLES_PER_PIXEL, 256, 0, 1 << 20),
+            names.DETAIL_SAMPLES_PER_PIXEL, 256, 0, 1 << 20, job=True),
+    # Integrated loudness, loudness range and true peak in each analysis: on or off.
+    Tunable("loudness", "job.loudness", names.LOUDNESS, True, 0, 1, job=True, switch=True),
+    # The job's bounds on what it accepts (reasons for the defaults: audio/limits.py, config.py).
+    job_limit("min_sample_rate", "minSampleRate", names.MIN_SAMPLE_RATE, 4000, 1, 768_000),
+    job_limit("max_sample_rate", "maxSampleRate", names.MAX_SAMPLE_RATE, 768_000, 4000,
+              10_000_000),
+    job_limit("max_channels", "maxChannels", names.MAX_CHANNELS, 64, 1, 4096),
+    job_limit("max_waveform_values", "maxWaveformValues", names.MAX_WAVEFORM_VALUES, 1 << 20,
+              2, 1 << 24),
+    job_limit("max_detail_bytes", "maxDetailBytes", names.MAX_DETAIL_BYTES, 1 << 27, 1 << 16,
+              1 << 32),
+    job_limit("max_duration_seconds", "maxDurationSeconds", names.MAX_DURATION_SECONDS,
+              4 * 3600, 0, 7 * 24 * 3600),
+    job_limit("max_file_bytes", "maxFileBytes", names.MAX_FILE_BYTES, 2 << 30, 1, 5 << 40),
+    job_limit("max_num_peaks", "maxNumPeaks", names.MAX_NUM_PEAKS, 65536, 1, 65536),
     deadline_tunable(Task.HASH, 600),
     deadline_tunable(Task.DUPLICATE, 300),
     deadline_tunable(Task.ANALYSIS, 3600),
@@ -120,7 +163,7 @@ def default_deadlines() -> dict[Task, float]:
 
 def tunable_fields(values: Mapping[str, float]) -> dict[str, Any]:
     """:class:`QueueSpec` keyword arguments from ``{Tunable.attribute: value}`` (every row)."""
-    fields: dict[str, Any] = {t.attribute: int(values[t.attribute]) for t in TUNABLES
+    fields: dict[str, Any] = {t.attribute: t.typed(values[t.attribute]) for t in TUNABLES
                               if not t.is_deadline}
     fields["deadlines"] = {task: float(values[f"deadline.{key.key}"])
                            for task, key in TASK_KEYS.items()}
@@ -165,6 +208,18 @@ class QueueSpec:
     backoff_limit: int = _default("backoff_limit")
     #: Frames per point of the job's detail waveform (``.dat``); 0 stores none.
     detail_samples_per_pixel: int = _default("detail_samples_per_pixel")
+    #: Whether the analysis measures loudness (``WAVEFLOW_LOUDNESS``).
+    loudness: bool = bool(_default("loudness"))
+    #: The job's bounds (``WAVEFLOW_MIN_SAMPLE_RATE`` …), passed to every job.
+    min_sample_rate: int = _default("min_sample_rate")
+    max_sample_rate: int = _default("max_sample_rate")
+    max_channels: int = _default("max_channels")
+    max_waveform_values: int = _default("max_waveform_values")
+    max_detail_bytes: int = _default("max_detail_bytes")
+    #: 0: no limit.
+    max_duration_seconds: int = _default("max_duration_seconds")
+    max_file_bytes: int = _default("max_file_bytes")
+    max_num_peaks: int = _default("max_num_peaks")
     #: Per-task deadline in seconds for the whole job, retries included.
     deadlines: Mapping[Task, float] = field(default_factory=default_deadlines)
     #: The job's ``LOG_LEVEL``.
@@ -181,6 +236,9 @@ class QueueSpec:
         for tunable in TUNABLES:
             if not tunable.is_deadline:
                 tunable.check(getattr(self, tunable.attribute))
+        if self.min_sample_rate > self.max_sample_rate:
+            raise ConfigError(f"min_sample_rate ({self.min_sample_rate}) is above "
+                              f"max_sample_rate ({self.max_sample_rate})")
 
     def deadline(self, task: Task) -> float:
         """The deadline for one task, falling back to the table's default."""
