@@ -21,7 +21,8 @@ frame count N, so N must be known before the first block:
 Sources that seek to an exact frame (raw PCM, FLAC, MP3 with a Xing header) with a trusted N
 are split into one range per available CPU (affinity and cgroup quota respected), decoded and
 reduced side by side in threads (libsndfile, ``readinto`` and numpy release the GIL) and
-merged; the result is identical to one sequential pass (tested).
+merged; the result is identical to one sequential pass (tested). The passes themselves are in
+:mod:`waveflow_job.audio.passes`.
 
 Float sources keep their scale: 1.0 is full scale, a sample beyond it is counted as clipped
 and drawn at the 8-bit limit, never rescaled. NaN or infinite samples have no truthful
@@ -38,8 +39,7 @@ import json
 import math
 import os
 import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -48,10 +48,10 @@ from waveflow_job.contract import DEFAULT_NUM_PEAKS, ErrorCode, utc_now_iso
 from waveflow_job.errors import AudioError
 
 if TYPE_CHECKING:
-    from waveflow_job.audio.decode import AudioSource, StreamInfo
-    from waveflow_job.audio.detail import DetailSink, DetailWaveform
-    from waveflow_job.audio.loudness import Loudness, LoudnessMeter
-    from waveflow_job.audio.peaks import PeakResult, WaveformAccumulator
+    from waveflow_job.audio.decode import StreamInfo
+    from waveflow_job.audio.detail import DetailWaveform
+    from waveflow_job.audio.loudness import Loudness
+    from waveflow_job.audio.peaks import PeakResult
 
 __all__ = ["AudioAnalysis", "DetailRequest", "analyse_file", "build_waveform_document",
            "write_waveform_file"]
@@ -128,6 +128,13 @@ def analyse_file(path: str | os.PathLike[str], num_peaks: int, *,
     blocks feed the loudness meters.
     """
     from waveflow_job.audio.decode import open_audio
+    from waveflow_job.audio.passes import (
+        Plan,
+        available_cpus,
+        reduce_once,
+        reduce_ranges,
+        too_long,
+    )
 
     if num_peaks < 1:
         raise ValueError("num_peaks must be at least 1")
@@ -139,18 +146,18 @@ def analyse_file(path: str | os.PathLike[str], num_peaks: int, *,
     if max_duration_seconds:
         max_frames = math.floor(max_duration_seconds * info.sample_rate)
         if info.frames is not None and info.frames > max_frames:
-            raise _too_long(info.frames / info.sample_rate, max_duration_seconds)
+            raise too_long(info.frames / info.sample_rate, max_duration_seconds)
 
-    plan = _Plan(source, num_peaks, detail, loudness, limits.max_detail_bytes)
+    plan = Plan(source, num_peaks, detail, loudness, limits.max_detail_bytes)
     if info.frames:
         plan.fit_detail(info.frames)  # before the parallel split, which aligns on its points
     workers = available_cpus() if workers is None else workers
     with plan.detail_file():
         if (source.seekable and info.frames_exact and info.frames is not None and workers > 1
                 and info.frames >= max(PARALLEL_MIN_FRAMES, 2 * workers * plan.alignment)):
-            passed = _reduce_ranges(plan, info.frames, workers)
+            passed = reduce_ranges(plan, info.frames, workers)
         else:
-            passed = _reduce(plan, info.frames, max_frames, max_duration_seconds)
+            passed = reduce_once(plan, info.frames, max_frames, max_duration_seconds)
         if isinstance(passed, int):
             decoded = passed
             if decoded == 0:
@@ -160,185 +167,13 @@ def analyse_file(path: str | os.PathLike[str], num_peaks: int, *,
                     ErrorCode.AUDIO_CORRUPT,
                     f"cut short: {info.container} declares {info.frames} frames, "
                     f"only {decoded} could be decoded")
-            passed = _reduce(plan, decoded, max_frames, max_duration_seconds)
+            passed = reduce_once(plan, decoded, max_frames, max_duration_seconds)
             if isinstance(passed, int):
                 raise AudioError(ErrorCode.AUDIO_CORRUPT,
                                  f"decoding is not repeatable: {decoded} then {passed} frames")
-        return plan.finish(*passed)
-
-
-class _Plan:
-    """What each decode pass builds: accumulators, detail sinks and meters, per range."""
-
-    def __init__(self, source: AudioSource, num_peaks: int, detail: DetailRequest | None,
-                 loudness: bool, max_detail_bytes: int) -> None:
-        self.source = source
-        self.info = source.info
-        self.num_peaks = num_peaks
-        self.detail = detail
-        self.loudness = loudness
-        self.max_detail_bytes = max_detail_bytes
-        self.fd: int | None = None
-        #: The detail's resolution for the frame count of the current pass (None: left out).
-        self.detail_spp: int | None = None
-        self.detail_note: str | None = None
-        self._fitted_for: int | None = None
-
-    def fit_detail(self, frames: int) -> None:
-        """Choose the detail's resolution for ``frames`` under the size bound (each pass knows
-        its frame count before its first block; a second pass may choose again)."""
-        from waveflow_job.audio.detail import fit_resolution
-        from waveflow_job.audio.peaks import pixel_geometry
-
-        if self.detail is None or self._fitted_for == frames:
-            return
-        overview_spp, _ = pixel_geometry(frames, self.num_peaks)
-        fit = fit_resolution(frames, self.info.channels, self.detail.bits,
-                             self.detail.samples_per_pixel, self.max_detail_bytes, overview_spp)
-        self.detail_spp, self.detail_note, self._fitted_for = (
-            fit.samples_per_pixel, fit.note, frames)
-
-    @contextmanager
-    def detail_file(self) -> Iterator[None]:
-        if self.detail is None:
-            yield
-            return
-        self.fd = os.open(self.detail.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            yield
-        finally:
-            os.close(self.fd)
-            self.fd = None
-
-    @property
-    def alignment(self) -> int:
-        """Range bounds fall on detail points (no point shared by two ranges) and on the
-        100 ms grid of the loudness blocks (each range's meter then gates the same blocks a
-        single pass would, but for the few that straddle a bound)."""
-        unit = self.detail_spp or 1
-        if self.loudness:
-            unit = math.lcm(unit, (self.info.sample_rate + 5) // 10)
-        return unit
-
-    def accumulator(self, frames: int, start: int = 0) -> WaveformAccumulator:
-        from waveflow_job.audio.peaks import WaveformAccumulator
-
-        self.fit_detail(frames)
-        return WaveformAccumulator(frames=frames, channels=self.info.channels,
-                                   num_peaks=self.num_peaks, scale=self.info.scale, start=start,
-                                   detail=self._sink(start))
-
-    def _sink(self, start: int) -> DetailSink | None:
-        from waveflow_job.audio.detail import DetailSink
-
-        if self.detail is None or self.fd is None or self.detail_spp is None:
-            return None
-        return DetailSink(self.fd, channels=self.info.channels, sample_rate=self.info.sample_rate,
-                          samples_per_pixel=self.detail_spp, bits=self.detail.bits,
-                          full_scale=self.info.scale.full_scale, start=start)
-
-    def meter(self, start: int = 0) -> LoudnessMeter | None:
-        from waveflow_job.audio.loudness import LoudnessMeter
-
-        if not self.loudness:
-            return None
-        return LoudnessMeter(self.info.channels, self.info.sample_rate,
-                             self.info.scale.full_scale, start=start)
-
-    def finish(self, total: WaveformAccumulator,
-               meters: Sequence[LoudnessMeter]) -> AudioAnalysis:
-        from waveflow_job.audio.loudness import measure
-
-        result = total.finish()
-        detail = total.detail.finish(result.frames) if total.detail is not None else None
-        return AudioAnalysis(info=self.info, waveform=result,
-                             loudness=measure(meters) if meters else None, detail=detail,
-                             detail_note=self.detail_note)
-
-
-_Passed = tuple["WaveformAccumulator", list["LoudnessMeter"]]
-
-
-def _reduce(plan: _Plan, frames: int | None, max_frames: int | None,
-            max_seconds: float | None) -> _Passed | int:
-    """One decode; the reduction when exactly ``frames`` frames came, else the count."""
-    from waveflow_job.audio.peaks import FrameCountExceeded, NonFiniteSamples
-
-    info = plan.info
-    acc = plan.accumulator(frames) if frames else None
-    meter = plan.meter()
-    decoded = 0
-    for block in plan.source.blocks():
-        decoded += len(block)
-        if max_frames is not None and decoded > max_frames:
-            raise _too_long(decoded / info.sample_rate, max_seconds or 0.0)
-        if acc is None:
-            continue
-        try:
-            columns = acc.add(block)
-        except FrameCountExceeded:
-            acc = None  # the estimate was short: keep counting for the second pass
-            continue
-        except NonFiniteSamples as exc:
-            raise AudioError(ErrorCode.AUDIO_CORRUPT, f"not a valid signal: {exc}") from exc
-        if meter is not None:
-            meter.add(block, columns)
-    if acc is None or decoded != frames:
-        return decoded
-    return acc, [meter] if meter is not None else []
-
-
-def _reduce_ranges(plan: _Plan, frames: int, workers: int) -> _Passed | int:
-    """Split [0, frames) into ``workers`` ranges reduced in threads, then merged."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from waveflow_job.audio.peaks import NonFiniteSamples
-
-    source, unit = plan.source, plan.alignment
-    bounds = [frames * i // workers // unit * unit for i in range(workers)] + [frames]
-
-    def reduce_range(i: int) -> tuple[WaveformAccumulator, LoudnessMeter | None]:
-        start, stop = bounds[i], bounds[i + 1]
-        acc, meter = plan.accumulator(frames, start), plan.meter(start)
-        try:
-            if meter is not None and start > 0:
-                for before in source.blocks(meter.priming_start, start):
-                    meter.prime(before)
-            for block in source.blocks(start, stop):
-                columns = acc.add(block)
-                if meter is not None:
-                    meter.add(block, columns)
-        except NonFiniteSamples as exc:
-            raise AudioError(ErrorCode.AUDIO_CORRUPT, f"not a valid signal: {exc}") from exc
-        if acc.detail is not None:
-            acc.detail.flush()
-        return acc, meter
-
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
-        parts = list(pool.map(reduce_range, range(workers)))
-    decoded = sum(acc.added for acc, _ in parts)
-    if decoded != frames:
-        return decoded
-    total = parts[0][0]
-    for acc, _ in parts[1:]:
-        total.merge(acc)
-    return total, [meter for _, meter in parts if meter is not None]
-
-
-def available_cpus() -> int:
-    """CPUs this process may use: affinity mask, then the cgroup v2 quota (Kubernetes limits)."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cpus = os.cpu_count() or 1
-    try:
-        with open("/sys/fs/cgroup/cpu.max", encoding="ascii") as f:
-            quota, period = f.read().split()[:2]
-        if quota != "max":
-            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass
-    return max(1, min(cpus, 4))
+        wave, measured, written = plan.finish(*passed)
+    return AudioAnalysis(info=info, waveform=wave, loudness=measured, detail=written,
+                         detail_note=plan.detail_note)
 
 
 def _slack(info: Any) -> int:
@@ -352,11 +187,6 @@ def _slack(info: Any) -> int:
     if info.frames_exact or info.frames is None:
         return 0
     return max(4096, info.frames // 200)
-
-
-def _too_long(seconds: float, limit: float) -> AudioError:
-    return AudioError(ErrorCode.AUDIO_TOO_LONG,
-                      f"the audio lasts {seconds:.0f} s or more, over the {limit:.0f} s limit")
 
 
 def build_waveform_document(analysis: AudioAnalysis, *, created_at: str,

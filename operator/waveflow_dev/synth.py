@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from waveflow_job.audio import headers
+from waveflow_job.audio import headers, stream_frames
 
 Samples = np.ndarray  # float, shape (frames, channels), nominally within [-1, 1]
 
@@ -205,7 +205,7 @@ def strip_mp3_length_header(path: str | os.PathLike[str]) -> Path:
     path = Path(path)
     data = path.read_bytes()
     start = headers.id3v2_size(data[:10])
-    frame = headers.mp3_frame(data[start : start + 4])
+    frame = stream_frames.mp3_frame(data[start : start + 4])
     if frame is None:
         raise ValueError("no MPEG frame at the start of the audio")
     body = data[start + 4 : start + min(frame.length, 64)]

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from waveflow_job.audio import headers
+from waveflow_job.audio import headers, stream_frames
 from waveflow_job.audio.limits import AudioLimits
 from waveflow_job.audio.peaks import SampleScale
 from waveflow_job.audio.pyav_source import open_pyav
@@ -70,7 +70,7 @@ def open_audio(path: str | os.PathLike[str], limits: AudioLimits | None = None) 
                 family = family if family in ("FLAC", "ADTS") else "MP3"
             elif family is None:
                 f.seek(0)
-                if headers.find_mp3_start(f.read(1 << 16)) is not None:
+                if stream_frames.find_mp3_start(f.read(1 << 16)) is not None:
                     family = "MP3"  # padding or junk before the first frame
     except OSError as exc:
         raise AudioError(ErrorCode.AUDIO_CORRUPT, f"cannot read the file: {exc}") from exc
@@ -271,13 +271,13 @@ def _ogg_complete(path: str) -> bool:
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         f.seek(max(0, size - 65536))
-        return headers.ogg_ends_cleanly(f.read(), size)
+        return stream_frames.ogg_ends_cleanly(f.read(), size)
 
 
-def _scan_mp3(path: str) -> headers.Mp3Scan:
+def _scan_mp3(path: str) -> stream_frames.Mp3Scan:
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
         start = headers.id3v2_size(m[:10])
-        return headers.scan_mp3(memoryview(m), start)
+        return stream_frames.scan_mp3(memoryview(m), start)
 
 
 class SndfileSource(AudioSource):
