@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import av  # noqa: F401 - imported once here, not in every child
-import pyebur128  # noqa: F401
 import soundfile  # noqa: F401
 
 import waveflow_job.audio.decode

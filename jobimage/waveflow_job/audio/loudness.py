@@ -1,23 +1,26 @@
 """Loudness (ITU-R BS.1770-4 / EBU R128) fed block by block: integrated, range, true peak.
 
-The K-weighting filter and the channel weights come from libebur128 (through ``pyebur128``),
-the implementation most R128 tools use, fed the decoder's blocks as they come: it reports the
-energy of every 100 ms step, and the gating is done here on those steps (400 ms blocks with
+The per-sample work is a small C kernel (``_loudness_kernel.c``), shown equal to libebur128,
+the implementation most R128 tools use (tests/job/test_loudness_kernel.py): libebur128's
+K-weighting (its coefficients derived per sample rate as it derives them, double state) gives
+the energy of every 100 ms step, and the gating is done here on those steps (400 ms blocks with
 75 % overlap, absolute gate -70 LUFS, relative gate -10 LU: integrated; 3 s blocks every second,
 gates -70 LUFS and -20 LU, 10th to 95th percentile by nearest rank: range, EBU Tech 3342) — the
 same blocks and rules as libebur128's own functions (tested), but poolable across the ranges
-the parallel decoder splits a file into. Channel weights follow BS.1770: L, R, C 1.0,
-surrounds 1.41, LFE excluded (WAV/FFmpeg order L R C LFE Ls Rs [Lb Rb]; four channels are
-L R Ls Rs; mono counts once).
+the parallel decoder splits a file into. Channel weights follow BS.1770 as libebur128 maps
+them: L, R, C 1.0, surrounds 1.41, LFE excluded (WAV/FFmpeg order L R C LFE Ls Rs [Lb Rb];
+four channels are L R Ls Rs, five L R C Ls Rs; mono counts once; from the ninth on unused).
 
-True peak is computed here, to libebur128's definition (its 49-tap Hann-windowed sinc
-interpolator, 4x below 96 kHz, 2x below 192 kHz, the sample peak above; the result is the larger
-of the interpolated and the sample peak), but not for every sample: libebur128 spends ~75 ns
-per sample on it, several times our whole analysis. An interpolated value is bounded by its
-window (13 samples at 4x, 25 at 2x): ``|y| <= |S|·|max+min|/2 + G·(max-min)/2`` with ``S``
-and ``G`` the sum and absolute sum of the phase's taps. Only 16-frame chunks whose bound
-beats the peak found so far are interpolated (the others provably cannot raise it), highest
-bounds first. The result equals the full computation (tested against libebur128).
+True peak follows libebur128's definition (its 49-tap Hann-windowed sinc interpolator, 4x below
+96 kHz, 2x below 192 kHz, the sample peak above; the result is the larger of the interpolated
+and the sample peak), but skips what cannot matter: an interpolated value is bounded by its
+window (12 samples at 4x, 24 at 2x), ``|y| <= |S|·|max+min|/2 + G·(max-min)/2`` with ``S`` and
+``G`` the sum and absolute sum of the phase's taps, so a 16-frame chunk whose bound does not
+beat the peak found so far is not interpolated (music: most of them; a steady tone: none, and
+then the kernel's vectorised interpolation is what it costs).
+
+Why not libebur128 itself: it spends ~10 ns per sample on the filter and ~75 ns on the true
+peak, several times the whole waveform analysis; the kernel needs ~1-2 ns (``make bench``).
 
 Digital silence has no loudness: every value is None. Integrated loudness is None when no
 400 ms block reaches -70 LUFS (or the audio is shorter than 400 ms), the range when there is no
@@ -33,17 +36,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Loudness", "LoudnessMeter", "TruePeakMeter", "integrated_loudness",
-           "interpolator_taps", "loudness_range", "measure"]
+import waveflow_job.audio._loudness_kernel as kernel
 
-#: Frames per chunk whose bound decides whether it is interpolated.
-CHUNK = 16
-#: Relative slack on the bound: the interpolated values are rounded to float32.
-_BOUND_SLACK = 1.0 + 1e-6
-#: Frames of one channel handled at a time: every temporary stays under a few hundred KiB.
-_SLICE_FRAMES = 1 << 15
-#: Chunks interpolated at a time (64 KiB of windows per 32 chunks).
-_BATCH_CHUNKS = 256
+__all__ = ["Loudness", "LoudnessMeter", "TruePeakMeter", "channel_weights",
+           "integrated_loudness", "interpolator_taps", "kweighting", "loudness_range", "measure"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +49,47 @@ class Loudness:
     integrated_lufs: float | None
     loudness_range_lu: float | None
     true_peak_dbtp: float | None
+
+
+def kweighting(sample_rate: int) -> np.ndarray:
+    """BS.1770's K-weighting at ``sample_rate`` as one 4th-order filter: ``b0..b4, a1..a4``.
+
+    libebur128's derivation: a high shelf (1681.97 Hz, +4 dB) and a high-pass (38.14 Hz), each
+    from its analogue prototype by the bilinear transform, multiplied out.
+    """
+    k = math.tan(math.pi * 1681.974450955533 / sample_rate)
+    q = 0.7071752369554196
+    vh = 10.0 ** (3.999843853973347 / 20.0)
+    vb = vh ** 0.4996667741545416
+    a0 = 1.0 + k / q + k * k
+    pb = ((vh + vb * k / q + k * k) / a0, 2.0 * (k * k - vh) / a0, (vh - vb * k / q + k * k) / a0)
+    pa = (1.0, 2.0 * (k * k - 1.0) / a0, (1.0 - k / q + k * k) / a0)
+    k = math.tan(math.pi * 38.13547087602444 / sample_rate)
+    q = 0.5003270373238773
+    rb = (1.0, -2.0, 1.0)
+    ra = (1.0, 2.0 * (k * k - 1.0) / (1.0 + k / q + k * k),
+          (1.0 - k / q + k * k) / (1.0 + k / q + k * k))
+    b = (pb[0] * rb[0], pb[0] * rb[1] + pb[1] * rb[0],
+         pb[0] * rb[2] + pb[1] * rb[1] + pb[2] * rb[0], pb[1] * rb[2] + pb[2] * rb[1],
+         pb[2] * rb[2])
+    a = (pa[0] * ra[1] + pa[1] * ra[0], pa[0] * ra[2] + pa[1] * ra[1] + pa[2] * ra[0],
+         pa[1] * ra[2] + pa[2] * ra[1], pa[2] * ra[2])
+    return np.array(b + a, dtype=np.float64)
+
+
+def channel_weights(channels: int) -> np.ndarray:
+    """BS.1770 weight of each channel in libebur128's default map (0: not measured), with
+    6.1/7.1's back or side pair counted as surrounds too."""
+    if channels == 4:
+        return np.array([1.0, 1.0, 1.41, 1.41])
+    if channels == 5:
+        return np.array([1.0, 1.0, 1.0, 1.41, 1.41])
+    weights = np.zeros(channels)
+    weights[:3] = 1.0
+    weights[4:6] = 1.41
+    if channels in (7, 8):
+        weights[6:] = 1.41
+    return weights
 
 
 def interpolator_taps(sample_rate: int) -> np.ndarray:
@@ -74,7 +111,7 @@ def interpolator_taps(sample_rate: int) -> np.ndarray:
         c *= 0.5 * (1 - math.cos(2 * math.pi * j / (taps - 1)))
         if abs(c) > 1e-6:
             bank[j // factor, j % factor] = c
-    return bank[:, 1:]
+    return np.ascontiguousarray(bank[:, 1:])
 
 
 class TruePeakMeter:
@@ -82,101 +119,38 @@ class TruePeakMeter:
 
     def __init__(self, channels: int, sample_rate: int, full_scale: float) -> None:
         self.channels = channels
-        self.full_scale = full_scale
+        #: Full scale is a power of two, so multiplying by this is exact (as libebur128's
+        #: division).
+        self.inv_scale = 1.0 / full_scale
         self.bank = interpolator_taps(sample_rate)
         self.delay = len(self.bank)
-        #: Newest ``delay - 1`` samples of each channel, oldest first (zeros before the start).
+        #: Newest ``delay - 1`` samples of each channel as float32, oldest first (zeros before
+        #: the start).
         self.history = np.zeros((channels, max(0, self.delay - 1)), dtype=np.float32)
         self.peak = np.zeros(channels)
-        self._buffer = np.empty(0, dtype=np.float32)
-        if self.delay:
-            self._sum = np.abs(self.bank.sum(axis=0))
-            self._abs = np.abs(self.bank).sum(axis=0)
-            # Row k of the window matrix is x[n - 12 + k]: reverse the delay index.
-            self._matrix = self.bank[::-1].copy()
-            self._offsets = np.arange(self.delay, dtype=np.int64)
-            #: Earlier chunks a window can reach into.
-            self._reach = -(-(self.delay - 1) // CHUNK)
 
     def prime(self, before: np.ndarray) -> None:
         """Start from the samples that precede this meter's range (``(n, channels)``)."""
-        if self.delay and len(before):
-            for c in range(self.channels):
-                self._remember(c, self._normalised(before[:, c]))
+        for c in range(self.channels):
+            # A peak no value can beat: only the history moves.
+            kernel.true_peak(before[:, c], self.inv_scale, self.bank, self.history[c], math.inf)
 
     def add(self, columns: Sequence[np.ndarray]) -> None:
-        """The next block, one contiguous array per channel in the source's type."""
+        """The next block, one array per channel in the source's type."""
         for c, column in enumerate(columns):
-            for at in range(0, len(column), _SLICE_FRAMES):  # small temporaries
-                x = self._normalised(column[at:at + _SLICE_FRAMES])
-                sample_peak = float(max(x.max(), -x.min()))
-                self.peak[c] = max(self.peak[c], sample_peak)
-                if self.delay:
-                    self._interpolate(c, x)
-                    self._remember(c, x)
-
-    def _normalised(self, column: np.ndarray) -> np.ndarray:
-        """float32 at full scale 1.0, into a reused buffer (full scale is a power of two and
-        integer samples have at most 24 significant bits: exact, as libebur128's)."""
-        if column.dtype == np.float32 and self.full_scale == 1.0:
-            return column
-        if self._buffer.shape[0] < len(column):
-            self._buffer = np.empty(len(column), dtype=np.float32)
-        out = self._buffer[:len(column)]
-        np.multiply(column, np.float32(1.0 / self.full_scale), out=out, dtype=np.float32)
-        return out
-
-    def _remember(self, c: int, x: np.ndarray) -> None:
-        keep = self.history.shape[1]
-        joined = np.concatenate([self.history[c], x[-keep:]])
-        self.history[c] = joined[-keep:]
-
-    def _interpolate(self, c: int, x: np.ndarray) -> None:
-        n = len(x)
-        starts = np.arange(0, n, CHUNK)
-        cmax = np.maximum.reduceat(x, starts).astype(np.float64)
-        cmin = np.minimum.reduceat(x, starts).astype(np.float64)
-        hist = self.history[c]
-        # A window reaches back delay - 1 samples (12 at 4x, 24 at 2x): into as many earlier
-        # chunks, and for the first ones into the history.
-        wmax, wmin = cmax.copy(), cmin.copy()
-        for back in range(1, self._reach + 1):
-            np.maximum(wmax[back:], cmax[:-back], out=wmax[back:])
-            np.minimum(wmin[back:], cmin[:-back], out=wmin[back:])
-        head = min(self._reach, len(wmax))
-        np.maximum(wmax[:head], float(hist.max()), out=wmax[:head])
-        np.minimum(wmin[:head], float(hist.min()), out=wmin[:head])
-        mid, half = np.abs(wmax + wmin) / 2, (wmax - wmin) / 2
-        bound = np.max(mid[:, None] * self._sum + half[:, None] * self._abs, axis=1)
-        bound *= _BOUND_SLACK
-        candidates = np.flatnonzero(bound > self.peak[c])
-        if len(candidates) == 0:
-            return
-        padded = np.concatenate([hist, x])
-        # Highest bounds first: they usually hold the peak, and then rule out the rest. In
-        # batches, so the windows (13 samples per frame) stay small.
-        order = candidates[np.argsort(bound[candidates])[::-1]]
-        for at in range(0, len(order), _BATCH_CHUNKS):
-            group = order[at:at + _BATCH_CHUNKS]
-            group = group[bound[group] > self.peak[c]]
-            if len(group) == 0:
-                break  # sorted: no later chunk can do better either
-            frames = (group[:, None] * CHUNK + np.arange(CHUNK)[None, :]).reshape(-1)
-            frames = frames[frames < n]
-            windows = padded[frames[:, None] + self._offsets[None, :]].astype(np.float64)
-            values = (windows @ self._matrix).astype(np.float32)
-            self.peak[c] = max(self.peak[c], float(np.abs(values).max()))
+            self.peak[c] = kernel.true_peak(column, self.inv_scale, self.bank, self.history[c],
+                                            float(self.peak[c]))
 
 
 class LoudnessMeter:
     """Integrated loudness and range (libebur128's K-weighting and blocks) plus true peak, for
     the frames from ``start`` on.
 
-    libebur128 filters and is asked for the energy of each 100 ms step; the 400 ms and 3 s
-    blocks its own measurements would gate are the means of 4 and 30 consecutive steps
-    (:func:`measure`), so meters of consecutive ranges pool exactly. A meter that starts inside
-    the file is first fed the 200 ms before its range (``prime``), so its filter holds what a
-    single pass would have.
+    The kernel reports the energy of each 100 ms step; the 400 ms and 3 s blocks libebur128's
+    own measurements would gate are the means of 4 and 30 consecutive steps (:func:`measure`),
+    so meters of consecutive ranges pool exactly. A meter that starts inside the file is first
+    fed the 200 ms before its range (``prime``), so its filter holds what a single pass would
+    have.
     """
 
     #: 100 ms steps of history a meter needs: the K-weighting's memory (its 38 Hz high-pass
@@ -185,17 +159,14 @@ class LoudnessMeter:
 
     def __init__(self, channels: int, sample_rate: int, full_scale: float,
                  start: int = 0) -> None:
-        import pyebur128
-
-        self._eb = pyebur128
         self.channels = channels
         self.sample_rate = sample_rate
         self.full_scale = full_scale
         self.step = (sample_rate + 5) // 10
         #: libebur128 turns a window in ms into ``rate * ms // 1000`` frames: 100 ms is one
         #: step exactly when the rate is a multiple of 10 Hz (every common rate), else a frame
-        #: less.
-        self._window_ms = 100
+        #: less (the step's last ``window`` frames are measured, as libebur128 does).
+        self.window = sample_rate * 100 // 1000
         if start % self.step:
             raise ValueError("a meter must start on the 100 ms grid")
         #: Index of the 100 ms step the next frame belongs to, and frames already in it.
@@ -204,13 +175,11 @@ class LoudnessMeter:
         self._filled = 0
         self._primed = False
         self.frames = 0
-        # Momentary mode keeps only 400 ms of filtered audio; the 400 ms and 3 s blocks are
-        # built here from the 100 ms energies (equal steps: their means).
-        self.state = pyebur128.R128State(channels, sample_rate, pyebur128.MeasurementMode.MODE_M)
-        if channels in (7, 8):  # 6.1 / 7.1: the back and side pairs are surrounds too
-            for c in range(6, channels):
-                self.state.set_channel(c, pyebur128.ChannelType.LEFT_SURROUND if c % 2 == 0
-                                       else pyebur128.ChannelType.RIGHT_SURROUND)
+        self._coeffs = kweighting(sample_rate)
+        self._weights = channel_weights(channels)
+        #: Per channel: the filter's four delays and the open step's sum of squares.
+        self._state = np.zeros((channels, 5))
+        self._energies = np.empty(0)
         self.true_peak = TruePeakMeter(channels, sample_rate, full_scale)
         #: Mean-square energy (channel-weighted) of each 100 ms step of the range.
         self.steps = array("d")
@@ -230,7 +199,7 @@ class LoudnessMeter:
         self.true_peak.prime(block)
 
     def add(self, block: np.ndarray, columns: Sequence[np.ndarray]) -> None:
-        """The next ``(n, channels)`` block and its channels as contiguous arrays."""
+        """The next ``(n, channels)`` block and its channels as arrays."""
         if block.shape[0] == 0:
             return
         self.frames += block.shape[0]
@@ -238,31 +207,15 @@ class LoudnessMeter:
         self.true_peak.add(columns)
 
     def _feed(self, block: np.ndarray) -> None:
-        data = self._interleaved(block)
-        ch, n, at = self.channels, block.shape[0], 0
-        while at < n:
-            take = min(n - at, self.step - self._filled)
-            self.state.add_frames(data[at * ch:(at + take) * ch], take)
-            at += take
-            self._filled += take
-            if self._filled == self.step:
-                self._filled = 0
-                if self._next_step >= self._first_step:
-                    self._step_done(self._next_step)
-                self._next_step += 1
-
-    def _step_done(self, step: int) -> None:
-        """Step ``step`` of the range is complete: record its energy."""
-        self.steps.append(_energy(self._eb.get_loudness_window(self.state, self._window_ms)))
-
-    def _interleaved(self, block: np.ndarray) -> np.ndarray:
-        """A 1-D interleaved array of a type libebur128 scales itself (short, int, float)."""
-        if block.dtype == np.int32 and self.full_scale != float(1 << 31):
-            # Fewer significant bits than the container: libebur128 scales int by 2^31.
-            block = (block.astype(np.float64) / self.full_scale).astype(np.float32)
-        elif block.dtype == np.int16 and self.full_scale != 32768.0:
-            block = (block.astype(np.float64) / self.full_scale).astype(np.float32)
-        return np.ascontiguousarray(block).reshape(-1)
+        most = (self._filled + block.shape[0]) // self.step
+        if len(self._energies) < most:
+            self._energies = np.empty(most)
+        done, self._filled = kernel.kweight(
+            block, 1.0 / self.full_scale, self._coeffs, self._weights, self._state, self.step,
+            self.window, self._filled, self._energies)
+        skip = min(done, max(0, self._first_step - self._next_step))  # priming steps
+        self.steps.frombytes(self._energies[skip:done].tobytes())
+        self._next_step += done
 
 
 def _energy(lufs: float) -> float:
