@@ -343,42 +343,120 @@ DEFINE_CHUNK_PEAK(2)
 DEFINE_CHUNK_PEAK(4)
 DEFINE_CHUNK_PEAK(8)
 
-/* The peak over one slice: xd[0..n) are the new samples, xd[-hist..-1] the ones before. */
+/* Largest and smallest of the 16 samples at x (NaN never wins a comparison: ignored). */
+#define DEFINE_EXTREMES(lanes)                                                             \
+    static inline __attribute__((always_inline)) void                                      \
+    extremes##lanes(const double *x, double *hi, double *lo) {                             \
+        vec##lanes top, bottom;                                                            \
+        memcpy(&top, x, sizeof top);                                                       \
+        bottom = top;                                                                      \
+        for (int v = 1; v < CHUNK / (lanes); v++) {                                        \
+            vec##lanes xv;                                                                 \
+            memcpy(&xv, x + v * (lanes), sizeof xv);                                       \
+            mask##lanes more = xv > top, less = xv < bottom;                               \
+            top = (vec##lanes)(((mask##lanes)xv & more) | ((mask##lanes)top & ~more));     \
+            bottom = (vec##lanes)(((mask##lanes)xv & less) | ((mask##lanes)bottom & ~less)); \
+        }                                                                                  \
+        double h = top[0], l = bottom[0];                                                  \
+        for (int i = 1; i < (lanes); i++) {                                                \
+            h = top[i] > h ? top[i] : h;                                                   \
+            l = bottom[i] < l ? bottom[i] : l;                                             \
+        }                                                                                  \
+        *hi = h;                                                                           \
+        *lo = l;                                                                           \
+    }
+
+DEFINE_EXTREMES(2)
+DEFINE_EXTREMES(4)
+DEFINE_EXTREMES(8)
+
+/* The interpolated peak of one partial chunk (the end of a block), frame by frame. */
 static inline __attribute__((always_inline)) double
-slice_peak(const double *xd, Py_ssize_t n, const struct interpolator *ip, double peak,
-           const int taps, const int phases, const int lanes) {
-    for (Py_ssize_t at = 0; at < n; at += CHUNK) {
-        Py_ssize_t len = n - at < CHUNK ? n - at : CHUNK;
-        const double *x = xd + at;
-        double hi = x[-taps + 1], lo = hi;
-        for (Py_ssize_t i = -taps + 2; i < len; i++) {
-            hi = x[i] > hi ? x[i] : hi;
-            lo = x[i] < lo ? x[i] : lo;
-        }
-        double mid = fabs(hi + lo) / 2, half = (hi - lo) / 2, bound = 0.0;
+tail_peak(const double *x, Py_ssize_t len, const struct interpolator *ip, const int taps,
+          const int phases) {
+    double m = 0.0;
+    for (Py_ssize_t i = 0; i < len; i++) {
         for (int f = 0; f < phases; f++) {
-            double b = mid * ip->sum[f] + half * ip->abs[f];
-            bound = b > bound ? b : bound;
+            double acc = 0.0;
+            for (int t = 0; t < taps; t++) {
+                acc += ip->coeff[f][t] * x[i - t];
+            }
+            acc = fabs(acc);
+            m = acc > m ? acc : m;
         }
-        if (!(bound * BOUND_SLACK > peak)) { /* NaN never passes either */
+    }
+    return m;
+}
+
+/* The peak over one slice: x[0..n) are the new samples, x[-taps..-1] the ones before.
+ *
+ * First the extremes of every 16-frame chunk (and the sample peak from them); a chunk's
+ * windows reach back taps - 1 frames, into the chunk before it (4x) or the two before (2x),
+ * or the history, so the union of those chunks' extremes bounds every value interpolated in
+ * it. The chunk with the highest bound is interpolated first (it usually holds the slice's
+ * peak), then every other chunk whose bound still beats the peak. */
+static inline __attribute__((always_inline)) double
+slice_peak(const double *x, Py_ssize_t n, const struct interpolator *ip, double peak,
+           const int taps, const int phases, const int lanes) {
+    enum { MAX_CHUNKS = SLICE / CHUNK };
+    double hi[MAX_CHUNKS], lo[MAX_CHUNKS], bound[MAX_CHUNKS];
+    Py_ssize_t chunks = (n + CHUNK - 1) / CHUNK, full = n / CHUNK;
+    double top = 0.0;
+    for (Py_ssize_t j = 0; j < chunks; j++) {
+        if (j < full) {
+            if (lanes == 8) extremes8(x + j * CHUNK, &hi[j], &lo[j]);
+            else if (lanes == 4) extremes4(x + j * CHUNK, &hi[j], &lo[j]);
+            else extremes2(x + j * CHUNK, &hi[j], &lo[j]);
+        } else {
+            double h = x[j * CHUNK], l = h;
+            for (Py_ssize_t i = j * CHUNK + 1; i < n; i++) {
+                h = x[i] > h ? x[i] : h;
+                l = x[i] < l ? x[i] : l;
+            }
+            hi[j] = h;
+            lo[j] = l;
+        }
+        double a = fabs(hi[j]) > fabs(lo[j]) ? fabs(hi[j]) : fabs(lo[j]);
+        top = a > top ? a : top;
+    }
+    if (!(top <= peak)) { /* the sample peak (NaN samples never get this far) */
+        peak = top;
+    }
+    double hist_hi = x[-taps], hist_lo = hist_hi;
+    for (int i = -taps + 1; i < 0; i++) {
+        hist_hi = x[i] > hist_hi ? x[i] : hist_hi;
+        hist_lo = x[i] < hist_lo ? x[i] : hist_lo;
+    }
+    const int reach = taps > CHUNK ? 2 : 1; /* chunks a window reaches back into */
+    Py_ssize_t best = 0;
+    for (Py_ssize_t j = 0; j < chunks; j++) {
+        double h = hi[j], l = lo[j];
+        for (int back = 1; back <= reach; back++) {
+            double bh = j >= back ? hi[j - back] : hist_hi, bl = j >= back ? lo[j - back] : hist_lo;
+            h = bh > h ? bh : h;
+            l = bl < l ? bl : l;
+        }
+        double mid = fabs(h + l) / 2, half = (h - l) / 2, b = 0.0;
+        for (int f = 0; f < phases; f++) {
+            double e = mid * ip->sum[f] + half * ip->abs[f];
+            b = e > b ? e : b;
+        }
+        bound[j] = b * BOUND_SLACK;
+        best = bound[j] > bound[best] ? j : best;
+    }
+    for (Py_ssize_t k = -1; k < chunks; k++) {
+        Py_ssize_t j = k < 0 ? best : k;
+        if ((k >= 0 && j == best) || !(bound[j] > peak)) { /* NaN bounds never pass */
             continue;
         }
-        double m = 0.0;
-        if (len == CHUNK) {
-            m = lanes == 8   ? chunk_peak8(x, ip, taps, phases)
-                : lanes == 4 ? chunk_peak4(x, ip, taps, phases)
-                             : chunk_peak2(x, ip, taps, phases);
-        } else { /* the last frames of a slice, one by one */
-            for (Py_ssize_t i = 0; i < len; i++) {
-                for (int f = 0; f < phases; f++) {
-                    double acc = 0.0;
-                    for (int t = 0; t < taps; t++) {
-                        acc += ip->coeff[f][t] * x[i - t];
-                    }
-                    acc = fabs(acc);
-                    m = acc > m ? acc : m;
-                }
-            }
+        const double *c = x + j * CHUNK;
+        double m;
+        if (j < full) {
+            m = lanes == 8   ? chunk_peak8(c, ip, taps, phases)
+                : lanes == 4 ? chunk_peak4(c, ip, taps, phases)
+                             : chunk_peak2(c, ip, taps, phases);
+        } else {
+            m = tail_peak(c, n - j * CHUNK, ip, taps, phases);
         }
         double rounded = (double)(float)m;
         peak = rounded > peak ? rounded : peak;
@@ -456,6 +534,33 @@ static int read_taps(PyObject *obj, struct interpolator *ip) {
     return 0;
 }
 
+/* Samples as float32 at full scale 1.0, as libebur128 feeds its interpolator, held as double
+ * for the multiply-adds; a loop per type, contiguous or strided. */
+#define CONVERT(T)                                                                         \
+    do {                                                                                   \
+        if (s0 == sizeof(T)) {                                                             \
+            const T *src = (const T *)(const void *)p;                                     \
+            for (Py_ssize_t i = 0; i < n; i++) {                                           \
+                x[i] = (double)(float)((double)src[i] * inv);                              \
+            }                                                                              \
+        } else {                                                                           \
+            for (Py_ssize_t i = 0; i < n; i++) {                                           \
+                T v;                                                                       \
+                memcpy(&v, p + i * s0, sizeof v);                                          \
+                x[i] = (double)(float)((double)v * inv);                                   \
+            }                                                                              \
+        }                                                                                  \
+    } while (0)
+
+static void convert(const char *p, Py_ssize_t s0, enum kind k, Py_ssize_t n, double inv,
+                    double *x) {
+    switch (k) {
+    case KIND_INT16: CONVERT(int16_t); break;
+    case KIND_INT32: CONVERT(int32_t); break;
+    default: CONVERT(float); break;
+    }
+}
+
 PyDoc_STRVAR(true_peak_doc,
 "true_peak(samples, inv_scale, taps, history, peak) -> peak\n\n"
 "The larger of `peak` and the largest |sample| and |interpolated value| of the 1-D\n"
@@ -501,18 +606,13 @@ static PyObject *true_peak(PyObject *self, PyObject *args) {
     }
     for (Py_ssize_t at = 0; at < n; at += SLICE) {
         Py_ssize_t len = n - at < SLICE ? n - at : SLICE;
-        double top = 0.0;
-        for (Py_ssize_t i = 0; i < len; i++) {
-            /* float32 at full scale 1.0, as libebur128 feeds its interpolator */
-            double v = (double)(float)(load(base + (at + i) * s0, k) * inv);
-            x[i] = v;
-            double a = fabs(v);
-            top = a > top ? a : top;
-        }
-        if (!(top <= peak)) { /* the sample peak; NaN ends up here and is kept */
-            peak = top;
-        }
-        if (interpolate) {
+        convert(base + at * s0, s0, k, len, inv, x);
+        if (!interpolate) {
+            for (Py_ssize_t i = 0; i < len; i++) {
+                double a = fabs(x[i]);
+                peak = a > peak ? a : peak;
+            }
+        } else {
             peak = interpolate(x, len, &ip, peak);
         }
         /* the newest `hist` samples become the next slice's history (overlapping when the
