@@ -82,6 +82,8 @@ def parse(text: str) -> tuple[list[ValueDoc], list[str]]:
 
 
 def _type(value: Any) -> str:
+    if value is None:
+        return "null"
     if isinstance(value, bool):
         return "bool"
     if isinstance(value, int):

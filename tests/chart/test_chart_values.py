@@ -12,7 +12,7 @@ import jsonschema
 import pytest
 import yaml
 
-from chart.helm import CHART, REPO, render, template
+from chart.helm import CHART, REPO, find, render, template
 
 VALUES = CHART / "values.yaml"
 SCHEMA = CHART / "values.schema.json"
@@ -123,3 +123,23 @@ def test_the_schema_rejects_bad_values(sets: tuple[str, ...], pointer: str) -> N
     assert result.returncode != 0
     assert "values don't meet the specifications of the schema" in result.stderr
     assert pointer in result.stderr, result.stderr
+
+
+def test_the_job_ttl_is_left_to_the_operator_unless_set_and_never_shorter_than_redelivery(
+        ) -> None:
+    """Unset, the queue carries no TTL (the operator takes 3600 s or the visibility timeout
+    plus its margin); set, it must outlive a redelivered message (crd.job_ttl, same rule)."""
+    from waveflow_operator.k8s.crd import REDELIVERY_MARGIN_SECONDS, parse_spec
+
+    queue = find(render(sets=MINIMAL_QUEUE), "WaveflowQueue")
+    assert "ttlSecondsAfterFinished" not in queue["spec"]["job"]
+    assert parse_spec("q", queue["spec"])[1].ttl_seconds_after_finished == 3600
+    floor = 3600 + REDELIVERY_MARGIN_SECONDS
+    long_visibility = (*MINIMAL_QUEUE, "queue.visibilityTimeoutSeconds=3600")
+    queue = find(render(sets=(*long_visibility, f"queue.job.ttlSecondsAfterFinished={floor}")),
+                 "WaveflowQueue")
+    assert queue["spec"]["job"]["ttlSecondsAfterFinished"] == floor
+    result = template(sets=(*long_visibility, f"queue.job.ttlSecondsAfterFinished={floor - 1}"))
+    assert result.returncode != 0
+    assert f"must be at least queue.visibilityTimeoutSeconds + {REDELIVERY_MARGIN_SECONDS} " \
+           f"({floor})" in result.stderr, result.stderr

@@ -121,14 +121,14 @@ def test_exit_code_three_fails_the_job_and_disruptions_do_not_count() -> None:
 
 def test_deadline_resources_backoff_and_ttl_come_from_the_spec_per_task() -> None:
     custom = spec(job={"activeDeadlineSeconds": {"hash": 42}, "backoffLimit": 5,
-                       "ttlSecondsAfterFinished": 60})
+                       "ttlSecondsAfterFinished": 7200})
     hashing = build_job(request_for(Task.HASH), custom, OWNER)
     analysis = build_job(request_for(Task.ANALYSIS), custom, OWNER)
     assert hashing["spec"]["activeDeadlineSeconds"] == 42
     assert analysis["spec"]["activeDeadlineSeconds"] == SPEC_DEFAULTS[
         "job.activeDeadlineSeconds.analysis"]
     assert (hashing["spec"]["backoffLimit"], hashing["spec"]["ttlSecondsAfterFinished"]) == \
-        (5, 60)
+        (5, 7200)
     assert container(hashing)["resources"] == {"requests": {"cpu": "100m"}}
     assert container(analysis)["resources"]["limits"] == {"memory": "1Gi"}
     assert container(build_job(request_for(Task.DUPLICATE), custom, OWNER))["resources"] == {}

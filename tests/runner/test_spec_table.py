@@ -12,7 +12,13 @@ import pytest
 import yaml
 
 from waveflow_job.config import JobConfig
-from waveflow_operator.k8s.crd import SPEC_DEFAULTS, TEMPLATE_DEFAULTS, parse_spec
+from waveflow_operator.k8s.crd import (
+    DEFAULT_JOB_TTL_SECONDS,
+    REDELIVERY_MARGIN_SECONDS,
+    SPEC_DEFAULTS,
+    TEMPLATE_DEFAULTS,
+    parse_spec,
+)
 from waveflow_operator.local.config import RunnerConfig, local_environment_help
 from waveflow_operator.runner.spec import TASK_KEYS, TUNABLES, ConfigError, QueueSpec, Tunable
 
@@ -152,3 +158,41 @@ def test_only_the_visibility_timeout_may_be_shorter_locally_than_in_the_crd() ->
     assert relaxed == {"visibility_timeout_seconds": 1}
     assert RunnerConfig.from_env({**REQUIRED_ENV, "WAVEFLOW_VISIBILITY_TIMEOUT_SECONDS": "3"}
                                  ).queue.visibility_timeout_seconds == 3
+
+
+def minimal_spec(**fields: Any) -> dict[str, Any]:
+    job = {"image": "job:1", **fields.pop("job", {})}
+    return {"queueUrl": REQUIRED_ENV["SQS_QUEUE_URL"], "bucket": "b",
+            "webhookUrl": REQUIRED_ENV["WEBHOOK_URL"], "job": job, **fields}
+
+
+def test_a_finished_job_outlives_the_redelivery_of_its_message_by_default() -> None:
+    """The Job is the record of its result until the message is deleted: a message whose
+    operator died after the Job ended comes back one visibility timeout later and must find
+    it (else the work runs again). Unset, the TTL is 3600 s or the visibility timeout plus the
+    margin, whichever is longer."""
+    assert REDELIVERY_MARGIN_SECONDS >= 600
+    _, template = parse_spec("audio", minimal_spec())
+    assert template.ttl_seconds_after_finished == DEFAULT_JOB_TTL_SECONDS == 3600
+    _, template = parse_spec("audio", minimal_spec(visibilityTimeoutSeconds=43200))
+    assert template.ttl_seconds_after_finished == 43200 + REDELIVERY_MARGIN_SECONDS
+    _, template = parse_spec("audio", minimal_spec(job={"ttlSecondsAfterFinished": 7200}))
+    assert template.ttl_seconds_after_finished == 7200
+
+
+def test_a_ttl_shorter_than_redelivery_needs_is_refused() -> None:
+    floor = 3600 + REDELIVERY_MARGIN_SECONDS
+    _, template = parse_spec("audio", minimal_spec(visibilityTimeoutSeconds=3600,
+                                                   job={"ttlSecondsAfterFinished": floor}))
+    assert template.ttl_seconds_after_finished == floor
+    for ttl in (floor - 1, 3600, 0):
+        with pytest.raises(ConfigError, match="ttlSecondsAfterFinished"):
+            parse_spec("audio", minimal_spec(visibilityTimeoutSeconds=3600,
+                                             job={"ttlSecondsAfterFinished": ttl}))
+
+
+def test_the_crd_leaves_the_ttl_to_the_operator_and_says_why() -> None:
+    """A CRD default would be stored in every object and hide "unset" from the operator."""
+    node = schema_node(CRD_SPEC, "job.ttlSecondsAfterFinished")
+    assert "default" not in node and "visibilityTimeoutSeconds" in node["description"]
+    assert value_at(VALUES, "job.ttlSecondsAfterFinished") is None

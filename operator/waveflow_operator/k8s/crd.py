@@ -15,14 +15,13 @@ from typing import Any
 
 from waveflow_operator.runner.spec import TUNABLES, ConfigError, QueueSpec, tunable_fields
 
-__all__ = ["DEFAULT_SCRATCH_SIZE", "SPEC_DEFAULTS", "TEMPLATE_DEFAULTS", "JobTemplate",
-           "parse_spec"]
+__all__ = ["DEFAULT_JOB_TTL_SECONDS", "DEFAULT_SCRATCH_SIZE", "REDELIVERY_MARGIN_SECONDS",
+           "SPEC_DEFAULTS", "TEMPLATE_DEFAULTS", "JobTemplate", "job_ttl", "parse_spec"]
 
 #: The CRD's defaults of the Job template's own fields (not numbers of the queue).
 TEMPLATE_DEFAULTS: Mapping[str, Any] = {
     "webhookSecretRef.key": "WEBHOOK_SECRET",
     "job.imagePullPolicy": "IfNotPresent",
-    "job.ttlSecondsAfterFinished": 3600,
     "job.scratch.medium": "",
     "job.doNotDisrupt": True,
 }
@@ -31,6 +30,15 @@ SPEC_DEFAULTS: Mapping[str, Any] = {**{t.crd_path: t.default for t in TUNABLES},
                                     **TEMPLATE_DEFAULTS}
 #: Not in the CRD's defaults (a quantity), but every scratch volume gets a limit.
 DEFAULT_SCRATCH_SIZE = "4Gi"
+#: A finished Job is the record of its message's result (and of its dead letter) until the
+#: message is deleted. An operator that dies between the Job's end and the delete leaves the
+#: message invisible for up to one visibility timeout; it is then handled once an operator polls
+#: again (a restart, CrashLoopBackOff, a backlog ahead of it): this much longer. A Job already
+#: deleted by its TTL then is not adopted: the work runs again, and a failed Job's message could
+#: get a SUCCESS after its FAILURE.
+REDELIVERY_MARGIN_SECONDS = 900
+#: ``job.ttlSecondsAfterFinished`` when unset (raised to what the visibility timeout needs).
+DEFAULT_JOB_TTL_SECONDS = 3600
 
 
 @dataclass(frozen=True)
@@ -39,7 +47,7 @@ class JobTemplate:
 
     image: str
     image_pull_policy: str = TEMPLATE_DEFAULTS["job.imagePullPolicy"]
-    ttl_seconds_after_finished: int = TEMPLATE_DEFAULTS["job.ttlSecondsAfterFinished"]
+    ttl_seconds_after_finished: int = DEFAULT_JOB_TTL_SECONDS
     scratch_size_limit: str | int = DEFAULT_SCRATCH_SIZE
     scratch_medium: str = TEMPLATE_DEFAULTS["job.scratch.medium"]
     #: Task key (``hash``, ``duplicate``, ``analysis``) → ``{"requests": …, "limits": …}``.
@@ -71,6 +79,21 @@ def _get(spec: Mapping[str, Any], path: str) -> Any:
     return node
 
 
+def job_ttl(configured: Any, visibility_timeout_seconds: int) -> int:
+    """The Job's ``ttlSecondsAfterFinished``: unset → 3600 s or the visibility timeout plus the
+    redelivery margin, whichever is longer; set shorter than that → ConfigError."""
+    floor = visibility_timeout_seconds + REDELIVERY_MARGIN_SECONDS
+    if configured is None:
+        return max(DEFAULT_JOB_TTL_SECONDS, floor)
+    if int(configured) < floor:
+        raise ConfigError(
+            f"spec.job.ttlSecondsAfterFinished ({int(configured)}) must be at least "
+            f"visibilityTimeoutSeconds + {REDELIVERY_MARGIN_SECONDS} ({floor}): a message whose "
+            "operator died after its Job ended comes back up to one visibility timeout later "
+            "and must still find the Job, or its work runs again")
+    return int(configured)
+
+
 def parse_spec(name: str, spec: Mapping[str, Any], *,
                webhook_secret: str | None = None) -> tuple[QueueSpec, JobTemplate]:
     """One WaveflowQueue's spec, typed; raises ConfigError for what the CRD should have refused
@@ -96,7 +119,8 @@ def parse_spec(name: str, spec: Mapping[str, Any], *,
     template = JobTemplate(
         image=str(job["image"]),
         image_pull_policy=str(_get(spec, "job.imagePullPolicy")),
-        ttl_seconds_after_finished=int(_get(spec, "job.ttlSecondsAfterFinished")),
+        ttl_seconds_after_finished=job_ttl(job.get("ttlSecondsAfterFinished"),
+                                           queue.visibility_timeout_seconds),
         scratch_size_limit=scratch.get("sizeLimit") or DEFAULT_SCRATCH_SIZE,
         scratch_medium=str(_get(spec, "job.scratch.medium")),
         resources={key: dict(value) for key, value in (job.get("resources") or {}).items()},
