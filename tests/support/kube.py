@@ -18,6 +18,13 @@ that stall or confuse kopf, filled in here:
   scanning them all (quadratic over a test); answered requests are forgotten here (the API
   calls are recorded for the permissions test instead) and objects are looked up by key.
 
+Faults a test injects (only into the operator's requests; the test's and the kubelet's pass):
+``faults`` answer an error instead of serving a request (``KubeFault``); ``partitioned`` makes
+the operator's watches of a resource drop every event (a silent partition); ``expire_watches``
+sends them ``ERROR`` 410 and refuses a later resume from before that point, as etcd compaction
+does; ``drop_watches`` ends them without an error (a timeout: the client resumes). ``calls``
+counts the operator's requests by resource and verb.
+
 Still not emulated: PUT, server-side defaults and validation, ``/api/v1/namespaces`` listing
 (run kopf cluster-wide), watch ``timeoutSeconds``.
 """
