@@ -14,8 +14,13 @@ The mix (shares of uploads; each upload is one or two messages):
 - ``s3_down``    S3 answers 500 for this key forever: retried, dead-lettered
 - ``poison``     a message with a path-traversal key sent straight to SQS: dead-lettered
 
-``WAVEFLOW_LOAD_MESSAGES`` picks the size (messages, roughly), ``WAVEFLOW_LOAD_SEED`` the seed,
+``WAVEFLOW_LOAD_MESSAGES`` picks the size, ``WAVEFLOW_LOAD_SEED`` the seed,
 ``WAVEFLOW_LOAD_KILLS`` how many SIGKILLs of the runner (spread over the run).
+
+The size is met exactly: ``plan`` adds up to it (the last message, if one is left, goes to a
+one-message kind), and since the backend decides the follow-ups (a duplicate whose original
+failed is never sent, a hash that was dead-lettered gets no analysis) the run ends with
+``top_up``: one-message uploads until the messages sent reach the size.
 """
 
 from __future__ import annotations
@@ -37,6 +42,10 @@ MIX = {"fresh": 50, "duplicate": 12, "resent": 6, "overwrite": 4, "corrupt": 10,
        "s3_down": 6, "poison": 6}
 MESSAGES_PER = {"fresh": 2, "duplicate": 2, "resent": 2, "overwrite": 2, "corrupt": 2,
                 "missing": 1, "s3_down": 1, "poison": 1}
+#: Kinds that are always exactly one message, whatever the faults: they fill what is left.
+SINGLE = [kind for kind, count in MESSAGES_PER.items() if count == 1]
+#: The one-message kinds that settle at once (no retries): a top-up at the end stays short.
+QUICK = ["missing", "poison"]
 
 
 @dataclass
@@ -65,16 +74,19 @@ class LoadSettings:
 
 
 def plan(settings: LoadSettings) -> list[Upload]:
-    """Uploads whose messages add up to about ``settings.messages``."""
+    """Uploads whose expected messages add up to exactly ``settings.messages``."""
     generator = random.Random(settings.seed)
     kinds, weights = list(MIX), list(MIX.values())
     uploads: list[Upload] = []
     fresh: list[Upload] = []
     total = 0
     while total < settings.messages:
+        left = settings.messages - total
         kind = generator.choices(kinds, weights)[0]
+        if MESSAGES_PER[kind] > left:
+            kind = _single(generator)
         if kind in ("duplicate", "resent", "overwrite") and not fresh:
-            kind = "fresh"
+            kind = "fresh" if left >= MESSAGES_PER["fresh"] else _single(generator)
         n = len(uploads)
         track = f"track-{generator.randrange(12)}"
         upload = Upload(kind, f"stem-{n}", f"audio/{kind}/{n}.wav", "user-1", track, n)
@@ -90,6 +102,21 @@ def plan(settings: LoadSettings) -> list[Upload]:
         uploads.append(upload)
         total += MESSAGES_PER[kind]
     return uploads
+
+
+def top_up(count: int, *, seed: int, first: int) -> list[Upload]:
+    """``count`` one-message uploads (numbered from ``first``) to make up a shortfall."""
+    generator = random.Random(seed * 7919 + first)
+    uploads = []
+    for n in range(first, first + count):
+        kind = generator.choice(QUICK)
+        uploads.append(Upload(kind, f"stem-{n}", f"audio/{kind}/{n}.wav", "user-1",
+                              f"track-{generator.randrange(12)}", n))
+    return uploads
+
+
+def _single(generator: random.Random) -> str:
+    return generator.choices(SINGLE, [MIX[kind] for kind in SINGLE])[0]
 
 
 @dataclass
@@ -162,6 +189,8 @@ class LoadRun:
     uploaded: dict[str, str] = field(default_factory=dict)
     sent_uploads: Counter[str] = field(default_factory=Counter)
     skipped: Counter[str] = field(default_factory=Counter)
+    #: One-message uploads sent at the end because follow-ups fell short of the size.
+    topped_up: Counter[str] = field(default_factory=Counter)
     kill_times: list[float] = field(default_factory=list)
     seconds: float = 0.0
     errors: list[str] = field(default_factory=list)
@@ -218,6 +247,13 @@ class LoadRun:
         if rig.runner is None or rig.runner.poll() is not None:
             rig.start_runner()
         rig.wait_settled(timeout=120 + self.settings.messages * 2.0)
+        shortfall = self.settings.messages - len(rig.sent_ids())
+        if shortfall > 0:
+            for upload in top_up(shortfall, seed=self.settings.seed, first=len(uploads)):
+                send(upload)
+                self.topped_up[upload.kind] += 1
+                time.sleep(1 / pace_per_second)
+            rig.wait_settled(timeout=120 + shortfall * 2.0)
         self.seconds = time.monotonic() - began
         return rig.verdict(uploaded=self.uploaded)
 
@@ -257,6 +293,7 @@ class LoadRun:
             **verdict.figures(),
             "seed": self.settings.seed, "seconds": round(self.seconds, 1),
             "uploads": dict(self.sent_uploads), "uploads_skipped": dict(self.skipped),
+            "uploads_topped_up": dict(self.topped_up),
             "faults_injected": dict(sorted(self.faults.injected.items())),
             "kills_at_seconds": self.kill_times, "max_in_flight": self.rig.max_in_flight,
             "runner_rss_mib_over_time": series, "problems": verdict.problems[:20],
