@@ -26,7 +26,7 @@ import pytest
 
 from support.aws import REGION, MotoEndpoint
 from support.faultproxy import FaultProxy, Rule, running_fault_proxy
-from support.kube import JOBS, PODS, QUEUES, SECRETS, KubeFault, running_kube
+from support.kube import CONFIGMAPS, JOBS, PODS, QUEUES, SECRETS, KubeFault, running_kube
 from support.kubelet import Kubelet
 from support.queues import Queues, backend_message, make_queues
 from support.waiting import eventually
@@ -230,6 +230,34 @@ async def test_sigkill_after_the_dead_letter_before_the_delete_sends_one_dead_le
         assert_settled_once(world, kubelet, dead=1)
         assert world.kube.emulator.creates[("jobs", job_name_for(Task.HASH, message_id))] == 1
         assert len(kubelet.runs) == 1
+
+
+def notes(world: World) -> dict[str, str]:
+    """The entries of the queue's settling notes ConfigMap."""
+    stored = world.kube.emulator.stored(CONFIGMAPS, NAMESPACE, "wf-settle-notes-audio")
+    return dict((stored or {}).get("data") or {})
+
+
+async def test_sigkill_between_an_invalid_messages_dead_letter_and_its_delete_sends_one(
+        world: World) -> None:
+    """An invalid message has no Job to carry the note: the queue's notes ConfigMap does
+    (k8s/notes.py). The redelivery to the next operator is only deleted, and the note goes
+    with the message (patched out: the operator deletes no object)."""
+    async with fake_kubelet(world) as kubelet:
+        await world.start_operator()
+        await world.create_queue()
+        world.sent.append(world.queues.send(
+            '{"task": "app.tasks.generate_hash_and_webhook", "id": "poison-1", "args": [], '
+            '"kwargs": {"userId": "u", "filepath": "audio/p.wav"}}'))
+        world.proxy.add(Rule(sqs_call("DeleteMessage", "DeleteMessageBatch"), "hold"))
+        await kill_at_the_held_call(world)
+        assert len(notes(world)) == 1
+        await world.start_operator()
+        await eventually(world.settled, 60, "the delete")
+        await eventually(lambda: notes(world) == {}, 30, "the note removed")
+        await world.stop_operator()
+        assert_settled_once(world, kubelet, dead=1)
+        assert world.jobs() == [] and kubelet.runs == []
 
 
 async def test_sigkill_after_the_failure_before_the_dead_letter_sends_it_once(

@@ -110,6 +110,34 @@ def test_an_invalid_message_never_launches_and_settles_as_a_dead_letter(ledger: 
     assert ledger.in_flight == 0
 
 
+def test_an_invalid_messages_dead_letter_leaves_a_note_and_a_redelivery_only_deletes(
+        clock: Clock) -> None:
+    """The note the settler keeps once the copy is in the dead-letter queue, handed to the next
+    run's ledger, makes the redelivery a delete only: never a second dead letter."""
+    first = Ledger(VISIBILITY, clock=clock)
+    first.receive(receive(raw="not json {"))
+    entry = first.claim("invalid-m-1")
+    assert entry is not None
+    first.notified("invalid-m-1", "no stemId")
+    note = first.dead_lettered("invalid-m-1").result
+    assert note is not None and note.dead_lettered and note.outcome is Outcome.FAILED
+    assert note.job_name == "invalid-m-1" and note.error_code == "MESSAGE_INVALID"
+    # The runner dies here, before the delete; the next one recovers the note.
+    second = Ledger(VISIBILITY, clock=clock)
+    second.recover([], {note.job_name: note})
+    decision = second.receive(receive(handle="rh-2", raw="not json {", count=2))
+    assert isinstance(decision, Settle) and decision.entry.invalid is not None
+    assert settle_all(second, "invalid-m-1") == [Step.DELETE]
+
+
+def test_an_invalid_message_delivered_again_after_its_delete_is_only_deleted(
+        ledger: Ledger) -> None:
+    ledger.receive(receive(raw="not json {"))
+    settle_all(ledger, "invalid-m-1")
+    again = ledger.receive(receive(handle="rh-2", raw="not json {", count=2))
+    assert isinstance(again, Duplicate) and again.outcome is Outcome.FAILED
+
+
 def test_illegal_transitions_raise(ledger: Ledger) -> None:
     key = launch(ledger)
     with pytest.raises(IllegalTransition):

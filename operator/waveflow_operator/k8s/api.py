@@ -103,7 +103,8 @@ class KubeApi:
 
     async def create_config_map(self, namespace: str,
                                 body: Mapping[str, Any]) -> dict[str, Any] | None:
-        """Create a ConfigMap (a large message body); None when it exists already (409)."""
+        """Create a ConfigMap (a large message body, a settling note); None when it exists
+        already (409)."""
         return await self._call("create_config_map", "POST",
                                 f"/api/v1/namespaces/{namespace}/configmaps", body=body,
                                 absent_on=(409,))
@@ -111,6 +112,13 @@ class KubeApi:
     async def get_config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self._call("get_config_map", "GET",
                                 f"/api/v1/namespaces/{namespace}/configmaps/{name}")
+
+    async def patch_config_map(self, namespace: str, name: str,
+                               patch: Mapping[str, Any]) -> dict[str, Any] | None:
+        """A JSON merge patch (a null value removes a key); None when it does not exist."""
+        return await self._call("patch_config_map", "PATCH",
+                                f"/api/v1/namespaces/{namespace}/configmaps/{name}",
+                                body=patch, headers=_MERGE_PATCH)
 
     async def list_jobs(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         result = await self._call("list_jobs", "GET", f"/apis/batch/v1/namespaces/{namespace}/jobs",

@@ -20,6 +20,9 @@ Implements the dispatcher's ``Launcher`` protocol for one WaveflowQueue:
   ``recover`` read it back, so an operator that died before the delete only deletes the
   redelivery (the Job lives ``ttlSecondsAfterFinished`` after it ended: the Job's status is the
   rest of the note);
+- an invalid message has no Job: once its dead letter is sent, ``note_settling`` keeps that in
+  the queue's notes ConfigMap (:mod:`.notes`), ``recover`` reads it back and ``forget`` patches
+  the entry out with the message;
 - ``drain`` abandons nothing: Jobs keep running in the cluster; the dispatcher hands their
   messages back and the next run adopts them.
 """
@@ -46,6 +49,15 @@ from waveflow_operator.k8s.jobs import (
     queue_selector,
 )
 from waveflow_operator.k8s.message import message_config_map, needs_config_map, owned_by
+from waveflow_operator.k8s.notes import (
+    expired_entries,
+    forget_patch,
+    is_note_key,
+    notes_config_map,
+    notes_name,
+    notes_patch,
+    results_from_notes,
+)
 from waveflow_operator.runner.protocol import (
     Adopted,
     Created,
@@ -225,6 +237,10 @@ class KubernetesLauncher:
                 if result is not None:
                     finished[name] = result
                     self._spawn(self._mark_reported(name, result))
+        notes = await self.api.get_config_map(self.namespace, notes_name(self.queue.name))
+        finished.update(results_from_notes(notes, time.time()))
+        for key in expired_entries(notes, time.time()):
+            self._spawn(self.forget(key))
         return Recovered(frozenset(running), finished)
 
     async def launch(self, request: JobRequest) -> Created | Adopted:
@@ -280,8 +296,16 @@ class KubernetesLauncher:
         """Nothing to hurry: Jobs are never killed by a stopping operator."""
 
     async def note_settling(self, result: JobResult) -> None:
-        """The Job's status already holds its result; only a dead letter needs noting."""
+        """The Job's status already holds its result; only a dead letter needs noting (on the
+        Job, or for an invalid message, which has none, in a ConfigMap)."""
         if not result.dead_lettered:
+            return
+        if is_note_key(result.job_name):
+            try:
+                await self._note_invalid(result)
+            except KubeApiError as error:
+                log.warning("could not note that %s was dead-lettered: %s", result.job_name,
+                            error)
             return
         try:
             await self.api.annotate_job(self.namespace, result.job_name,
@@ -290,7 +314,24 @@ class KubernetesLauncher:
             log.warning("could not mark job %s as dead-lettered: %s", result.job_name, error)
 
     async def forget(self, job_name: str) -> None:
-        """Nothing to drop: the Job goes at its ttlSecondsAfterFinished."""
+        """A Job goes at its ttlSecondsAfterFinished; an invalid message's note goes now."""
+        if not is_note_key(job_name):
+            return
+        try:
+            await self.api.patch_config_map(self.namespace, notes_name(self.queue.name),
+                                            forget_patch(job_name))
+        except KubeApiError as error:
+            log.warning("could not remove the settling note of %s: %s", job_name, error)
+
+    async def _note_invalid(self, result: JobResult) -> None:
+        """Patch the entry in; the first note of the queue creates the ConfigMap (409: another
+        task created it meanwhile, patch again)."""
+        name, patch = notes_name(self.queue.name), notes_patch(result, time.time())
+        if await self.api.patch_config_map(self.namespace, name, patch) is not None:
+            return
+        body = notes_config_map(self.queue.name, self.owner, patch)
+        if await self.api.create_config_map(self.namespace, body) is None:
+            await self.api.patch_config_map(self.namespace, name, patch)
 
     def tracked(self) -> list[str]:
         """Jobs this launcher waits for (for status and tests)."""

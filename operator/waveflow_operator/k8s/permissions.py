@@ -16,8 +16,10 @@ PERMISSIONS: list[tuple[str, str, frozenset[str]]] = [
     # and watches them for status (on.event).
     ("batch", "jobs", frozenset({"create", "get", "list", "watch", "patch"})),
     # A message body too large for the environment: a ConfigMap owned by its Job (garbage-
-    # collected with it), read back on a 409 to check it belongs to that very Job.
-    ("", "configmaps", frozenset({"create", "get"})),
+    # collected with it), read back on a 409 to check it belongs to that very Job. The queue's
+    # settling notes of invalid messages (k8s/notes.py): created on first use, read at start,
+    # an entry patched in once a message is dead-lettered and patched out with its message.
+    ("", "configmaps", frozenset({"create", "get", "patch"})),
     # The job's one-line summary is the pod's termination message.
     ("", "pods", frozenset({"list"})),
     # The webhook signing key, for the FAILURE completions the operator sends itself.

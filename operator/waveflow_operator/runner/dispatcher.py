@@ -248,8 +248,9 @@ class Dispatcher:
             self._tasks.spawn(self._delete_duplicate(delivery), f"dup {delivery.sqs_message_id}")
         elif isinstance(decision, Settle):
             if decision.entry.result is not None:
-                log.info("job %s finished while its message was not held; settling it now",
-                         decision.entry.key)
+                log.info("%s %s while its message was not held; settling it now",
+                         decision.entry.key, "was dead-lettered" if decision.entry.invalid
+                         else "finished")
             self._tasks.spawn(self.settler.settle(decision.entry.key),
                               f"settle {decision.entry.key}")
         elif isinstance(decision, Launch):

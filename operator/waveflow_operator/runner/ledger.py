@@ -29,7 +29,13 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from waveflow_job.contract import InvalidMessage, Outcome, StemMessage, parse_message
-from waveflow_operator.runner.protocol import Delivery, JobRequest, JobResult, job_name_for
+from waveflow_operator.runner.protocol import (
+    Delivery,
+    JobRequest,
+    JobResult,
+    invalid_key_for,
+    job_name_for,
+)
 from waveflow_operator.runner.spec import SQS_MAX_VISIBILITY_SECONDS
 
 __all__ = ["Duplicate", "Entry", "IllegalTransition", "Launch", "Ledger", "Settle", "State",
@@ -69,7 +75,8 @@ class IllegalTransition(RuntimeError):
 class Entry:
     """One message the runner holds or still owes a settlement."""
 
-    #: The job name, or ``invalid-<sqs message id>`` for a message that never becomes a job.
+    #: The job name, or ``invalid-<sqs message id>`` (:func:`invalid_key_for`) for a message
+    #: that never becomes a job.
     key: str
     state: State
     #: The newest receive; None while the message is not held (orphan, kept result).
@@ -183,11 +190,15 @@ class Ledger:
         try:
             message = parse_message(delivery.body)
         except InvalidMessage as invalid:
-            key = f"invalid-{delivery.sqs_message_id}"
+            key = invalid_key_for(delivery.sqs_message_id)
+            if key in self._settled:
+                return Duplicate(delivery, self._settled[key])
             if self._refresh(key, delivery, now):
                 return None
-            # Kept across a stale receipt: how far its settling got is not forgotten.
-            entry = self._entries.setdefault(key, Entry(key, State.RECEIVED, invalid=invalid))
+            # Kept across a stale receipt, or recovered from a settling note of an earlier run:
+            # how far its settling got is not forgotten (its dead letter is not sent twice).
+            entry = self._entries.setdefault(key, Entry(key, State.RECEIVED))
+            entry.invalid = invalid
             self._hold(entry, delivery, now)
             return Settle(entry)
         name = job_name_for(message.task, delivery.sqs_message_id)
@@ -248,11 +259,15 @@ class Ledger:
 
     def dead_lettered(self, key: str) -> Entry:
         """The copy is in the dead-letter queue: only the delete is left (``result`` says so
-        too, for the note a launcher keeps in case the runner dies before the delete)."""
+        too, for the note a launcher keeps in case the runner dies before the delete; an
+        invalid message gets such a result here, its first)."""
         entry = self._expect(key, State.NOTIFIED)
         entry.state = State.DEAD_LETTERED
         if entry.result is not None:
             entry.result = replace(entry.result, dead_lettered=True)
+        elif entry.invalid is not None:  # never a job: the note is all that says how far it got
+            entry.result = JobResult(key, Outcome.FAILED, entry.invalid.code.value,
+                                     str(entry.invalid), dead_lettered=True)
         return entry
 
     def deleted(self, key: str) -> Entry:

@@ -14,7 +14,8 @@ protocol").
 - ``note_settling(result)`` keeps, durably, how far settling a failed job's message got (its
   result before the FAILURE; ``dead_lettered`` once copied to the dead-letter queue), and
   ``recover``/``launch`` give it back after a crash, so no settle step is repeated;
-  ``forget(job_name)`` drops the note once the message is deleted.
+  ``forget(job_name)`` drops the note once the message is deleted. An invalid message (never a
+  job) gets one note, keyed :func:`invalid_key_for`, once its dead letter is sent.
 
 :func:`ending_outcome` is the ONE place that turns how a job ended (an exit code, a Job
 condition) into an outcome and error code, for both launchers.
@@ -30,14 +31,24 @@ from typing import Protocol
 from waveflow_job.contract import ErrorCode, ExitCode, JobSummary, Outcome, StemMessage, Task
 from waveflow_operator.runner.spec import TASK_KEYS
 
-__all__ = ["Adopted", "Created", "Delivery", "Ending", "JobRequest", "JobResult", "LaunchError",
-           "Launcher", "Recovered", "ResultCallback", "ending_outcome", "job_name_for"]
+__all__ = ["INVALID_PREFIX", "Adopted", "Created", "Delivery", "Ending", "JobRequest", "JobResult",
+           "LaunchError", "Launcher", "Recovered", "ResultCallback", "ending_outcome",
+           "invalid_key_for", "job_name_for"]
 
 
 def job_name_for(task: Task, sqs_message_id: str) -> str:
     """``wf-<task>-<24 hex of sha256(MessageId)>``: DNS-1123 safe, ≤ 63 chars, deterministic."""
     digest = hashlib.sha256(sqs_message_id.encode("utf-8")).hexdigest()[:24]
     return f"wf-{TASK_KEYS[task].job_prefix}-{digest}"
+
+
+#: The ledger key (and settling-note name) of a message that never becomes a job.
+INVALID_PREFIX = "invalid-"
+
+
+def invalid_key_for(sqs_message_id: str) -> str:
+    """``invalid-<MessageId>``: an invalid message's key, stable across its redeliveries."""
+    return f"{INVALID_PREFIX}{sqs_message_id}"
 
 
 @dataclass(frozen=True)
