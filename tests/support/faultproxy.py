@@ -68,6 +68,8 @@ class Rule:
     action: str
     status: int = 503
     code: str = "ServiceUnavailable"
+    #: The error's message text (an "answer"), as the service would word it.
+    message: str = "injected by the fault proxy"
     headers: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
     times: int | None = 1
@@ -220,14 +222,14 @@ def error_payload(request: Request, rule: Rule) -> tuple[dict[str, str], bytes]:
         return ({"Content-Type": "application/x-amz-json-1.0",
                  "x-amzn-query-error": f"{rule.code};Sender"},
                 json.dumps({"__type": f"com.amazonaws.sqs#{rule.code}",
-                            "message": "injected by the fault proxy"}).encode())
+                            "message": rule.message}).encode())
     if request.service == "s3":
         body = ("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>" + rule.code +
-                "</Code><Message>injected by the fault proxy</Message></Error>")
+                "</Code><Message>" + rule.message + "</Message></Error>")
         return {"Content-Type": "application/xml"}, (b"" if request.method == "HEAD"
                                                       else body.encode())
     return ({"Content-Type": "application/json"},
-            json.dumps({"statusCode": rule.status, "message": ["injected by the fault proxy"],
+            json.dumps({"statusCode": rule.status, "message": [rule.message],
                         "error": rule.code}).encode())
 
 

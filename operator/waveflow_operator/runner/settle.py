@@ -10,10 +10,12 @@ stopped, and a message whose receipt went stale is finished on its redelivery. A
 progress also survives the runner: before its FAILURE the launcher notes the result, once the
 copy is in the dead-letter queue it notes that, and only then is the message deleted (and the
 note dropped); a runner that died in between gets the note back from ``recover``/``launch``, so
-the redelivery neither runs the job again nor sends a second dead letter. Dead letters keep
-the original body and carry ``WaveflowReason`` (an ErrorCode), ``WaveflowReasonDetail``,
-``WaveflowSourceQueue``, ``WaveflowSourceMessageId``, ``WaveflowReceiveCount`` and
-``WaveflowBackendNotified`` (did the backend accept the FAILURE).
+the redelivery neither runs the job again nor sends a second dead letter. An invalid message
+gets its first result (dead-lettered) from the ledger once its copy is sent, and that is noted
+the same way (keyed ``invalid-<MessageId>``). Dead letters keep the original body and carry
+``WaveflowReason`` (an ErrorCode), ``WaveflowReasonDetail``, ``WaveflowSourceQueue``,
+``WaveflowSourceMessageId``, ``WaveflowReceiveCount`` and ``WaveflowBackendNotified`` (did the
+backend accept the FAILURE), as many of them as fit beside the body (:mod:`.deadletter`).
 """
 
 from __future__ import annotations

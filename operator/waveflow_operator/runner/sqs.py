@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,6 +21,12 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from waveflow_operator.runner.deadletter import (
+    DEFAULT_MAX_BYTES,
+    dead_letter_attributes,
+    fit_attributes,
+    message_size,
+)
 from waveflow_operator.runner.protocol import Delivery
 from waveflow_operator.runner.spec import QueueSpec
 
@@ -35,8 +42,8 @@ _RETRYABLE_CODES = frozenset({
 })
 #: How long a delete waits for others to share its DeleteMessageBatch call.
 _DELETE_LINGER_SECONDS = 0.01
-#: A DLQ message attribute value may not be empty and is kept short.
-_ATTRIBUTE_LIMIT = 1024
+#: SQS's answer to a message over the queue's limit: "... Message must be shorter than N bytes."
+_TOO_LONG = re.compile(r"shorter than (\d+) bytes")
 
 
 class SqsError(Exception):
@@ -72,6 +79,8 @@ class SqsQueue:
                           connect_timeout=5, read_timeout=read_timeout,
                           max_pool_connections=20))
         self._dlq_url: str | None = spec.dlq_url
+        #: The dead-letter queue's MaximumMessageSize, once read (or learnt from a refusal).
+        self._dlq_limit: int | None = None
         #: SQS calls get threads of their own: a long poll or a burst of deletes must not
         #: wait behind other work in the loop's default executor.
         self._executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="sqs")
@@ -173,28 +182,59 @@ class SqsQueue:
                           backend_notified: str = "unknown") -> str:
         """Copy ``body`` unchanged to the dead-letter queue with the reason as attributes.
 
-        The body stays byte-for-byte the original so a redrive re-runs the same message.
-        Returns the DLQ's MessageId. The caller deletes the original afterwards.
+        The body stays byte-for-byte the original so a redrive re-runs the same message; the
+        attributes give way when body and attributes would pass the DLQ's MaximumMessageSize
+        (:mod:`.deadletter`). Returns the DLQ's MessageId. The caller deletes the original
+        afterwards.
         """
         dlq_url = await self.dlq_url()
-        attributes = {
-            "WaveflowReason": reason, "WaveflowReasonDetail": detail,
-            "WaveflowSourceQueue": self.spec.name, "WaveflowSourceMessageId": message_id,
-            # Did the backend accept the FAILURE completion? "no": tell it after a redrive.
-            "WaveflowBackendNotified": backend_notified,
-        }
-        message_attributes: dict[str, Any] = {
-            key: {"DataType": "String", "StringValue": (value or "-")[:_ATTRIBUTE_LIMIT]}
-            for key, value in attributes.items()}
-        message_attributes["WaveflowReceiveCount"] = {"DataType": "Number",
-                                                      "StringValue": str(receive_count)}
-        params: dict[str, Any] = {"QueueUrl": dlq_url, "MessageBody": body,
-                                  "MessageAttributes": message_attributes}
+        attributes = dead_letter_attributes(
+            reason=reason, detail=detail, queue=self.spec.name, message_id=message_id,
+            backend_notified=backend_notified, receive_count=receive_count)
+        params: dict[str, Any] = {"QueueUrl": dlq_url, "MessageBody": body}
         if dlq_url.endswith(".fifo"):
             params["MessageGroupId"] = group_id or message_id
             params["MessageDeduplicationId"] = message_id
-        response = await self._call("send_dlq", "send_message", **params)
-        return str(response.get("MessageId", ""))
+        limit = await self._dlq_max_bytes(dlq_url)
+        for _ in range(2):  # a limit learnt from a refusal gets one more try
+            fitted, dropped = fit_attributes(body, attributes, limit)
+            size = message_size(body, fitted)
+            if size > limit:
+                raise SqsError("send_dlq", f"message {message_id} ({size} bytes) is larger than "
+                               f"the dead-letter queue's MaximumMessageSize ({limit}): raise "
+                               "it to at least the source queue's", retryable=False)
+            if dropped:
+                log.warning("dead letter of %s: body of %d bytes leaves no room for %s "
+                            "(MaximumMessageSize %d)", message_id, len(body.encode()),
+                            ", ".join(dropped), limit)
+            try:
+                response = await self._call("send_dlq", "send_message",
+                                            MessageAttributes=fitted, **params)
+            except SqsError as error:
+                learnt = _refused_size(error, size)
+                if learnt is None or learnt >= limit:
+                    raise
+                log.warning("the dead-letter queue refused %d bytes; its limit is %d",
+                            size, learnt)
+                self._dlq_limit = limit = learnt
+                continue
+            return str(response.get("MessageId", ""))
+        raise SqsError("send_dlq", f"message {message_id} was refused as too large twice",
+                       retryable=True)
+
+    async def _dlq_max_bytes(self, dlq_url: str) -> int:
+        """The DLQ's MaximumMessageSize (read once); SQS's default while it cannot be read."""
+        if self._dlq_limit is not None:
+            return self._dlq_limit
+        try:
+            response = await self._call("dlq_lookup", "get_queue_attributes", QueueUrl=dlq_url,
+                                        AttributeNames=["MaximumMessageSize"])
+            self._dlq_limit = int(response["Attributes"]["MaximumMessageSize"])
+        except (SqsError, KeyError, ValueError) as error:
+            log.warning("could not read the dead-letter queue's MaximumMessageSize (%s); "
+                        "assuming %d bytes", error, DEFAULT_MAX_BYTES)
+            return DEFAULT_MAX_BYTES
+        return self._dlq_limit
 
     async def dlq_url(self) -> str:
         """SQS_DLQ_URL, or the target of the queue's RedrivePolicy (looked up once)."""
@@ -249,6 +289,17 @@ class SqsQueue:
         except BotoCoreError as error:
             # Connection refused, timeouts, DNS: the endpoint may come back.
             raise SqsError(operation, str(error), retryable=True) from error
+
+
+def _refused_size(error: SqsError, size: int) -> int | None:
+    """The limit a refusal of ``size`` bytes as too long names (SQS counts < N as fitting)."""
+    if error.code not in ("InvalidParameterValue", "InvalidParameterValueException",
+                          "InvalidMessageContents"):
+        return None
+    found = _TOO_LONG.search(str(error))
+    if found is None:
+        return None
+    return int(found.group(1)) - 1 if int(found.group(1)) <= size else None
 
 
 def _received(message: Mapping[str, Any]) -> Delivery:
