@@ -196,3 +196,14 @@ def test_the_crd_leaves_the_ttl_to_the_operator_and_says_why() -> None:
     node = schema_node(CRD_SPEC, "job.ttlSecondsAfterFinished")
     assert "default" not in node and "visibilityTimeoutSeconds" in node["description"]
     assert value_at(VALUES, "job.ttlSecondsAfterFinished") is None
+
+
+def test_a_sample_rate_range_upside_down_is_refused_by_the_runner_and_the_crd() -> None:
+    base = {"name": "q", "queue_url": "https://q", "bucket": "b", "webhook_url": "https://w"}
+    with pytest.raises(ConfigError, match="min_sample_rate"):
+        QueueSpec(**base, min_sample_rate=48000, max_sample_rate=44100)
+    with pytest.raises(ConfigError, match="WAVEFLOW_MIN_SAMPLE_RATE"):
+        JobConfig.from_env({**JOB_REQUIRED, "WAVEFLOW_MIN_SAMPLE_RATE": "48000",
+                            "WAVEFLOW_MAX_SAMPLE_RATE": "44100"})
+    [rule] = schema_node(CRD_SPEC, "job.limits")["x-kubernetes-validations"]
+    assert "self.minSampleRate <= self.maxSampleRate" in rule["rule"]
