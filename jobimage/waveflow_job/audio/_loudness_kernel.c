@@ -101,6 +101,7 @@ filter_one(const char *p, Py_ssize_t s0, enum kind k, Py_ssize_t n, const double
     const double b0 = co[0], b1 = co[1], b2 = co[2], b3 = co[3], b4 = co[4];
     const double a1 = co[5], a2 = co[6], a3 = co[7], a4 = co[8];
     double v1 = st[0], v2 = st[1], v3 = st[2], v4 = st[3], sum = st[4];
+#pragma GCC unroll 4
     for (Py_ssize_t i = 0; i < n; i++, p += s0) {
         double x = load(p, k) * inv;
         double v0 = ((x - a4 * v4) - a3 * v3 - a2 * v2) - a1 * v1;
@@ -124,6 +125,7 @@ filter_two(const char *p, Py_ssize_t s0, Py_ssize_t s1, enum kind k, Py_ssize_t 
     const double a1 = co[5], a2 = co[6], a3 = co[7], a4 = co[8];
     pair v1 = {st[0], st[5]}, v2 = {st[1], st[6]}, v3 = {st[2], st[7]};
     pair v4 = {st[3], st[8]}, sum = {st[4], st[9]};
+#pragma GCC unroll 4
     for (Py_ssize_t i = 0; i < n; i++, p += s0) {
         pair x = {load(p, k), load(p + s1, k)};
         x *= inv;
@@ -292,6 +294,7 @@ struct interpolator {
     double coeff[MAX_PHASES][MAX_TAPS];
     double sum[MAX_PHASES]; /* |sum of the phase's taps| */
     double abs[MAX_PHASES]; /* sum of |taps| */
+    double sum_max, abs_max; /* the largest of each over the phases: the bound of all */
 };
 
 /* The largest |interpolated value| of the 16 frames at x[0..15] (x[-taps+1..-1] before them),
@@ -418,8 +421,10 @@ slice_peak(const double *x, Py_ssize_t n, const struct interpolator *ip, double 
             hi[j] = h;
             lo[j] = l;
         }
-        double a = fabs(hi[j]) > fabs(lo[j]) ? fabs(hi[j]) : fabs(lo[j]);
-        top = a > top ? a : top;
+    }
+    for (Py_ssize_t j = 0; j < chunks; j++) {
+        top = hi[j] > top ? hi[j] : top;
+        top = -lo[j] > top ? -lo[j] : top;
     }
     if (!(top <= peak)) { /* the sample peak (NaN samples never get this far) */
         peak = top;
@@ -438,12 +443,7 @@ slice_peak(const double *x, Py_ssize_t n, const struct interpolator *ip, double 
             h = bh > h ? bh : h;
             l = bl < l ? bl : l;
         }
-        double mid = fabs(h + l) / 2, half = (h - l) / 2, b = 0.0;
-        for (int f = 0; f < phases; f++) {
-            double e = mid * ip->sum[f] + half * ip->abs[f];
-            b = e > b ? e : b;
-        }
-        bound[j] = b * BOUND_SLACK;
+        bound[j] = (fabs(h + l) * ip->sum_max + (h - l) * ip->abs_max) * (0.5 * BOUND_SLACK);
         best = bound[j] > bound[best] ? j : best;
     }
     for (Py_ssize_t k = -1; k < chunks; k++) {
@@ -528,6 +528,11 @@ static int read_taps(PyObject *obj, struct interpolator *ip) {
         }
         ip->sum[f] = fabs(ip->sum[f]);
     }
+    ip->sum_max = ip->abs_max = 0.0;
+    for (int f = 0; ok && f < ip->phases; f++) {
+        ip->sum_max = ip->sum[f] > ip->sum_max ? ip->sum[f] : ip->sum_max;
+        ip->abs_max = ip->abs[f] > ip->abs_max ? ip->abs[f] : ip->abs_max;
+    }
     PyBuffer_Release(&tv);
     if (!ok) {
         PyErr_SetString(PyExc_ValueError, "taps: expected interpolator_taps() of 4x or 2x");
@@ -537,29 +542,38 @@ static int read_taps(PyObject *obj, struct interpolator *ip) {
 }
 
 /* Samples as float32 at full scale 1.0, as libebur128 feeds its interpolator, held as double
- * for the multiply-adds; a loop per type, contiguous or strided. */
-#define CONVERT(T)                                                                         \
+ * for the multiply-adds; a loop per type, contiguous or strided. The scale is a power of two:
+ * int16 samples (and float32 ones at scale 1) are then exact in float32 already. */
+#define CONVERT(T, EXPR)                                                                   \
     do {                                                                                   \
         if (s0 == sizeof(T)) {                                                             \
             const T *src = (const T *)(const void *)p;                                     \
             for (Py_ssize_t i = 0; i < n; i++) {                                           \
-                x[i] = (double)(float)((double)src[i] * inv);                              \
+                const double v = (double)src[i];                                           \
+                x[i] = (EXPR);                                                             \
             }                                                                              \
         } else {                                                                           \
             for (Py_ssize_t i = 0; i < n; i++) {                                           \
-                T v;                                                                       \
-                memcpy(&v, p + i * s0, sizeof v);                                          \
-                x[i] = (double)(float)((double)v * inv);                                   \
+                T raw;                                                                     \
+                memcpy(&raw, p + i * s0, sizeof raw);                                      \
+                const double v = (double)raw;                                              \
+                x[i] = (EXPR);                                                             \
             }                                                                              \
         }                                                                                  \
     } while (0)
 
 static void convert(const char *p, Py_ssize_t s0, enum kind k, Py_ssize_t n, double inv,
-                    double *x) {
+                    double *restrict x) {
     switch (k) {
-    case KIND_INT16: CONVERT(int16_t); break;
-    case KIND_INT32: CONVERT(int32_t); break;
-    default: CONVERT(float); break;
+    case KIND_INT16: CONVERT(int16_t, v * inv); break;
+    case KIND_INT32: CONVERT(int32_t, (double)(float)(v * inv)); break;
+    default:
+        if (inv == 1.0) {
+            CONVERT(float, v);
+        } else {
+            CONVERT(float, (double)(float)(v * inv));
+        }
+        break;
     }
 }
 
