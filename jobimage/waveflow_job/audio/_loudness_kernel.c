@@ -562,8 +562,8 @@ static int read_taps(PyObject *obj, struct interpolator *ip) {
         }                                                                                  \
     } while (0)
 
-static void convert(const char *p, Py_ssize_t s0, enum kind k, Py_ssize_t n, double inv,
-                    double *restrict x) {
+HOT_CLONES static void convert(const char *p, Py_ssize_t s0, enum kind k, Py_ssize_t n,
+                               double inv, double *restrict x) {
     switch (k) {
     case KIND_INT16: CONVERT(int16_t, v * inv); break;
     case KIND_INT32: CONVERT(int32_t, (double)(float)(v * inv)); break;
