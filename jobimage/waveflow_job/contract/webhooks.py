@@ -5,7 +5,6 @@ Every body WaveFlow posts is built here; :class:`Webhook` bundles a body with it
 (:func:`failure_completion`) and cannot drift apart.
 """
 
-import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -134,6 +133,10 @@ def failure_body(stem_id: str, task: str | None, code: ErrorCode | str, message:
 
 def delivery_id(event: WebhookEvent, message_id: str | None, raw_body: str | bytes) -> str:
     """``X-WaveFlow-Delivery``: the same for one message and event, so repeats can be dropped."""
+    # Imported here: hashlib loads OpenSSL's libcrypto (3.4 MiB resident), and every job
+    # imports this module while only the webhook sender calls this function.
+    import hashlib
+
     if message_id:
         basis = f"id:{message_id}"
     else:
