@@ -33,28 +33,45 @@ _AV_LOSSLESS = {"alac", "flac", "pcm_s16le", "pcm_s24le", "pcm_s16be", "pcm_s24b
 
 
 def open_pyav(path: str, family: str, frames_estimate: int | None = None) -> AudioSource:
+    """The stream's facts; the source keeps the container open for its first decode (a second
+    open would parse the sample table and probe the stream again: 2 MiB and a few ms)."""
     import av
 
     try:
         # Tags are not ours to judge: a byte that is not UTF-8 in one must not stop the decode
         # (PyAV decodes them strictly by default and raises UnicodeDecodeError).
-        with av.open(path, metadata_errors="replace") as container:
-            if container.format.name not in _PYAV_FORMATS:
-                raise AudioError(ErrorCode.AUDIO_UNSUPPORTED,
-                                 f"unsupported container {container.format.name!r}")
-            if not container.streams:
-                # An MP4 cut before its sample table (moov) still opens, with nothing in it.
-                raise AudioError(ErrorCode.AUDIO_CORRUPT,
-                                 "no readable stream: the file is cut short or damaged")
-            if not container.streams.audio:
-                raise AudioError(ErrorCode.AUDIO_UNSUPPORTED, "the file has no audio stream")
-            stream = container.streams.audio[0]
-            ctx = stream.codec_context
-            codec = _AV_CODECS.get(ctx.name, ctx.name)
-            rate, channels = ctx.sample_rate, ctx.channels
-            fmt_name = ctx.format.name if ctx.format is not None else "fltp"
-            raw_bits = _alac_bits(ctx.extradata) if codec == "alac" else 0
-            frames = frames_estimate or _pyav_frames(stream, container, rate)
+        container = av.open(path, metadata_errors="replace")
+    except av.error.FFmpegError as exc:
+        raise AudioError(ErrorCode.AUDIO_CORRUPT,
+                         f"cannot decode the {family} file: {exc}") from exc
+    try:
+        return _describe(container, path, family, frames_estimate)
+    except BaseException:
+        container.close()
+        raise
+
+
+def _describe(container: Any, path: str, family: str,
+              frames_estimate: int | None) -> PyAVSource:
+    import av
+
+    try:
+        if container.format.name not in _PYAV_FORMATS:
+            raise AudioError(ErrorCode.AUDIO_UNSUPPORTED,
+                             f"unsupported container {container.format.name!r}")
+        if not container.streams:
+            # An MP4 cut before its sample table (moov) still opens, with nothing in it.
+            raise AudioError(ErrorCode.AUDIO_CORRUPT,
+                             "no readable stream: the file is cut short or damaged")
+        if not container.streams.audio:
+            raise AudioError(ErrorCode.AUDIO_UNSUPPORTED, "the file has no audio stream")
+        stream = container.streams.audio[0]
+        ctx = stream.codec_context
+        codec = _AV_CODECS.get(ctx.name, ctx.name)
+        rate, channels = ctx.sample_rate, ctx.channels
+        fmt_name = ctx.format.name if ctx.format is not None else "fltp"
+        raw_bits = _alac_bits(ctx.extradata) if codec == "alac" else 0
+        frames = frames_estimate or _pyav_frames(stream, container, rate)
     except av.error.FFmpegError as exc:
         raise AudioError(ErrorCode.AUDIO_CORRUPT,
                          f"cannot decode the {family} file: {exc}") from exc
@@ -82,7 +99,7 @@ def open_pyav(path: str, family: str, frames_estimate: int | None = None) -> Aud
         frames_exact=False,
         scale=scale,
     )
-    return PyAVSource(path, info, dtype)
+    return PyAVSource(path, info, dtype, container)
 
 
 def _alac_bits(extradata: bytes | None) -> int:
@@ -117,9 +134,11 @@ class PyAVSource(AudioSource):
     transposed planar arrays: ``(n, channels)`` views with contiguous channels.
     """
 
-    def __init__(self, path: str, info: StreamInfo, dtype: str) -> None:
+    def __init__(self, path: str, info: StreamInfo, dtype: str, opened: Any = None) -> None:
         super().__init__(path, info)
         self.dtype = dtype
+        #: The container :func:`open_pyav` read the facts from, for the first decode.
+        self._opened = opened
 
     def blocks(self, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
         import av
@@ -128,8 +147,11 @@ class PyAVSource(AudioSource):
             raise ValueError("PyAV sources are decoded whole")
         size = block_frames(self.info.channels, PYAV_BLOCK_SAMPLES)
         fifo = av.AudioFifo()
+        container, self._opened = self._opened, None
         try:
-            with av.open(self.path, metadata_errors="replace") as container:
+            if container is None:
+                container = av.open(self.path, metadata_errors="replace")
+            with container:
                 stream = container.streams.audio[0]
                 for frame in container.decode(stream):
                     self._check(frame)
