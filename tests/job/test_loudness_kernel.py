@@ -168,3 +168,40 @@ def test_the_kernel_rejects_what_it_cannot_read() -> None:
     with pytest.raises(ValueError):
         kernel.true_peak(np.zeros(8, np.float32), 1.0, np.zeros((13, 2)),
                          np.zeros(12, np.float32), 0.0)
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.int32, np.float32])
+@pytest.mark.parametrize("stride", [1, 3])
+def test_segment_minmax_equals_reduceat(dtype: type, stride: int) -> None:
+    rng = np.random.default_rng(7)
+    info = np.iinfo(dtype) if dtype is not np.float32 else None
+    for n in (1, 2, 255, 256, 257, 70_001):
+        if info is not None:
+            whole = rng.integers(info.min, info.max, n * stride, endpoint=True, dtype=dtype)
+        else:
+            whole = (rng.standard_normal(n * stride) * 4).astype(dtype)
+        samples = whole[::stride]
+        cuts = np.unique(rng.integers(1, n, size=max(0, n // 100), endpoint=False))
+        starts = np.concatenate([[0], cuts]).astype(np.int64)
+        out_max, out_min = np.empty(len(starts), dtype), np.empty(len(starts), dtype)
+        kernel.segment_minmax(samples, starts, out_max, out_min)
+        assert np.array_equal(out_max, np.maximum.reduceat(samples, starts))
+        assert np.array_equal(out_min, np.minimum.reduceat(samples, starts))
+
+
+def test_segment_minmax_propagates_nan_and_keeps_infinities() -> None:
+    samples = np.array([0.5, np.nan, -1.0, np.inf, 2.0, -np.inf, 0.0], dtype=np.float32)
+    starts = np.array([0, 3, 5], dtype=np.int64)
+    out_max, out_min = np.empty(3, np.float32), np.empty(3, np.float32)
+    kernel.segment_minmax(samples, starts, out_max, out_min)
+    assert np.isnan(out_max[0]) and np.isnan(out_min[0])
+    assert (out_max[1], out_min[1]) == (np.inf, 2.0)
+    assert (out_max[2], out_min[2]) == (0.0, -np.inf)
+
+
+def test_segment_minmax_refuses_starts_that_do_not_rise_inside_the_samples() -> None:
+    samples = np.zeros(10, np.int16)
+    out = np.empty(3, np.int16)
+    for starts in ([1, 2, 3], [0, 5, 5], [0, 5, 10]):
+        with pytest.raises(ValueError):
+            kernel.segment_minmax(samples, np.array(starts, np.int64), out, out.copy())
