@@ -57,6 +57,21 @@ static int sample_kind(const Py_buffer *view, enum kind *out) {
     return -1;
 }
 
+/* One channel's samples (1-D, any stride) and their type; the buffer is released on error. */
+static int get_channel(PyObject *obj, Py_buffer *view, enum kind *out) {
+    if (PyObject_GetBuffer(obj, view, PyBUF_RECORDS_RO) < 0) {
+        return -1;
+    }
+    if (sample_kind(view, out) < 0 || view->ndim != 1) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_ValueError, "samples must be one channel (1-D)");
+        }
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
 static inline double load(const char *p, enum kind k) {
     switch (k) {
     case KIND_INT16: { int16_t v; memcpy(&v, p, 2); return (double)v; }
@@ -597,14 +612,7 @@ static PyObject *true_peak(PyObject *self, PyObject *args) {
     }
     Py_buffer sv, hv;
     enum kind k;
-    if (PyObject_GetBuffer(samples_o, &sv, PyBUF_RECORDS_RO) < 0) {
-        return NULL;
-    }
-    if (sample_kind(&sv, &k) < 0 || sv.ndim != 1) {
-        if (!PyErr_Occurred()) {
-            PyErr_SetString(PyExc_ValueError, "samples must be one channel (1-D)");
-        }
-        PyBuffer_Release(&sv);
+    if (get_channel(samples_o, &sv, &k) < 0) {
         return NULL;
     }
     int hist = ip.taps; /* one more than the window needs: the layout the meter keeps */
@@ -690,14 +698,7 @@ static PyObject *segment_minmax(PyObject *self, PyObject *args) {
     }
     Py_buffer sv, tv, mv, nv;
     enum kind k;
-    if (PyObject_GetBuffer(samples_o, &sv, PyBUF_RECORDS_RO) < 0) {
-        return NULL;
-    }
-    if (sample_kind(&sv, &k) < 0 || sv.ndim != 1) {
-        if (!PyErr_Occurred()) {
-            PyErr_SetString(PyExc_ValueError, "samples must be one channel (1-D)");
-        }
-        PyBuffer_Release(&sv);
+    if (get_channel(samples_o, &sv, &k) < 0) {
         return NULL;
     }
     if (PyObject_GetBuffer(starts_o, &tv, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
