@@ -16,8 +16,8 @@ help: ## Show the targets
 
 install: $(INSTALLED) ## Create .venv and install WaveFlow with everything tests and lint need
 
-# The loudness kernel is C compiled into the editable install: a change to it reinstalls too.
-$(INSTALLED): pyproject.toml jobimage/waveflow_job/audio/_loudness_kernel.c
+# The audio kernel is C compiled into the editable install: a change to it reinstalls too.
+$(INSTALLED): pyproject.toml $(wildcard jobimage/waveflow_job/audio/kernel/*)
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "WaveFlow needs Python 3.11+"'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from waveflow_job.audio import _loudness_kernel as kernel
+from waveflow_job.audio import _kernel as kernel
 from waveflow_job.audio.loudness import LoudnessMeter, TruePeakMeter, interpolator_taps
 
 FULL_SCALE = {np.int16: 32768.0, np.int32: 2.0**31, np.float32: 1.0}

@@ -1,7 +1,7 @@
 """Loudness (ITU-R BS.1770-4 / EBU R128) fed block by block: integrated, range, true peak.
 
-The per-sample work is a small C kernel (``_loudness_kernel.c``), shown equal to libebur128,
-the implementation most R128 tools use (tests/job/test_loudness_kernel.py): libebur128's
+The per-sample work is C (``kernel/kweight.c``, ``kernel/true_peak.c``), shown equal to
+libebur128, the implementation most R128 tools use (tests/job/test_loudness_kernel.py): libebur128's
 K-weighting (its coefficients derived per sample rate as it derives them, double state) gives
 the energy of every 100 ms step, and the gating is done here on those steps (400 ms blocks with
 75 % overlap, absolute gate -70 LUFS, relative gate -10 LU: integrated; 3 s blocks every second,
@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-import waveflow_job.audio._loudness_kernel as kernel
+import waveflow_job.audio._kernel as kernel
 
 __all__ = ["Loudness", "LoudnessMeter", "TruePeakMeter", "channel_weights",
            "integrated_loudness", "interpolator_taps", "kweighting", "loudness_range", "measure"]

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-import waveflow_job.audio._loudness_kernel as kernel
+import waveflow_job.audio._kernel as kernel
 
 if TYPE_CHECKING:
     from waveflow_job.audio.detail import DetailSink

@@ -1,4 +1,4 @@
-"""Types of the C kernel (_loudness_kernel.c): any buffer of int16, int32 or float32 samples."""
+"""Types of the C kernel (kernel/*.c): any buffer of int16, int32 or float32 samples."""
 
 from typing import Any
 

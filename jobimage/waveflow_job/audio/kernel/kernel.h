@@ -1,0 +1,65 @@
+/* What the kernel's files share: the Python C API under the stable ABI, the sample types a
+ * buffer may hold, the buffer helpers, the CPU-dispatch and flush-to-zero macros, and the
+ * three functions module.c exports (one file each: kweight.c, true_peak.c, segments.c).
+ */
+#ifndef WAVEFLOW_KERNEL_H
+#define WAVEFLOW_KERNEL_H
+
+#define PY_SSIZE_T_CLEAN
+#define Py_LIMITED_API 0x030B0000
+#include <Python.h>
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wpsabi" /* the vector helpers are inlined: no ABI crosses */
+#endif
+
+#include <float.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__SSE2__)
+#include <xmmintrin.h>
+#endif
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define HOT_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define HOT_CLONES
+#endif
+
+enum kind { KIND_INT16, KIND_INT32, KIND_FLOAT32 };
+
+/* The buffer's sample type (a TypeError otherwise). */
+int wf_sample_kind(const Py_buffer *view, enum kind *out);
+/* One channel's samples (1-D, any stride) and their type; the buffer is released on error. */
+int wf_get_channel(PyObject *obj, Py_buffer *view, enum kind *out);
+/* A writable, C-contiguous buffer of `count` items of `itemsize` bytes. */
+int wf_get_out(PyObject *obj, Py_buffer *view, Py_ssize_t itemsize, Py_ssize_t count,
+               const char *name);
+
+static inline double load(const char *p, enum kind k) {
+    switch (k) {
+    case KIND_INT16: { int16_t v; memcpy(&v, p, 2); return (double)v; }
+    case KIND_INT32: { int32_t v; memcpy(&v, p, 4); return (double)v; }
+    default: { float v; memcpy(&v, p, 4); return (double)v; }
+    }
+}
+
+
+/* Flush-to-zero while filtering, as libebur128 does: a decaying filter state would otherwise
+ * spend thousands of samples in (slow) subnormal numbers after the audio falls silent. */
+#if defined(__SSE2__)
+#define FTZ_ON unsigned int saved_csr_ = _mm_getcsr(); _mm_setcsr(saved_csr_ | _MM_FLUSH_ZERO_ON);
+#define FTZ_OFF _mm_setcsr(saved_csr_);
+#else
+#define FTZ_ON
+#define FTZ_OFF
+#endif
+
+PyObject *wf_kweight(PyObject *self, PyObject *args);
+PyObject *wf_true_peak(PyObject *self, PyObject *args);
+PyObject *wf_segment_minmax(PyObject *self, PyObject *args);
+extern const char wf_kweight_doc[], wf_true_peak_doc[], wf_segment_minmax_doc[];
+
+#endif
