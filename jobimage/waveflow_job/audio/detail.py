@@ -8,9 +8,11 @@ full scale are clipped to the integer range, never rescaled.
 
 Why a sink and not a result: at 256 frames per point a 4-hour 8-channel 96 kHz file has 5.4
 million points; they go to disk as soon as they are complete, so memory holds one block's worth
-whatever the length. The min/max per point comes from the same ``reduceat`` the overview uses
-(:class:`~waveflow_job.audio.peaks.WaveformAccumulator` cuts its blocks at these edges too), so
-the detail costs a few small folds per block, not another pass over the samples.
+whatever the length. The points come from the same C pass over each channel that gives the
+overview's segments (:class:`~waveflow_job.audio.peaks.WaveformAccumulator` hands its blocks
+here), already as the stored integers (the kernel does :func:`to_stored`'s arithmetic), so the
+detail costs a few operations per point and a write per block, not another pass over the
+samples.
 
 The file's size is bounded (``AudioLimits.max_detail_bytes``): :func:`fit_resolution` picks the
 asked resolution when its file fits, else the asked one doubled as often as needed (a player's
@@ -31,6 +33,8 @@ import struct
 from dataclasses import dataclass
 
 import numpy as np
+
+import waveflow_job.audio._kernel as kernel
 
 __all__ = ["DEFAULT_SAMPLES_PER_PIXEL", "HEADER", "DetailFit", "DetailSink", "DetailWaveform",
            "detail_size", "fit_resolution", "to_stored"]
@@ -102,7 +106,7 @@ def to_stored(normalised: np.ndarray, bits: int) -> np.ndarray:
 
 
 class DetailSink:
-    """Receives per-segment min/max of consecutive blocks and writes finished points to ``fd``.
+    """Computes the points of consecutive blocks and writes the finished ones to ``fd``.
 
     Several sinks may share one file descriptor, each fed its own range of frames (the
     parallel decoder): writes are positional (``os.pwrite``), and a range starting on a point
@@ -123,59 +127,73 @@ class DetailSink:
         self.full_scale = full_scale
         self.position = start
         self._point_bytes = channels * 2 * (bits // 8)
-        #: The unfinished point at the end of the last block: (index, max, min) per channel.
-        self._open: tuple[int, np.ndarray, np.ndarray] | None = None
+        self._dtype = np.dtype(np.int8 if bits == 8 else np.int16)
+        #: Stored points of the block :meth:`reduce` saw, until :meth:`commit` writes them.
+        self._points = np.empty((0, channels, 2), dtype=self._dtype)
+        self._pending: tuple[np.ndarray, int] | None = None
+        #: The unfinished point at the end of the last block: (index, (channels, 2) min/max).
+        self._open: tuple[int, np.ndarray] | None = None
 
-    def starts_in(self, start: int, end: int) -> np.ndarray:
-        """Point edges strictly inside ``(start, end)``, relative to ``start``."""
-        spp = self.samples_per_pixel
-        first = (start // spp + 1) * spp
-        return np.arange(first, end, spp, dtype=np.int64) - start
+    def reduce(self, columns: list[np.ndarray], starts: np.ndarray, rows_max: np.ndarray,
+               rows_min: np.ndarray) -> None:
+        """Compute the next block's points (kept until :meth:`commit`) and, in the same pass,
+        the accumulator's per-segment max and min (``starts`` relative to the block, first 0)
+        into ``rows_max``/``rows_min`` ``(channels, len(starts))``.
 
-    def add(self, starts: np.ndarray, seg_max: np.ndarray, seg_min: np.ndarray, n: int) -> None:
-        """Fold the block's segments (``starts`` relative to the block, first 0) into points.
-
-        ``seg_max``/``seg_min`` are ``(len(starts), channels)`` in the source's sample type.
+        One C pass per channel (``kernel.detail_minmax``): the points come out already as the
+        stored integers, so Python does a few array operations per block, none per point.
         """
+        spp, n = self.samples_per_pixel, len(columns[0])
+        first = -self.position % spp  # the block's first point edge
+        count = 1 if first >= n else (first > 0) + -(-(n - first) // spp)
+        if len(self._points) < count:
+            self._points = np.empty((count, self.channels, 2), dtype=self._dtype)
+        points = self._points[:count]
+        scale = 1.0 / self.full_scale
+        for c, column in enumerate(columns):
+            if not column.dtype.isnative:  # the kernel reads native int16, int32, float32
+                column = column.astype(column.dtype.newbyteorder("="))
+            kernel.detail_minmax(column, starts, rows_max[c], rows_min[c], first, spp, scale,
+                                 self.bits, points, c, self.channels)
+        self._pending = (points, n)
+
+    def commit(self) -> None:
+        """Write the points :meth:`reduce` computed (the caller found the block valid); the
+        last one stays open when the block ends inside it."""
+        if self._pending is None:
+            raise RuntimeError("commit() without reduce()")
+        points, n = self._pending
+        self._pending = None
         spp, start = self.samples_per_pixel, self.position
-        absolute = starts + start
-        point_of = absolute // spp
-        firsts = np.flatnonzero(np.diff(point_of, prepend=point_of[0] - 1))
-        pmax = np.maximum.reduceat(seg_max, firsts, axis=0).astype(np.float64)
-        pmin = np.minimum.reduceat(seg_min, firsts, axis=0).astype(np.float64)
-        index = point_of[firsts]
+        index = start // spp
         if self._open is not None:
-            open_index, open_max, open_min = self._open
-            if open_index == index[0]:
-                np.maximum(pmax[0], open_max, out=pmax[0])
-                np.minimum(pmin[0], open_min, out=pmin[0])
+            open_index, open_pair = self._open
+            if open_index == index:  # stored values are monotonic in the samples: fold them
+                np.minimum(points[0, :, 0], open_pair[:, 0], out=points[0, :, 0])
+                np.maximum(points[0, :, 1], open_pair[:, 1], out=points[0, :, 1])
             else:
-                self._write(open_index, open_max[None], open_min[None])
+                self._write(open_index, open_pair[None])
             self._open = None
         end = start + n
         if end % spp:  # the last point goes on in the next block (or ends the stream)
-            self._open = (int(index[-1]), pmax[-1].copy(), pmin[-1].copy())
-            pmax, pmin, index = pmax[:-1], pmin[:-1], index[:-1]
-        if len(index):
-            self._write(int(index[0]), pmax, pmin)
+            self._open = (index + len(points) - 1, points[-1].copy())
+            points = points[:-1]
+        if len(points):
+            self._write(index, points)
         self.position = end
 
     def flush(self) -> None:
         """Write the last, partial point (the stream or this sink's range has ended)."""
         if self._open is not None:
-            index, pmax, pmin = self._open
-            self._write(index, pmax[None], pmin[None])
+            index, pair = self._open
+            self._write(index, pair[None])
             self._open = None
 
-    def _write(self, first: int, pmax: np.ndarray, pmin: np.ndarray) -> None:
-        scale = 1.0 / self.full_scale
-        pairs = np.empty((len(pmax), self.channels, 2),
-                         dtype=np.int8 if self.bits == 8 else np.int16)
-        pairs[:, :, 0] = to_stored(pmin * scale, self.bits)
-        pairs[:, :, 1] = to_stored(pmax * scale, self.bits)
-        data = pairs.astype(pairs.dtype.newbyteorder("<"), copy=False).tobytes()
+    def _write(self, first: int, points: np.ndarray) -> None:
+        """Points ``(count, channels, 2)`` of stored integers from point ``first`` on."""
+        data = points.astype(points.dtype.newbyteorder("<"), copy=False)
         offset = HEADER.size + first * self._point_bytes
-        view = memoryview(data)
+        view = np.ascontiguousarray(data).data.cast("B")
         while view:
             written = os.pwrite(self.fd, view, offset)
             view, offset = view[written:], offset + written

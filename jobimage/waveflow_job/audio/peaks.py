@@ -7,9 +7,10 @@ stays bounded whatever the file's length.
 Why segments: the old ``peaks`` buckets (``[floor(i·N/P), floor((i+1)·N/P))``) and the
 audiowaveform points (``samples_per_pixel`` frames each) have different edges. Both sets of
 edges are known once N is; their union cuts the file into at most ``P + length`` segments.
-Each block is reduced per segment with one ``reduceat`` per statistic (C loops, no Python per
-sample), and a segment that straddles two blocks is merged with ``maximum``/``minimum``. At the
-end the segments are folded into each grid. Exact for any N, any block size.
+Each block is reduced per segment in one C pass per channel (no Python per sample; with a
+detail waveform the same pass also gives its points: see detail.py), and a segment that
+straddles two blocks is merged with ``maximum``/``minimum``. At the end the segments are folded
+into each grid. Exact for any N, any block size.
 """
 
 from __future__ import annotations
@@ -93,22 +94,20 @@ def pixel_geometry(frames: int, num_peaks: int) -> tuple[int, int]:
     return spp, -(-frames // spp)
 
 
-def _segment_minmax(columns: list[np.ndarray], starts: np.ndarray,
-                    dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
-    """Per segment and channel max and min, ``(len(starts), channels)`` in the samples' type.
+def _segment_minmax(columns: list[np.ndarray], starts: np.ndarray, rows_max: np.ndarray,
+                    rows_min: np.ndarray) -> None:
+    """Per channel and segment max and min into ``rows_max``/``rows_min`` ``(channels,
+    len(starts))``, in the samples' type.
 
     The C kernel reads each sample once for both (``reduceat`` twice, with a ufunc dispatch
-    per segment: the detail waveform's 256-frame points made that the cost of the detail).
+    per segment, for any other type).
     """
-    rows_max = np.empty((len(columns), len(starts)), dtype=dtype)
-    rows_min = np.empty_like(rows_max)
     for c, column in enumerate(columns):
         if column.dtype in _KERNEL_TYPES:
             kernel.segment_minmax(column, starts, rows_max[c], rows_min[c])
         else:
             np.maximum.reduceat(column, starts, out=rows_max[c])
             np.minimum.reduceat(column, starts, out=rows_min[c])
-    return rows_max.T, rows_min.T
 
 
 _KERNEL_TYPES = (np.dtype(np.int16), np.dtype(np.int32), np.dtype(np.float32))
@@ -130,8 +129,8 @@ class WaveformAccumulator:
         self.num_peaks = num_peaks
         self.scale = scale
         self.position = start
-        #: Where the detail waveform's points go: its edges cut this accumulator's segments
-        #: too, so both come from one ``reduceat`` per channel and block.
+        #: Where the detail waveform's points go: it reduces this accumulator's segments too,
+        #: both in one pass over each channel of a block.
         self.detail = detail
         #: Frames reduced so far, merged accumulators included.
         self.added = 0
@@ -167,23 +166,18 @@ class WaveformAccumulator:
         starts = edges[lo:hi] - start
         starts[0] = 0
 
-        fine = starts
-        if self.detail is not None:
-            inner = self.detail.starts_in(start, end)
-            if len(inner):
-                fine = np.union1d(starts, inner)
         columns = self._columns(block)
-        fmax, fmin = _segment_minmax(columns, fine, block.dtype)
-        if block.dtype.kind == "f" and not (np.isfinite(fmax).all() and np.isfinite(fmin).all()):
-            raise NonFiniteSamples(f"NaN or infinite samples in frames {start}..{end}")
-        if fine is starts:
-            bmax, bmin = fmax, fmin
+        rows_max = np.empty((self.channels, len(starts)), dtype=block.dtype)
+        rows_min = np.empty_like(rows_max)
+        if self.detail is not None:  # the same pass also gives the detail's points
+            self.detail.reduce(columns, starts, rows_max, rows_min)
         else:
-            at = np.searchsorted(fine, starts)
-            bmax = np.maximum.reduceat(fmax, at, axis=0)
-            bmin = np.minimum.reduceat(fmin, at, axis=0)
+            _segment_minmax(columns, starts, rows_max, rows_min)
+        bmax, bmin = rows_max.T, rows_min.T
+        if block.dtype.kind == "f" and not (np.isfinite(bmax).all() and np.isfinite(bmin).all()):
+            raise NonFiniteSamples(f"NaN or infinite samples in frames {start}..{end}")
         if self.detail is not None:
-            self.detail.add(fine, fmax, fmin, n)
+            self.detail.commit()
         np.maximum(self._seg_max[lo:hi], bmax, out=self._seg_max[lo:hi])
         np.minimum(self._seg_min[lo:hi], bmin, out=self._seg_min[lo:hi])
 

@@ -62,4 +62,8 @@ PyObject *wf_true_peak(PyObject *self, PyObject *args);
 PyObject *wf_segment_minmax(PyObject *self, PyObject *args);
 extern const char wf_kweight_doc[], wf_true_peak_doc[], wf_segment_minmax_doc[];
 
+/* segments.c: the detail waveform's points and the overview's segments in one pass. */
+PyObject *wf_detail_minmax(PyObject *self, PyObject *args);
+extern const char wf_detail_minmax_doc[];
+
 #endif

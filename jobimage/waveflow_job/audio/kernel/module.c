@@ -10,7 +10,8 @@
  * true_peak: libebur128's polyphase interpolator (double accumulation, the result rounded to
  * float32), evaluated only on 16-frame chunks whose bound can beat the peak found so far.
  * segment_minmax: the waveform's per-segment max and min (peaks.py), both in one vectorised
- * pass, for the detail waveform's thousands of 256-frame points per block.
+ * pass; detail_minmax: the same, and in that pass the detail waveform's points (detail.py),
+ * already as the .dat's stored integers.
  *
  * Portable C with GCC vector extensions; on x86-64 GCC also emits AVX2/FMA and AVX-512
  * clones of the hot loops, chosen at load time for the CPU it runs on.
@@ -21,6 +22,7 @@ static PyMethodDef methods[] = {
     {"segment_minmax", wf_segment_minmax, METH_VARARGS, wf_segment_minmax_doc},
     {"kweight", wf_kweight, METH_VARARGS, wf_kweight_doc},
     {"true_peak", wf_true_peak, METH_VARARGS, wf_true_peak_doc},
+    {"detail_minmax", wf_detail_minmax, METH_VARARGS, wf_detail_minmax_doc},
     {NULL, NULL, 0, NULL},
 };
 
