@@ -5,6 +5,7 @@ environment defaults. A number changed in one place and not the others fails her
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -45,17 +46,19 @@ def value_at(root: dict[str, Any], path: str) -> Any:
     return root
 
 
-def declared_range(tunable: Tunable) -> tuple[Any, Any, Any]:
-    """(type, minimum, maximum) a schema should declare for the row: a switch is a boolean."""
+def declared_range(tunable: Tunable) -> tuple[Any, Any, Any, Any]:
+    """(type, minimum, maximum, enum) a schema should declare for the row: a switch is a
+    boolean."""
     if tunable.switch:
-        return "boolean", None, None
-    return "integer", tunable.minimum, tunable.maximum
+        return "boolean", None, None, None
+    choices = None if tunable.choices is None else list(tunable.choices)
+    return "integer", tunable.minimum, tunable.maximum, choices
 
 
 @pytest.mark.parametrize("tunable", TUNABLES, ids=IDS)
 def test_the_crd_declares_the_tables_default_and_range(tunable: Tunable) -> None:
     node = schema_node(CRD_SPEC, tunable.crd_path)
-    assert (node.get("type"), node.get("minimum"), node.get("maximum")) == \
+    assert (node.get("type"), node.get("minimum"), node.get("maximum"), node.get("enum")) == \
         declared_range(tunable)
     assert node.get("default") == tunable.default
     assert type(node.get("default")) is type(tunable.default)
@@ -66,7 +69,7 @@ def test_the_charts_values_and_their_schema_agree_with_the_table(tunable: Tunabl
     value = value_at(VALUES, tunable.crd_path)
     assert (value, type(value)) == (tunable.default, type(tunable.default))
     node = schema_node(SCHEMA, tunable.crd_path)
-    assert (node.get("type"), node.get("minimum"), node.get("maximum")) == \
+    assert (node.get("type"), node.get("minimum"), node.get("maximum"), node.get("enum")) == \
         declared_range(tunable)
 
 
@@ -90,6 +93,11 @@ def test_the_job_reads_each_job_setting_with_the_tables_default_and_range(
         assert tunable.maximum is not None
         with pytest.raises(ConfigError, match=tunable.env):
             config(tunable.maximum + 1)
+    if tunable.choices is not None:  # inside the range but not one of the choices
+        assert tunable.maximum is not None
+        for between in set(range(tunable.floor, tunable.maximum + 1)) - set(tunable.choices):
+            with pytest.raises(ConfigError, match=tunable.env):
+                config(between)
 
 
 @pytest.mark.parametrize("tunable", [t for t in TUNABLES if t.job], ids=str)
@@ -207,3 +215,12 @@ def test_a_sample_rate_range_upside_down_is_refused_by_the_runner_and_the_crd() 
                             "WAVEFLOW_MAX_SAMPLE_RATE": "44100"})
     [rule] = schema_node(CRD_SPEC, "job.limits")["x-kubernetes-validations"]
     assert "self.minSampleRate <= self.maxSampleRate" in rule["rule"]
+
+
+def test_the_detail_bits_are_a_queue_field_with_two_choices() -> None:
+    """8 is what peaks.js reads by default; 16 is selectable per queue, nothing in between."""
+    queue, _ = parse_spec("audio", minimal_spec(job={"detailBits": 16}))
+    assert queue.detail_bits == 16
+    assert parse_spec("audio", minimal_spec())[0].detail_bits == 8
+    with pytest.raises(ConfigError, match=re.escape("must be one of 8|16, got 12")):
+        parse_spec("audio", minimal_spec(job={"detailBits": 12}))

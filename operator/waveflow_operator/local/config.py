@@ -117,8 +117,6 @@ _JOB_PASSTHROUGH = names.JOB_TUNING
 
 def local_environment_help() -> str:
     """The ``waveflow local --help`` lines of the queue's numbers, from the one table."""
-    rows = [f"  {t.env}={t.render(t.default):<8} "
-            + ("on|off" if t.switch else f"{t.floor}..{t.maximum if t.maximum else ''}")
-            for t in TUNABLES]
+    rows = [f"  {t.env}={t.render(t.default):<8} {t.allowed}" for t in TUNABLES]
     return "\n".join(rows)
 

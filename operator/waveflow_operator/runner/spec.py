@@ -81,6 +81,8 @@ class Tunable:
     job: bool = False
     #: On/off rather than a number (``default`` is True or False; range 0..1).
     switch: bool = False
+    #: The only values allowed inside the range (None: every integer in it).
+    choices: tuple[int, ...] | None = None
 
     @property
     def is_deadline(self) -> bool:
@@ -103,10 +105,21 @@ class Tunable:
         if self.switch and value not in (0, 1):
             raise ConfigError(f"{self.attribute} ({self.env} / spec.{self.crd_path}) must be "
                               f"on or off (true or false), got {value!r}")
-        if value < self.floor or (self.maximum is not None and value > self.maximum):
-            high = "" if self.maximum is None else str(self.maximum)
+        if self.choices is not None and value not in self.choices:
             raise ConfigError(f"{self.attribute} ({self.env} / spec.{self.crd_path}) must be "
-                              f"in {self.floor}..{high}, got {value:g}")
+                              f"one of {self.allowed}, got {value:g}")
+        if value < self.floor or (self.maximum is not None and value > self.maximum):
+            raise ConfigError(f"{self.attribute} ({self.env} / spec.{self.crd_path}) must be "
+                              f"in {self.allowed}, got {value:g}")
+
+    @property
+    def allowed(self) -> str:
+        """What the value may be, as the help and the errors say it."""
+        if self.switch:
+            return "on|off"
+        if self.choices is not None:
+            return "|".join(str(c) for c in self.choices)
+        return f"{self.floor}..{'' if self.maximum is None else self.maximum}"
 
 
 def job_limit(attribute: str, crd_name: str, env: str, default: int, minimum: int,
@@ -133,6 +146,9 @@ TUNABLES: tuple[Tunable, ...] = (
     # Frames per point of the detail waveform each analysis stores beside its JSON; 0: none.
     Tunable("detail_samples_per_pixel", "job.detailSamplesPerPixel",
             names.DETAIL_SAMPLES_PER_PIXEL, 256, 0, 1 << 20, job=True),
+    # Bits per value of the detail waveform: 8 (what peaks.js and `audiowaveform -b 8` use) or 16.
+    Tunable("detail_bits", "job.detailBits", names.DETAIL_BITS, 8, 8, 16, job=True,
+            choices=(8, 16)),
     # Integrated loudness, loudness range and true peak in each analysis: on or off.
     Tunable("loudness", "job.loudness", names.LOUDNESS, True, 0, 1, job=True, switch=True),
     # The job's bounds on what it accepts (reasons for the defaults: audio/limits.py, config.py).
@@ -208,6 +224,8 @@ class QueueSpec:
     backoff_limit: int = _default("backoff_limit")
     #: Frames per point of the job's detail waveform (``.dat``); 0 stores none.
     detail_samples_per_pixel: int = _default("detail_samples_per_pixel")
+    #: Bits per value of the detail waveform (``WAVEFLOW_DETAIL_BITS``): 8 or 16.
+    detail_bits: int = _default("detail_bits")
     #: Whether the analysis measures loudness (``WAVEFLOW_LOUDNESS``).
     loudness: bool = bool(_default("loudness"))
     #: The job's bounds (``WAVEFLOW_MIN_SAMPLE_RATE`` …), passed to every job.
