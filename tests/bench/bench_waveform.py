@@ -8,8 +8,9 @@ over the baseline.
 
 Generates the files on the fly in a temporary directory (deleted afterwards), runs our command
 and ``baseline_waveform.py`` alternately (each after an untimed read of the file, so both find
-it in the page cache), and prints a table of medians: wall time, peak RSS, speed-up and times
-real time. Each process is measured by ``os.wait4`` (its own rusage); this
+it in the page cache), and prints a table of medians: wall time, CPU time (user + system of all
+threads: what the extra work costs a node even where it runs beside the decoding), peak RSS,
+speed-up and times real time. Each process is measured by ``os.wait4`` (its own rusage); this
 parent imports nothing heavy and generates the files in child processes, because Linux carries
 a parent's peak RSS over ``exec`` into the child's ``ru_maxrss``.
 
@@ -42,6 +43,10 @@ RSS_LIMIT_MIB = 64
 EXTRA_LIMIT = 0.25
 
 
+#: One whole process: wall seconds, peak RSS (MiB), CPU seconds (user + system, all threads).
+Run = tuple[float, float, float]
+
+
 @dataclass
 class Case:
     name: str
@@ -52,9 +57,9 @@ class Case:
     baseline: bool = True
     path: Path = Path()
     size: int = 0
-    ours: list[tuple[float, float]] = field(default_factory=list)  # (seconds, MiB), full
-    plain: list[tuple[float, float]] = field(default_factory=list)  # no detail, no loudness
-    base: list[tuple[float, float]] = field(default_factory=list)
+    ours: list[Run] = field(default_factory=list)  # full analysis
+    plain: list[Run] = field(default_factory=list)  # no detail, no loudness
+    base: list[Run] = field(default_factory=list)
     peaks_delta: float | None = None
     skipped_baseline: str = ""
 
@@ -111,8 +116,8 @@ def warm(path: Path) -> None:
             pass
 
 
-def measure(argv: list[str], path: Path) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MiB) of one whole process analysing ``path``."""
+def measure(argv: list[str], path: Path) -> Run:
+    """Wall seconds, peak RSS (MiB) and CPU seconds of one whole process analysing ``path``."""
     warm(path)
     start = time.perf_counter()
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
@@ -121,7 +126,7 @@ def measure(argv: list[str], path: Path) -> tuple[float, float]:
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise RuntimeError(f"{argv} exited {proc.returncode}")
-    return elapsed, usage.ru_maxrss / 1024
+    return elapsed, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
 
 
 def mem_available_gib() -> float:
@@ -158,22 +163,23 @@ def run(case: Case, runs: int, ours_cmd: list[str], directory: Path) -> None:
         case.peaks_delta = max(abs(x - y) for x, y in zip(a, b, strict=True))
 
 
-def median(values: list[tuple[float, float]], index: int) -> float:
+def median(values: list[Run], index: int) -> float:
     return statistics.median(v[index] for v in values)
 
 
 def report(all_cases: list[Case]) -> tuple[str, bool]:
     lines = [
         "| file | size | overview only (median s) | + detail + loudness (median s) | extra | "
-        "baseline (median s) | speed-up | target | ours peak RSS | baseline peak RSS | "
-        "x real time | max peaks diff |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "CPU s, overview only -> full (extra) | baseline (median s) | speed-up | target | "
+        "ours peak RSS | baseline peak RSS | x real time | max peaks diff |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     ok = True
     for c in all_cases:
         ours_s, ours_rss = median(c.ours, 0), max(v[1] for v in c.ours + c.plain)
         plain_s = median(c.plain, 0)
         extra = ours_s / plain_s - 1
+        plain_cpu, ours_cpu = median(c.plain, 2), median(c.ours, 2)
         base_s = median(c.base, 0) if c.base else None
         base_rss = max(v[1] for v in c.base) if c.base else None
         ratio = base_s / ours_s if base_s else None
@@ -184,6 +190,7 @@ def report(all_cases: list[Case]) -> tuple[str, bool]:
         lines.append(
             f"| {c.name} | {c.size / 1e6:,.0f} MB | {plain_s:.2f} | {ours_s:.2f} | "
             f"{extra:+.0%}{'' if cheap else ' MISSED'} | "
+            f"{plain_cpu:.2f} -> {ours_cpu:.2f} ({ours_cpu / plain_cpu - 1:+.0%}) | "
             f"{f'{base_s:.2f}' if base_s else c.skipped_baseline or 'n/a'} | "
             f"{f'{ratio:.1f}x' if ratio else '-'} | "
             f"{f'>={c.target}x' if c.target else '-'}{'' if met else ' MISSED'} | "
