@@ -21,8 +21,10 @@ frame count N, so N must be known before the first block:
 Sources that seek to an exact frame (raw PCM, FLAC, MP3 with a Xing header) with a trusted N
 are split into one range per available CPU (affinity and cgroup quota respected), decoded and
 reduced side by side in threads (libsndfile, ``readinto`` and numpy release the GIL) and
-merged; the result is identical to one sequential pass (tested). The passes themselves are in
-:mod:`waveflow_job.audio.passes`.
+merged; the result is identical to one sequential pass (tested). Every other source is decoded
+in one sequential pass; with 2+ CPUs its blocks are reduced in a second thread, a few blocks
+behind the decoder (FFmpeg and libsndfile release the GIL), again identical to one thread. The
+passes themselves are in :mod:`waveflow_job.audio.passes`.
 
 Float sources keep their scale: 1.0 is full scale, a sample beyond it is counted as clipped
 and drawn at the 8-bit limit, never rescaled. NaN or infinite samples have no truthful
@@ -157,7 +159,7 @@ def analyse_file(path: str | os.PathLike[str], num_peaks: int, *,
                 and info.frames >= max(PARALLEL_MIN_FRAMES, 2 * workers * plan.alignment)):
             passed = reduce_ranges(plan, info.frames, workers)
         else:
-            passed = reduce_once(plan, info.frames, max_frames, max_duration_seconds)
+            passed = reduce_once(plan, info.frames, max_frames, max_duration_seconds, workers)
         if isinstance(passed, int):
             decoded = passed
             if decoded == 0:
@@ -167,7 +169,7 @@ def analyse_file(path: str | os.PathLike[str], num_peaks: int, *,
                     ErrorCode.AUDIO_CORRUPT,
                     f"cut short: {info.container} declares {info.frames} frames, "
                     f"only {decoded} could be decoded")
-            passed = reduce_once(plan, decoded, max_frames, max_duration_seconds)
+            passed = reduce_once(plan, decoded, max_frames, max_duration_seconds, workers)
             if isinstance(passed, int):
                 raise AudioError(ErrorCode.AUDIO_CORRUPT,
                                  f"decoding is not repeatable: {decoded} then {passed} frames")

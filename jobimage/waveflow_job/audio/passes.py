@@ -2,7 +2,8 @@
 
 A :class:`Plan` knows what a decode pass must feed (the waveform accumulator, the detail
 waveform's sink under its size bound, the loudness meters); :func:`reduce_once` runs one
-sequential pass, :func:`reduce_ranges` splits a seekable source with an exact length into one
+sequential pass (on 2+ CPUs the decoder in one thread, the reduction a few blocks behind in
+another), :func:`reduce_ranges` splits a seekable source with an exact length into one
 range per CPU, reduced side by side in threads and merged (identical to one pass). Either
 returns the frame count instead when the source decoded to a different length than expected,
 so :func:`waveflow_job.waveform.analyse_file` can decode again with the length now known.
@@ -12,14 +13,16 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING
 
 from waveflow_job.contract import ErrorCode
 from waveflow_job.errors import AudioError
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from waveflow_job.audio.decode import AudioSource
     from waveflow_job.audio.detail import DetailSink, DetailWaveform
     from waveflow_job.audio.loudness import Loudness, LoudnessMeter
@@ -124,32 +127,63 @@ Finished = tuple["PeakResult", "Loudness | None", "DetailWaveform | None"]
 
 
 def reduce_once(plan: Plan, frames: int | None, max_frames: int | None,
-            max_seconds: float | None) -> Passed | int:
-    """One decode; the reduction when exactly ``frames`` frames came, else the count."""
-    from waveflow_job.audio.peaks import FrameCountExceeded, NonFiniteSamples
+                max_seconds: float | None, workers: int = 1) -> Passed | int:
+    """One decode; the reduction when exactly ``frames`` frames came, else the count.
+
+    With ``workers`` > 1 the reduction runs in a second thread, a few blocks behind the
+    decoder (:class:`~waveflow_job.audio.handoff.Handoff`): the same blocks in the same order,
+    so the same result, in the time of the slower side instead of both.
+    """
+    from waveflow_job.audio.handoff import Handoff
 
     info = plan.info
-    acc = plan.accumulator(frames) if frames else None
-    meter = plan.meter()
+    reduction = _Reduction(plan, frames)
     decoded = 0
-    for block in plan.source.blocks():
-        decoded += len(block)
-        if max_frames is not None and decoded > max_frames:
-            raise too_long(decoded / info.sample_rate, max_seconds or 0.0)
-        if acc is None:
-            continue
+    with ExitStack() as stack:
+        feed: Callable[[np.ndarray], None] = reduction.add
+        if workers > 1 and reduction.acc is not None:
+            feed = stack.enter_context(Handoff(reduction.add))
+            if not plan.source.fresh_blocks:  # the decoder reuses its buffer: hand a copy
+                feed = _copying(feed)
+        for block in plan.source.blocks():
+            decoded += len(block)
+            if max_frames is not None and decoded > max_frames:
+                raise too_long(decoded / info.sample_rate, max_seconds or 0.0)
+            if reduction.acc is not None:  # None once the stream outgrew its estimate
+                feed(block)
+    if reduction.acc is None or decoded != frames:
+        return decoded
+    return reduction.acc, [reduction.meter] if reduction.meter is not None else []
+
+
+class _Reduction:
+    """What one whole-stream pass feeds: the accumulator and the meter, until the stream proves
+    longer than expected (then the pass only counts, for a second one)."""
+
+    def __init__(self, plan: Plan, frames: int | None) -> None:
+        self.acc = plan.accumulator(frames) if frames else None
+        self.meter = plan.meter()
+
+    def add(self, block: np.ndarray) -> None:
+        from waveflow_job.audio.peaks import FrameCountExceeded, NonFiniteSamples
+
+        if self.acc is None:
+            return
         try:
-            columns = acc.add(block)
+            columns = self.acc.add(block)
         except FrameCountExceeded:
-            acc = None  # the estimate was short: keep counting for the second pass
-            continue
+            self.acc = None  # the estimate was short: keep counting for the second pass
+            return
         except NonFiniteSamples as exc:
             raise AudioError(ErrorCode.AUDIO_CORRUPT, f"not a valid signal: {exc}") from exc
-        if meter is not None:
-            meter.add(block, columns)
-    if acc is None or decoded != frames:
-        return decoded
-    return acc, [meter] if meter is not None else []
+        if self.meter is not None:
+            self.meter.add(block, columns)
+
+
+def _copying(feed: Callable[[np.ndarray], None]) -> Callable[[np.ndarray], None]:
+    def feed_copy(block: np.ndarray) -> None:
+        feed(block.copy(order="K"))  # keeps a planar block planar
+    return feed_copy
 
 
 def reduce_ranges(plan: Plan, frames: int, workers: int) -> Passed | int:

@@ -131,8 +131,11 @@ class PyAVSource(AudioSource):
 
     Decoded frames (1024 samples for AAC) go into FFmpeg's own FIFO and come out as one frame
     per block, so numpy sees a few large arrays instead of thousands of small ones. Blocks are
-    transposed planar arrays: ``(n, channels)`` views with contiguous channels.
+    transposed planar arrays: ``(n, channels)`` views with contiguous channels, each of a frame
+    of its own (the FIFO allocates every frame it reads).
     """
+
+    fresh_blocks = True
 
     def __init__(self, path: str, info: StreamInfo, dtype: str, opened: Any = None) -> None:
         super().__init__(path, info)

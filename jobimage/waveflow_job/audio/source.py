@@ -51,6 +51,9 @@ class AudioSource:
     #: True when ``blocks(start, stop)`` lands on exactly frame ``start`` (so ranges can be
     #: decoded side by side and add up to the whole stream, sample for sample).
     seekable = False
+    #: True when every block is a new array (not a view of a buffer the next block reuses), so
+    #: it may be kept, or reduced in another thread, while the next one is decoded.
+    fresh_blocks = False
 
     def __init__(self, path: str, info: StreamInfo) -> None:
         self.path = path
