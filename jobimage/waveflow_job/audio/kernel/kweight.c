@@ -1,102 +1,555 @@
 /* BS.1770 K-weighting: libebur128's filter (direct form II, double state, the coefficients
  * the caller computes as libebur128 does), the sum of squares of the last `window` frames of
- * every `step` frames. */
+ * every `step` frames.
+ *
+ * Why lanes and segments: the recursion is one multiply-add chain per channel, so a stereo
+ * frame alone fills only two lanes of a vector. A long block is cut into K time segments per
+ * channel, and every (channel, segment) pair is a lane: 8 lanes per AVX-512 vector, 4 with
+ * AVX2, 2 in plain C (SSE2, NEON). Segment 0 starts from the state carried between blocks;
+ * segment j > 0 starts from zero PRIMING frames before its first counted frame (the frames
+ * segment j - 1 counts), as LoudnessMeter.prime does for a range: the 38 Hz high-pass is a
+ * (nearly) critically damped double pole with a time constant of 4.2 ms, so the state error
+ * left after 200 ms is (1 + t/tau) exp(-t/tau) ~ 7e-20 of the state, below a double's
+ * rounding (tests/job/test_kweight_kernel.py: measured, and every width and segment count
+ * equal to one sequential lane and to libebur128). Each lane counts exactly the frames one
+ * sequential pass would; the squares of a step cut by a segment bound are summed in two parts.
+ * Lanes run out of step with each other: each has its own step and window bounds, handled
+ * between runs of frames (no lane's bookkeeping changes inside a run).
+ *
+ * The samples are converted to double, transposed so a vector holds one frame of every lane
+ * and filtered in registers, a vector of frames at a time (PLANAR and STEREO below); other
+ * layouts and the frames left over go through a tile in memory. */
 #include "kernel.h"
 
 #define STATE 5 /* per channel: v1..v4 of the filter, the running sum of squares */
 #define MAX_CHANNELS 64
+#define MAX_LANES 64
+#define MAX_SEGMENTS 16
+#define TILE 256 /* frames converted and filtered at a time (a multiple of every width) */
 
-/* Filters frames [0, n) of one channel; `count` says whether their squares are summed.
- * The recursion's critical path is one multiply-add per frame: the older terms are summed
- * first, the newest (a1 * v1) last. */
+/* One (channel, segment) lane. Loop time t is block frame `origin + t`; the lane primes its
+ * filter for t < count_from and ends at t == end. */
+struct lane {
+    const char *src; /* the channel's sample at block frame `origin` */
+    Py_ssize_t origin, count_from, end;
+    int channel;
+    int carries;  /* the block's last segment: its end state and open sum are carried */
+};
+
+/* How a group's lanes read their samples. ROWS: any strides, lane by lane, through memory;
+ * PLANAR: each lane's samples contiguous, a vector of frames per lane at a time, transposed
+ * in registers; STEREO: interleaved stereo frames, a lane pair (L, R) per segment, a vector
+ * of half as many frames per pair at a time. */
+enum mode { MODE_ROWS, MODE_PLANAR, MODE_STEREO };
+
+/* What every lane shares. */
+struct job {
+    enum kind k;
+    Py_ssize_t s0; /* bytes from one frame to the next */
+    enum mode mode;
+    double inv;
+    const double *co, *weights;
+    double *st, *energies, *carry; /* carry: per channel, the open step's sum at the end */
+    Py_ssize_t step, quiet, filled, done; /* quiet: frames of a step before its window */
+};
+
+/* count samples from p, `s0` bytes apart, times `inv`, into out. The multiply is libebur128's
+ * division by the full scale (a power of two: exact). Contiguous samples are converted in
+ * vectors. */
+#define CONVERT_LOOP(T)                                                                    \
+    do {                                                                                   \
+        if (s0 == (Py_ssize_t)sizeof(T)) {                                                 \
+            const T *src = (const T *)(const void *)p;                                     \
+            for (Py_ssize_t i = 0; i < count; i++) {                                       \
+                out[i] = (double)src[i] * inv;                                             \
+            }                                                                              \
+        } else {                                                                           \
+            for (Py_ssize_t i = 0; i < count; i++) {                                       \
+                T raw;                                                                     \
+                memcpy(&raw, p + i * s0, sizeof raw);                                      \
+                out[i] = (double)raw * inv;                                                \
+            }                                                                              \
+        }                                                                                  \
+    } while (0)
+
 static inline __attribute__((always_inline)) void
-filter_one(const char *p, Py_ssize_t s0, enum kind k, Py_ssize_t n, const double *co,
-           double inv, double *st, int count) {
-    const double b0 = co[0], b1 = co[1], b2 = co[2], b3 = co[3], b4 = co[4];
-    const double a1 = co[5], a2 = co[6], a3 = co[7], a4 = co[8];
-    double v1 = st[0], v2 = st[1], v3 = st[2], v4 = st[3], sum = st[4];
-#pragma GCC unroll 4
-    for (Py_ssize_t i = 0; i < n; i++, p += s0) {
-        double x = load(p, k) * inv;
-        double v0 = ((x - a4 * v4) - a3 * v3 - a2 * v2) - a1 * v1;
-        double y = b0 * v0 + b1 * v1 + b2 * v2 + b3 * v3 + b4 * v4;
-        v4 = v3; v3 = v2; v2 = v1; v1 = v0;
-        if (count) {
-            sum += y * y;
-        }
+convert(enum kind k, const char *p, Py_ssize_t s0, Py_ssize_t count, double inv,
+        double *restrict out) {
+    switch (k) {
+    case KIND_INT16: CONVERT_LOOP(int16_t); break;
+    case KIND_INT32: CONVERT_LOOP(int32_t); break;
+    default: CONVERT_LOOP(float); break;
     }
-    st[0] = v1; st[1] = v2; st[2] = v3; st[3] = v4; st[4] = sum;
 }
 
-/* The same for two channels at once, one in each lane of a 2-double vector: half the
- * instructions, the same arithmetic in each lane. */
-typedef double pair __attribute__((vector_size(16)));
-
-static inline __attribute__((always_inline)) void
-filter_two(const char *p, Py_ssize_t s0, Py_ssize_t s1, enum kind k, Py_ssize_t n,
-           const double *co, double inv, double *st, int count) {
-    const double b0 = co[0], b1 = co[1], b2 = co[2], b3 = co[3], b4 = co[4];
-    const double a1 = co[5], a2 = co[6], a3 = co[7], a4 = co[8];
-    pair v1 = {st[0], st[5]}, v2 = {st[1], st[6]}, v3 = {st[2], st[7]};
-    pair v4 = {st[3], st[8]}, sum = {st[4], st[9]};
-#pragma GCC unroll 4
-    for (Py_ssize_t i = 0; i < n; i++, p += s0) {
-        pair x = {load(p, k), load(p + s1, k)};
-        x *= inv;
-        pair v0 = ((x - a4 * v4) - a3 * v3 - a2 * v2) - a1 * v1;
-        pair y = b0 * v0 + b1 * v1 + b2 * v2 + b3 * v3 + b4 * v4;
-        v4 = v3; v3 = v2; v2 = v1; v1 = v0;
-        if (count) {
-            sum += y * y;
-        }
-    }
-    st[0] = v1[0]; st[1] = v2[0]; st[2] = v3[0]; st[3] = v4[0]; st[4] = sum[0];
-    st[5] = v1[1]; st[6] = v2[1]; st[7] = v3[1]; st[8] = v4[1]; st[9] = sum[1];
+/* Frames a lane still has among loop times [t, t + len). */
+static inline Py_ssize_t live_frames(const struct lane *ln, Py_ssize_t t, Py_ssize_t len) {
+    Py_ssize_t live = ln->end - t;
+    return live < 0 ? 0 : live > len ? len : live;
 }
 
-/* Every weighted channel of one stretch, two at a time where two neighbours both count. */
-HOT_CLONES static void filter_stretch(const char *base, Py_ssize_t s0, Py_ssize_t s1,
-                                      enum kind k, Py_ssize_t n, int ch, const double *co,
-                                      const double *weights, double inv, double *st,
-                                      int count) {
-    for (int c = 0; c < ch;) {
-        const char *p = base + c * s1;
-        double *sc = st + c * STATE;
-        if (weights[c] == 0.0) {
-            c++;
-            continue;
-        }
-        int two = c + 1 < ch && weights[c + 1] != 0.0;
-#define RUN(K)                                                                             \
-        if (two) { if (count) filter_two(p, s0, s1, K, n, co, inv, sc, 1);                  \
-                   else filter_two(p, s0, s1, K, n, co, inv, sc, 0); }                      \
-        else { if (count) filter_one(p, s0, K, n, co, inv, sc, 1);                          \
-               else filter_one(p, s0, K, n, co, inv, sc, 0); }
-        switch (k) {
-        case KIND_INT16: RUN(KIND_INT16) break;
-        case KIND_INT32: RUN(KIND_INT32) break;
-        default: RUN(KIND_FLOAT32) break;
-        }
-#undef RUN
-        c += two ? 2 : 1;
+/* One lane's samples for loop times [t, t + len) into row, zeros from its end on. */
+static inline __attribute__((always_inline)) void
+convert_lane(const struct job *job, const struct lane *ln, Py_ssize_t t, Py_ssize_t len,
+             double *restrict row) {
+    Py_ssize_t live = live_frames(ln, t, len);
+    convert(job->k, ln->src + t * job->s0, job->s0, live, job->inv, row);
+    for (Py_ssize_t i = live; i < len; i++) {
+        row[i] = 0.0;
     }
+}
+
+/* The next loop time after t at which a lane's bookkeeping changes (its priming ends, it
+ * ends, its step ends or its window opens). */
+static Py_ssize_t next_event(const struct job *job, const struct lane *ln, Py_ssize_t t) {
+    if (t >= ln->end) {
+        return PY_SSIZE_T_MAX;
+    }
+    Py_ssize_t next = ln->end;
+    if (t < ln->count_from && ln->count_from < next) {
+        next = ln->count_from;
+    }
+    Py_ssize_t phase = (job->filled + ln->origin + t) % job->step;
+    Py_ssize_t at = t + (phase < job->quiet ? job->quiet - phase : job->step - phase);
+    return at < next ? at : next;
+}
+
+/* A partial or whole step's sum of one lane, into the step's energy (or the carried sum when
+ * the step is still open at the end of the block). */
+static void deposit(const struct job *job, const struct lane *ln, Py_ssize_t step_index,
+                    double sum) {
+    const int channel = ln->channel;
+    if (job->weights[channel] == 0.0) {
+        return; /* filtered beside its neighbour in a stereo pair, not measured */
+    }
+    if (step_index < job->done) {
+        job->energies[step_index] += job->weights[channel] * sum;
+    } else {
+        job->carry[channel] += sum;
+    }
+}
+
+/* The bookkeeping of one lane at loop time t (frames [0, t) filtered): `v` its four delays,
+ * `sum` its squares since the last reset. */
+static void lane_events(const struct job *job, const struct lane *ln, Py_ssize_t t,
+                        double *v, double *sum) {
+    if (t > ln->end) {
+        return;
+    }
+    Py_ssize_t frame = ln->origin + t, phase = (job->filled + frame) % job->step;
+    if (t == ln->count_from) {
+        *sum = 0.0; /* priming over: what it summed is segment j - 1's */
+    }
+    if (t > ln->count_from && phase == 0) {
+        deposit(job, ln, (job->filled + frame) / job->step - 1, *sum);
+        *sum = 0.0;
+    }
+    if (t >= ln->count_from && t < ln->end && phase == job->quiet && job->quiet > 0) {
+        *sum = 0.0; /* the step's frames before its window are not measured */
+    }
+    if (t == ln->end) {
+        /* Only frames of the open step's window count: none if it has not reached it. */
+        double part = phase > job->quiet ? *sum : 0.0;
+        if (t > ln->count_from) {
+            deposit(job, ln, (job->filled + frame) / job->step, part);
+        }
+        if (ln->carries && job->weights[ln->channel] != 0.0) {
+            memcpy(job->st + ln->channel * STATE, v, 4 * sizeof(double));
+        }
+    }
+}
+
+/* Transposes of `lanes` vectors in registers: r[l][i] -> r[i][l]; and for STEREO the pairs
+ * of doubles of lanes / 2 vectors (each holding lanes / 2 frames of one segment's L and R):
+ * a[q] holds frames f of pair q, out[f] frame f of every pair. */
+typedef double tvec2 __attribute__((vector_size(16)));
+typedef long long tidx2 __attribute__((vector_size(16)));
+typedef double tvec4 __attribute__((vector_size(32)));
+typedef long long tidx4 __attribute__((vector_size(32)));
+typedef double tvec8 __attribute__((vector_size(64)));
+typedef long long tidx8 __attribute__((vector_size(64)));
+
+static inline __attribute__((always_inline)) void transpose_regs2(tvec2 *r) {
+    tvec2 x0 = __builtin_shuffle(r[0], r[1], (tidx2){0, 2});
+    tvec2 x1 = __builtin_shuffle(r[0], r[1], (tidx2){1, 3});
+    r[0] = x0;
+    r[1] = x1;
+}
+
+static inline __attribute__((always_inline)) void transpose_regs4(tvec4 *r) {
+    tvec4 u[4];
+    for (int l = 0; l < 4; l += 2) {
+        u[l] = __builtin_shuffle(r[l], r[l + 1], (tidx4){0, 4, 2, 6});
+        u[l + 1] = __builtin_shuffle(r[l], r[l + 1], (tidx4){1, 5, 3, 7});
+    }
+    r[0] = __builtin_shuffle(u[0], u[2], (tidx4){0, 1, 4, 5});
+    r[2] = __builtin_shuffle(u[0], u[2], (tidx4){2, 3, 6, 7});
+    r[1] = __builtin_shuffle(u[1], u[3], (tidx4){0, 1, 4, 5});
+    r[3] = __builtin_shuffle(u[1], u[3], (tidx4){2, 3, 6, 7});
+}
+
+static inline __attribute__((always_inline)) void transpose_regs8(tvec8 *r) {
+    tvec8 u[8], w[8];
+    /* pairs of rows at even frames (u[l]) and odd frames (u[l + 1]) */
+    for (int l = 0; l < 8; l += 2) {
+        u[l] = __builtin_shuffle(r[l], r[l + 1], (tidx8){0, 8, 2, 10, 4, 12, 6, 14});
+        u[l + 1] = __builtin_shuffle(r[l], r[l + 1], (tidx8){1, 9, 3, 11, 5, 13, 7, 15});
+    }
+    /* quads of rows: w[h] frames 0 and 4, w[h + 1] 1 and 5, w[h + 2] 2 and 6, w[h + 3] 3, 7 */
+    for (int h = 0; h < 8; h += 4) {
+        for (int odd = 0; odd < 2; odd++) {
+            tvec8 a = u[h + odd], b = u[h + 2 + odd];
+            w[h + odd] = __builtin_shuffle(a, b, (tidx8){0, 1, 8, 9, 4, 5, 12, 13});
+            w[h + 2 + odd] = __builtin_shuffle(a, b, (tidx8){2, 3, 10, 11, 6, 7, 14, 15});
+        }
+    }
+    for (int q = 0; q < 4; q++) { /* w[q]: frames q and q + 4 of rows 0-3, w[q + 4] of 4-7 */
+        r[q] = __builtin_shuffle(w[q], w[q + 4], (tidx8){0, 1, 2, 3, 8, 9, 10, 11});
+        r[q + 4] = __builtin_shuffle(w[q], w[q + 4], (tidx8){4, 5, 6, 7, 12, 13, 14, 15});
+    }
+}
+
+static inline __attribute__((always_inline)) void pairs_regs2(const tvec2 *a, tvec2 *out) {
+    out[0] = a[0];
+}
+
+static inline __attribute__((always_inline)) void pairs_regs4(const tvec4 *a, tvec4 *out) {
+    out[0] = __builtin_shuffle(a[0], a[1], (tidx4){0, 1, 4, 5});
+    out[1] = __builtin_shuffle(a[0], a[1], (tidx4){2, 3, 6, 7});
+}
+
+static inline __attribute__((always_inline)) void pairs_regs8(const tvec8 *a, tvec8 *out) {
+    tvec8 b[4];
+    for (int q = 0; q < 4; q += 2) { /* b[q]: frames 0, 2 of pairs q, q + 1; b[q + 1]: 1, 3 */
+        b[q] = __builtin_shuffle(a[q], a[q + 1], (tidx8){0, 1, 8, 9, 4, 5, 12, 13});
+        b[q + 1] = __builtin_shuffle(a[q], a[q + 1], (tidx8){2, 3, 10, 11, 6, 7, 14, 15});
+    }
+    out[0] = __builtin_shuffle(b[0], b[2], (tidx8){0, 1, 2, 3, 8, 9, 10, 11});
+    out[2] = __builtin_shuffle(b[0], b[2], (tidx8){4, 5, 6, 7, 12, 13, 14, 15});
+    out[1] = __builtin_shuffle(b[1], b[3], (tidx8){0, 1, 2, 3, 8, 9, 10, 11});
+    out[3] = __builtin_shuffle(b[1], b[3], (tidx8){4, 5, 6, 7, 12, 13, 14, 15});
+}
+
+/* One frame of every lane through the filter. The recursion's critical path is one
+ * multiply-add per frame: the older terms are summed first, the newest (a1 * v1) last. */
+#define FILTER_STEP(xv)                                                                    \
+    do {                                                                                   \
+        __typeof__(v1) v0 = (((xv) - a4 * v4) - a3 * v3 - a2 * v2) - a1 * v1;              \
+        __typeof__(v1) y = b0 * v0 + b1 * v1 + b2 * v2 + b3 * v3 + b4 * v4;                \
+        v4 = v3; v3 = v2; v2 = v1; v1 = v0;                                                \
+        sum += y * y;                                                                      \
+    } while (0)
+
+#define LOAD_STATE(T)                                                                      \
+    const double b0 = co[0], b1 = co[1], b2 = co[2], b3 = co[3], b4 = co[4];               \
+    const double a1 = co[5], a2 = co[6], a3 = co[7], a4 = co[8];                           \
+    T v1, v2, v3, v4, sum;                                                                 \
+    memcpy(&v1, v + 0 * (sizeof(T) / 8), sizeof v1);                                       \
+    memcpy(&v2, v + 1 * (sizeof(T) / 8), sizeof v2);                                       \
+    memcpy(&v3, v + 2 * (sizeof(T) / 8), sizeof v3);                                       \
+    memcpy(&v4, v + 3 * (sizeof(T) / 8), sizeof v4);                                       \
+    memcpy(&sum, sums, sizeof sum)
+
+#define STORE_STATE(T)                                                                     \
+    memcpy(v + 0 * (sizeof(T) / 8), &v1, sizeof v1);                                       \
+    memcpy(v + 1 * (sizeof(T) / 8), &v2, sizeof v2);                                       \
+    memcpy(v + 2 * (sizeof(T) / 8), &v3, sizeof v3);                                       \
+    memcpy(v + 3 * (sizeof(T) / 8), &v4, sizeof v4);                                       \
+    memcpy(sums, &sum, sizeof sum)
+
+/* `lanes` int16 samples as doubles: GCC would convert a vector of int16 to double through
+ * scalars, or split it; on x86 the two instructions that do it. */
+typedef int16_t h16x2 __attribute__((vector_size(4)));
+typedef int32_t i32x2v __attribute__((vector_size(8)));
+static inline __attribute__((always_inline)) tvec2 widen16_2(const char *p) {
+    h16x2 raw;
+    memcpy(&raw, p, sizeof raw);
+    return __builtin_convertvector(__builtin_convertvector(raw, i32x2v), tvec2);
+}
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#include <immintrin.h>
+static inline __attribute__((always_inline, target("avx2,fma"))) tvec4
+widen16_4(const char *p) {
+    return (tvec4)_mm256_cvtepi32_pd(_mm_cvtepi16_epi32(_mm_loadl_epi64((const void *)p)));
+}
+static inline __attribute__((always_inline, target("avx512f,fma"))) tvec8
+widen16_8(const char *p) {
+    return (tvec8)_mm512_cvtepi32_pd(_mm256_cvtepi16_epi32(_mm_loadu_si128((const void *)p)));
+}
+#endif
+
+/* Zeros an idle (or ended) lane reads in PLANAR and STEREO mode. */
+static const char idle_samples[128] __attribute__((aligned(64)));
+
+/* Per vector width `lanes`: the filter over transposed samples in memory (ROWS mode and the
+ * frames of a run that do not fill a vector of frames), the register-only path of PLANAR and
+ * STEREO mode, and a group of up to `lanes` lanes from their start to their end. */
+#define DEFINE_GROUP(lanes, target)                                                        \
+    typedef int32_t i32x##lanes __attribute__((vector_size(4 * (lanes))));                 \
+    typedef float f32x##lanes __attribute__((vector_size(4 * (lanes))));                   \
+                                                                                           \
+    target static inline __attribute__((always_inline)) void                               \
+    filter##lanes(const double *restrict x, Py_ssize_t len, const double *co,              \
+                  double *restrict v, double *restrict sums) {                             \
+        LOAD_STATE(tvec##lanes);                                                           \
+        _Pragma("GCC unroll 4")                                                            \
+        for (Py_ssize_t i = 0; i < len; i++) {                                             \
+            tvec##lanes xv;                                                                \
+            memcpy(&xv, x + i * (lanes), sizeof xv);                                       \
+            FILTER_STEP(xv);                                                               \
+        }                                                                                  \
+        STORE_STATE(tvec##lanes);                                                          \
+    }                                                                                      \
+                                                                                           \
+    /* `lanes` consecutive samples at p as doubles times inv. */                           \
+    target static inline __attribute__((always_inline)) tvec##lanes                        \
+    load##lanes(const char *p, const enum kind k, double inv) {                            \
+        tvec##lanes out;                                                                   \
+        if (k == KIND_INT16) {                                                             \
+            out = widen16_##lanes(p);                                                      \
+        } else if (k == KIND_INT32) {                                                      \
+            i32x##lanes raw;                                                               \
+            memcpy(&raw, p, sizeof raw);                                                   \
+            out = __builtin_convertvector(raw, tvec##lanes);                               \
+        } else {                                                                           \
+            f32x##lanes raw;                                                               \
+            memcpy(&raw, p, sizeof raw);                                                   \
+            out = __builtin_convertvector(raw, tvec##lanes);                               \
+        }                                                                                  \
+        return out * inv;                                                                  \
+    }                                                                                      \
+                                                                                           \
+    /* `chunks` x `lanes` frames from loop time t, no event among them: loaded a vector    \
+     * per lane (PLANAR) or two per pair (STEREO), transposed and filtered in registers. */ \
+    target static inline __attribute__((always_inline)) void                               \
+    fused##lanes(const struct job *job, const struct lane *ln, int n, Py_ssize_t t,        \
+                 Py_ssize_t chunks, const enum mode mode, const enum kind k,               \
+                 double *restrict v, double *restrict sums) {                              \
+        const double *co = job->co, inv = job->inv;                                        \
+        const Py_ssize_t item = k == KIND_INT16 ? 2 : 4;                                   \
+        const char *p[lanes];                                                              \
+        Py_ssize_t advance[lanes];                                                         \
+        const int streams = mode == MODE_STEREO ? (lanes) / 2 : (lanes);                   \
+        const int per = mode == MODE_STEREO ? 2 : 1; /* lanes per stream */                \
+        for (int q = 0; q < streams; q++) {                                                \
+            const struct lane *l = &ln[q * per];                                           \
+            int live = q * per < n && t < l->end;                                          \
+            p[q] = live ? l->src + t * job->s0 : idle_samples;                             \
+            advance[q] = live ? (lanes) * job->s0 : 0;                                     \
+        }                                                                                  \
+        LOAD_STATE(tvec##lanes);                                                           \
+        for (Py_ssize_t c = 0; c < chunks; c++) {                                          \
+            tvec##lanes x[lanes];                                                          \
+            if (mode == MODE_STEREO) {                                                     \
+                tvec##lanes a[lanes];                                                      \
+                for (int q = 0; q < (lanes) / 2; q++) {                                    \
+                    const char *at = p[q] + c * advance[q];                                \
+                    a[q] = load##lanes(at, k, inv);                                        \
+                    a[q + (lanes) / 2] = load##lanes(at + (advance[q] ? (lanes) * item : 0), \
+                                                     k, inv);                              \
+                }                                                                          \
+                pairs_regs##lanes(a, x);                                                   \
+                pairs_regs##lanes(a + (lanes) / 2, x + (lanes) / 2);                       \
+            } else {                                                                       \
+                for (int l = 0; l < (lanes); l++) {                                        \
+                    x[l] = load##lanes(p[l] + c * advance[l], k, inv);                     \
+                }                                                                          \
+                transpose_regs##lanes(x);                                                  \
+            }                                                                              \
+            for (int f = 0; f < (lanes); f++) {                                            \
+                FILTER_STEP(x[f]);                                                         \
+            }                                                                              \
+        }                                                                                  \
+        STORE_STATE(tvec##lanes);                                                          \
+    }                                                                                      \
+                                                                                           \
+    target static void group##lanes(const struct job *job, const struct lane *ln, int n) { \
+        double rows[lanes][TILE] __attribute__((aligned(64)));                             \
+        double x[TILE * (lanes)] __attribute__((aligned(64)));                             \
+        double v[4 * (lanes)], sums[lanes], lane_v[4];                                     \
+        Py_ssize_t stop = 0;                                                               \
+        memset(v, 0, sizeof v);                                                            \
+        memset(sums, 0, sizeof sums);                                                      \
+        for (int l = 0; l < n; l++) {                                                      \
+            stop = ln[l].end > stop ? ln[l].end : stop;                                    \
+            if (ln[l].origin == 0) { /* segment 0 continues the carried state */           \
+                const double *s = job->st + ln[l].channel * STATE;                         \
+                for (int d = 0; d < 4; d++) {                                              \
+                    v[d * (lanes) + l] = s[d];                                             \
+                }                                                                          \
+                sums[l] = s[4];                                                            \
+            }                                                                              \
+        }                                                                                  \
+        memset(rows, 0, sizeof rows); /* idle lanes, and the tail of a partial vector */   \
+        for (Py_ssize_t t = 0; t < stop;) {                                                \
+            Py_ssize_t next = t + TILE < stop ? t + TILE : stop;                           \
+            for (int l = 0; l < n; l++) {                                                  \
+                Py_ssize_t e = next_event(job, &ln[l], t);                                 \
+                next = e < next ? e : next;                                                \
+            }                                                                              \
+            Py_ssize_t chunks = job->mode == MODE_ROWS ? 0 : (next - t) / (lanes);         \
+            if (chunks) {                                                                  \
+                switch (job->mode * 3 + job->k) {                                          \
+                case MODE_PLANAR * 3 + KIND_INT16:                                         \
+                    fused##lanes(job, ln, n, t, chunks, MODE_PLANAR, KIND_INT16, v, sums); \
+                    break;                                                                 \
+                case MODE_PLANAR * 3 + KIND_INT32:                                         \
+                    fused##lanes(job, ln, n, t, chunks, MODE_PLANAR, KIND_INT32, v, sums); \
+                    break;                                                                 \
+                case MODE_PLANAR * 3 + KIND_FLOAT32:                                       \
+                    fused##lanes(job, ln, n, t, chunks, MODE_PLANAR, KIND_FLOAT32, v, sums); \
+                    break;                                                                 \
+                case MODE_STEREO * 3 + KIND_INT16:                                         \
+                    fused##lanes(job, ln, n, t, chunks, MODE_STEREO, KIND_INT16, v, sums); \
+                    break;                                                                 \
+                case MODE_STEREO * 3 + KIND_INT32:                                         \
+                    fused##lanes(job, ln, n, t, chunks, MODE_STEREO, KIND_INT32, v, sums); \
+                    break;                                                                 \
+                default:                                                                   \
+                    fused##lanes(job, ln, n, t, chunks, MODE_STEREO, KIND_FLOAT32, v, sums); \
+                    break;                                                                 \
+                }                                                                          \
+            }                                                                              \
+            Py_ssize_t from = t + chunks * (lanes), len = next - from;                     \
+            if (len > 0) {                                                                 \
+                for (int l = 0; l < n; l++) {                                              \
+                    convert_lane(job, &ln[l], from, len, rows[l]);                         \
+                }                                                                          \
+                transpose##lanes(rows, len, x);                                            \
+                filter##lanes(x, len, job->co, v, sums);                                   \
+            }                                                                              \
+            t = next;                                                                      \
+            for (int l = 0; l < n; l++) {                                                  \
+                for (int d = 0; d < 4; d++) {                                              \
+                    lane_v[d] = v[d * (lanes) + l];                                        \
+                }                                                                          \
+                lane_events(job, &ln[l], t, lane_v, &sums[l]);                             \
+            }                                                                              \
+        }                                                                                  \
+    }
+
+/* rows[l][i] -> x[i * lanes + l] for i < len, whole vectors at a time (rows hold TILE). */
+#define DEFINE_TRANSPOSE(lanes)                                                            \
+    static inline __attribute__((always_inline)) void                                      \
+    transpose##lanes(double (*rows)[TILE], Py_ssize_t len, double *x) {                    \
+        for (Py_ssize_t i = 0; i < len; i += (lanes)) {                                    \
+            tvec##lanes r[lanes];                                                          \
+            for (int l = 0; l < (lanes); l++) {                                            \
+                memcpy(&r[l], rows[l] + i, sizeof r[l]);                                   \
+            }                                                                              \
+            transpose_regs##lanes(r);                                                      \
+            memcpy(x + (lanes) * i, r, sizeof r);                                          \
+        }                                                                                  \
+    }
+
+DEFINE_TRANSPOSE(2)
+DEFINE_TRANSPOSE(4)
+DEFINE_TRANSPOSE(8)
+
+DEFINE_GROUP(2, )
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define X86_KERNELS 1
+DEFINE_GROUP(4, __attribute__((target("avx2,fma"))))
+DEFINE_GROUP(8, __attribute__((target("avx512f,fma"))))
+#endif
+
+typedef void (*group_fn)(const struct job *, const struct lane *, int);
+
+/* The widest vector this CPU runs (or `want`, 0 for the widest; 0 when it cannot). */
+static int choose_width(int want) {
+    int widest = 2;
+#ifdef X86_KERNELS
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma")) {
+        widest = 8;
+    } else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        widest = 4;
+    }
+#endif
+    if (want == 0) {
+        return widest;
+    }
+    return (want == 2 || want == 4 || want == 8) && want <= widest ? want : 0;
+}
+
+static group_fn group_for(int width) {
+#ifdef X86_KERNELS
+    if (width == 8) {
+        return group8;
+    }
+    if (width == 4) {
+        return group4;
+    }
+#endif
+    return group2;
+}
+
+/* Frames a segment's filter runs before it counts: 200 ms (see the top of this file). */
+static Py_ssize_t priming_frames(Py_ssize_t step) {
+    return 2 * step;
+}
+
+/* The loop length of each lane when n frames are cut into k segments: segment 0 counts
+ * `first` frames, every later one primes then counts first - priming (the last: the rest).
+ * 0 when k segments do not fit. */
+static Py_ssize_t segment_length(Py_ssize_t n, Py_ssize_t priming, int k) {
+    if (k == 1) {
+        return n;
+    }
+    Py_ssize_t first = (n + (k - 1) * priming + k - 1) / k;
+    Py_ssize_t middle = first - priming;
+    Py_ssize_t last = n - first - (k - 2) * middle;
+    return middle >= 1 && last >= 1 ? first : 0;
+}
+
+/* The number of segments with the fewest vector steps (`want` if it fits, when given). */
+static int choose_segments(Py_ssize_t n, Py_ssize_t priming, int measured, int width,
+                           int want) {
+    if (want > 0) {
+        while (want > 1 && (want * measured > MAX_LANES ||
+                            segment_length(n, priming, want) == 0)) {
+            want--;
+        }
+        return want;
+    }
+    int best = 1;
+    double best_cost = (double)((measured + width - 1) / width) * (double)n;
+    for (int k = 2; k <= MAX_SEGMENTS && k * measured <= MAX_LANES; k++) {
+        Py_ssize_t len = segment_length(n, priming, k);
+        double cost = (double)((k * measured + width - 1) / width) * (double)len;
+        if (len > 0 && cost < best_cost) {
+            best = k;
+            best_cost = cost;
+        }
+    }
+    return best;
 }
 
 const char wf_kweight_doc[] =
-"kweight(samples, inv_scale, coeffs, weights, state, step, window, filled, energies)\n"
-"-> (steps, filled)\n\n"
+"kweight(samples, inv_scale, coeffs, weights, state, step, window, filled, energies,\n"
+"        width=0, segments=0) -> (steps, filled)\n\n"
 "K-weight the (frames, channels) block `samples`, each sample times `inv_scale`.\n"
 "`coeffs`: b0..b4, a1..a4; `weights`: per channel (0: not filtered); `state`: channels x 5\n"
 "doubles carried between blocks; `filled`: frames of the current step already seen. Each\n"
 "completed step of `step` frames writes the weighted mean square of its last `window`\n"
-"frames to `energies`; returns how many, and the frames filled in the step now open.";
+"frames to `energies`; returns how many, and the frames filled in the step now open.\n"
+"`width` (2, 4 or 8 doubles per vector) and `segments` (per channel) force what is\n"
+"otherwise chosen for the CPU and the block (tests: every path gives the same energies).";
 
 PyObject *wf_kweight(PyObject *self, PyObject *args) {
     PyObject *samples_o, *coeffs_o, *weights_o, *state_o, *energies_o;
     double inv;
     Py_ssize_t step, window, filled;
-    if (!PyArg_ParseTuple(args, "OdOOOnnnO", &samples_o, &inv, &coeffs_o, &weights_o, &state_o,
-                          &step, &window, &filled, &energies_o)) {
+    int want_width = 0, want_segments = 0;
+    if (!PyArg_ParseTuple(args, "OdOOOnnnO|ii", &samples_o, &inv, &coeffs_o, &weights_o,
+                          &state_o, &step, &window, &filled, &energies_o, &want_width,
+                          &want_segments)) {
+        return NULL;
+    }
+    int width = choose_width(want_width);
+    if (width == 0 || want_segments < 0) {
+        PyErr_SetString(PyExc_ValueError, "width: 0, 2, 4 or 8 (up to the CPU's); segments >= 0");
         return NULL;
     }
     Py_buffer sv, cv, wv, stv, ev;
@@ -139,47 +592,83 @@ PyObject *wf_kweight(PyObject *self, PyObject *args) {
         goto fail_state;
     }
 
-    const double *co = cv.buf, *weights = wv.buf;
-    double *st = stv.buf, *energies = ev.buf;
-    const char *base = sv.buf;
-    Py_ssize_t s0 = sv.strides[0], s1 = sv.strides[1], at = 0, done = 0;
-    Py_BEGIN_ALLOW_THREADS
-    FTZ_ON
-    while (at < n) {
-        Py_ssize_t quiet = step - window; /* frames of a step before its window */
-        Py_ssize_t take;
-        int count = filled >= quiet;
-        take = count ? step - filled : quiet - filled;
-        if (take > n - at) {
-            take = n - at;
-        }
-        filter_stretch(base + at * s0, s0, s1, k, take, ch, co, weights, inv, st, count);
-        at += take;
-        filled += take;
-        if (filled == step) {
-            double sum = 0.0;
-            for (int c = 0; c < ch; c++) {
-                sum += st[c * STATE + 4] * weights[c];
-                st[c * STATE + 4] = 0.0;
-            }
-            energies[done++] = sum / (double)window;
-            filled = 0;
+    double carry[MAX_CHANNELS];
+    struct job job = {
+        .k = k, .s0 = sv.strides[0], .inv = inv, .co = cv.buf, .weights = wv.buf,
+        .st = stv.buf, .energies = ev.buf, .carry = carry, .step = step,
+        .quiet = step - window, .filled = filled, .done = steps_max,
+    };
+    int measured = 0, channels[MAX_CHANNELS];
+    for (int c = 0; c < ch; c++) {
+        if (job.weights[c] != 0.0) {
+            channels[measured++] = c;
         }
     }
+    job.mode = sv.strides[0] == sv.itemsize ? MODE_PLANAR : MODE_ROWS;
+    int lane_channels = measured;
+    if (ch == 2 && sv.strides[0] == 2 * sv.itemsize && sv.strides[1] == sv.itemsize) {
+        job.mode = MODE_STEREO; /* both channels, in pairs, even if one is not measured */
+        lane_channels = 2;
+        channels[0] = 0;
+        channels[1] = 1;
+    }
+    Py_ssize_t priming = priming_frames(step);
+    if (n == 0) {
+        measured = lane_channels = 0; /* nothing to filter: the state stays as it is */
+    }
+    int segments = measured ? choose_segments(n, priming, lane_channels, width, want_segments)
+                            : 1;
+    Py_ssize_t first = segment_length(n, priming, segments);
+    Py_BEGIN_ALLOW_THREADS
+    FTZ_ON
+    /* Lanes channel-major, (c0 s0) (c0 s1) ... (c1 s0) ..., or for STEREO segment-major,
+     * (L s0) (R s0) (L s1) (R s1) ... */
+    struct lane lanes[MAX_LANES];
+    int nl = 0;
+    for (int i = 0; i < lane_channels * segments; i++) {
+        int stereo = job.mode == MODE_STEREO;
+        int s = stereo ? i / 2 : i % segments, c = stereo ? i % 2 : channels[i / segments];
+        Py_ssize_t begin = s == 0 ? 0 : first + (s - 1) * (first - priming);
+        Py_ssize_t stop = s == segments - 1 ? n : s == 0 ? first : begin + first - priming;
+        struct lane *ln = &lanes[nl++];
+        ln->origin = s == 0 ? 0 : begin - priming;
+        ln->count_from = s == 0 ? 0 : priming;
+        ln->end = stop - ln->origin;
+        ln->channel = c;
+        ln->carries = s == segments - 1;
+        ln->src = (const char *)sv.buf + ln->origin * sv.strides[0] + c * sv.strides[1];
+        carry[c] = 0.0;
+    }
+    for (Py_ssize_t i = 0; i < steps_max; i++) {
+        job.energies[i] = 0.0;
+    }
+    group_fn run = group_for(width);
+    for (int l = 0; l < nl; l += width) {
+        run(&job, lanes + l, nl - l < width ? nl - l : width);
+    }
+    for (int c = 0; c < ch && n > 0; c++) {
+        if (job.weights[c] != 0.0) {
+            job.st[c * STATE + 4] = carry[c];
+        }
+    }
+    for (Py_ssize_t i = 0; i < steps_max; i++) {
+        job.energies[i] /= (double)window;
+    }
     for (int c = 0; c < ch * STATE; c++) { /* as libebur128 after every block */
-        if (fabs(st[c]) < DBL_MIN) {
-            st[c] = 0.0;
+        if (fabs(job.st[c]) < DBL_MIN) {
+            job.st[c] = 0.0;
         }
     }
     FTZ_OFF
     Py_END_ALLOW_THREADS
+    filled = (filled + n) % step;
 
     PyBuffer_Release(&ev);
     PyBuffer_Release(&stv);
     PyBuffer_Release(&wv);
     PyBuffer_Release(&cv);
     PyBuffer_Release(&sv);
-    return Py_BuildValue("nn", done, filled);
+    return Py_BuildValue("nn", steps_max, filled);
 
 fail_state:
     PyBuffer_Release(&stv);
