@@ -1,14 +1,40 @@
 /* The true peak: libebur128's polyphase interpolator (double accumulation, the result rounded
- * to float32), evaluated only on 16-frame chunks whose bound can beat the peak found so far. */
+ * to float32), evaluated only where a bound says it can beat the peak found so far.
+ *
+ * Most of the audio is never converted, let alone interpolated. Per region of up to 256 Ki
+ * frames: the extremes of every 256-frame block on the raw samples (int16, int32, or float32
+ * through an integer key that orders them; vectorised), which give the region's sample peak
+ * before anything is interpolated; then the blocks whose bound beats the peak, the one with the
+ * highest bound first: their range bound, then their curvature bound (second differences on the
+ * raw samples); a block that passes both is converted once, each 16-frame chunk of it bounded
+ * by the tighter of the two, and only the chunks whose bound still beats the peak are
+ * interpolated. A region holding a NaN or an infinity is interpolated in full.
+ *
+ * The range bound: an interpolated value is y = sum_t c_t x_t over a window of samples that all
+ * lie in [l, h]. With m = (h + l) / 2, y = m * sum_t c_t + sum_t c_t (x_t - m) and |x_t - m| <=
+ * (h - l) / 2, so |y| <= |h + l| / 2 * S + (h - l) / 2 * G, with S = |sum of the phase's taps|
+ * and G = sum of |taps| (the largest of each over the phases). The curvature bound: see
+ * curvature_terms. A window reaches taps - 1 frames back: for a block into the block before it,
+ * for a chunk into the one (4x) or two (2x) before it, or into the history; their extremes and
+ * second differences are included. A NaN bound never counts as beaten. Both bounds are
+ * computed from the converted (float32-rounded) samples the interpolator reads, or within a
+ * few float32 ulps of the largest sample from the raw ones; BOUND_SLACK covers that and the
+ * rounding of the values to float32. */
 #include "kernel.h"
 
+#include <stdlib.h>
+
 #define CHUNK 16
-#define SLICE 2048
+#define BLOCK 256          /* 16 chunks */
+#define REGION_BLOCKS 1024 /* blocks ranked together: 256 Ki frames */
+#define PIECE 65536        /* frames of a strided buffer copied to contiguous memory at a time */
 #define MAX_TAPS 24
 #define MAX_PHASES 3
-/* The bound is computed in double from float32 samples; the interpolated values are rounded
- * to float32 afterwards: this slack covers that rounding. */
+/* The bounds are computed in double (the block's curvature from raw samples, within 3 float32
+ * ulps of the largest: ~4e-7 of the peak); the interpolated values are rounded to float32
+ * afterwards (6e-8): this relative slack covers both. */
 #define BOUND_SLACK (1.0 + 1e-6)
+#define AI inline __attribute__((always_inline))
 
 struct interpolator {
     int taps;   /* coefficients per phase, newest sample first */
@@ -17,6 +43,9 @@ struct interpolator {
     double sum[MAX_PHASES]; /* |sum of the phase's taps| */
     double abs[MAX_PHASES]; /* sum of |taps| */
     double sum_max, abs_max; /* the largest of each over the phases: the bound of all */
+    /* The curvature bound (see curvature_terms): |alpha| + |beta| and sum of |e_j|, the largest
+     * over the phases. */
+    double pair_max, curve_max;
 };
 
 /* The largest |interpolated value| of the 16 frames at x[0..15] (x[-taps+1..-1] before them),
@@ -70,33 +99,6 @@ DEFINE_CHUNK_PEAK(2)
 DEFINE_CHUNK_PEAK(4)
 DEFINE_CHUNK_PEAK(8)
 
-/* Largest and smallest of the 16 samples at x (NaN never wins a comparison: ignored). */
-#define DEFINE_EXTREMES(lanes)                                                             \
-    static inline __attribute__((always_inline)) void                                      \
-    extremes##lanes(const double *x, double *hi, double *lo) {                             \
-        vec##lanes top, bottom;                                                            \
-        memcpy(&top, x, sizeof top);                                                       \
-        bottom = top;                                                                      \
-        for (int v = 1; v < CHUNK / (lanes); v++) {                                        \
-            vec##lanes xv;                                                                 \
-            memcpy(&xv, x + v * (lanes), sizeof xv);                                       \
-            mask##lanes more = xv > top, less = xv < bottom;                               \
-            top = (vec##lanes)(((mask##lanes)xv & more) | ((mask##lanes)top & ~more));     \
-            bottom = (vec##lanes)(((mask##lanes)xv & less) | ((mask##lanes)bottom & ~less)); \
-        }                                                                                  \
-        double h = top[0], l = bottom[0];                                                  \
-        for (int i = 1; i < (lanes); i++) {                                                \
-            h = top[i] > h ? top[i] : h;                                                   \
-            l = bottom[i] < l ? bottom[i] : l;                                             \
-        }                                                                                  \
-        *hi = h;                                                                           \
-        *lo = l;                                                                           \
-    }
-
-DEFINE_EXTREMES(2)
-DEFINE_EXTREMES(4)
-DEFINE_EXTREMES(8)
-
 /* The interpolated peak of one partial chunk (the end of a block), frame by frame. */
 static inline __attribute__((always_inline)) double
 tail_peak(const double *x, Py_ssize_t len, const struct interpolator *ip, const int taps,
@@ -115,111 +117,35 @@ tail_peak(const double *x, Py_ssize_t len, const struct interpolator *ip, const 
     return m;
 }
 
-/* The peak over one slice: x[0..n) are the new samples, x[-taps..-1] the ones before.
- *
- * First the extremes of every 16-frame chunk (and the sample peak from them); a chunk's
- * windows reach back taps - 1 frames, into the chunk before it (4x) or the two before (2x),
- * or the history, so the union of those chunks' extremes bounds every value interpolated in
- * it. The chunk with the highest bound is interpolated first (it usually holds the slice's
- * peak), then every other chunk whose bound still beats the peak. */
-static inline __attribute__((always_inline)) double
-slice_peak(const double *x, Py_ssize_t n, const struct interpolator *ip, double peak,
-           const int taps, const int phases, const int lanes) {
-    enum { MAX_CHUNKS = SLICE / CHUNK };
-    double hi[MAX_CHUNKS], lo[MAX_CHUNKS], bound[MAX_CHUNKS];
-    Py_ssize_t chunks = (n + CHUNK - 1) / CHUNK, full = n / CHUNK;
-    double top = 0.0;
-    for (Py_ssize_t j = 0; j < chunks; j++) {
-        if (j < full) {
-            if (lanes == 8) extremes8(x + j * CHUNK, &hi[j], &lo[j]);
-            else if (lanes == 4) extremes4(x + j * CHUNK, &hi[j], &lo[j]);
-            else extremes2(x + j * CHUNK, &hi[j], &lo[j]);
-        } else {
-            double h = x[j * CHUNK], l = h;
-            for (Py_ssize_t i = j * CHUNK + 1; i < n; i++) {
-                h = x[i] > h ? x[i] : h;
-                l = x[i] < l ? x[i] : l;
-            }
-            hi[j] = h;
-            lo[j] = l;
+/* The curvature bound of one phase. Write the window x_0..x_{T-1} (x_t: t samples back) from
+ * its centre pair x_a, x_{a+1} (a = T/2 - 1) and its second differences d_j = x_{j-1} - 2 x_j +
+ * x_{j+1} (j = 1..T-2), by summing twice outwards:
+ *   x_t = x_a - (a - t)(x_{a+1} - x_a) + sum_{j=t+1..a} (j - t) d_j          (t <= a)
+ *   x_t = x_{a+1} + (t - a - 1)(x_{a+1} - x_a) + sum_{j=a+1..t-1} (t - j) d_j  (t > a).
+ * Then y = sum_t c_t x_t = alpha x_a + beta x_{a+1} + sum_j e_j d_j, with
+ *   alpha = sum_{t<=a} c_t (1 + a - t) - sum_{t>a} c_t (t - a - 1),
+ *   beta = sum_{t>a} c_t (t - a) - sum_{t<=a} c_t (a - t),
+ *   e_j = sum_{t<j} c_t (j - t) (j <= a),  e_j = sum_{t>j} c_t (t - j) (j > a),
+ * so |y| <= (|alpha| + |beta|) max(|x_a|, |x_{a+1}|) + (sum_j |e_j|) max_j |d_j|. The sinc nearly
+ * reproduces straight lines: for this interpolator alpha + beta is ~1.0005 and sum |e_j| ~0.30
+ * (4x) or ~0.42 (2x), so on smooth audio (where the window's range is large but its second
+ * differences are small: the slopes of a low tone) the bound sits just above the samples. */
+static void curvature_terms(const double *c, int taps, double *pair, double *curve) {
+    int a = taps / 2 - 1;
+    double alpha = 0.0, beta = 0.0, sum = 0.0;
+    for (int t = 0; t < taps; t++) {
+        alpha += t <= a ? c[t] * (1 + a - t) : -c[t] * (t - a - 1);
+        beta += t <= a ? -c[t] * (a - t) : c[t] * (t - a);
+    }
+    for (int j = 1; j < taps - 1; j++) {
+        double e = 0.0;
+        for (int t = 0; t < taps; t++) {
+            e += j <= a ? (t < j ? c[t] * (j - t) : 0.0) : (t > j ? c[t] * (t - j) : 0.0);
         }
+        sum += fabs(e);
     }
-    for (Py_ssize_t j = 0; j < chunks; j++) {
-        top = hi[j] > top ? hi[j] : top;
-        top = -lo[j] > top ? -lo[j] : top;
-    }
-    if (!(top <= peak)) { /* the sample peak (NaN samples never get this far) */
-        peak = top;
-    }
-    double hist_hi = x[-taps], hist_lo = hist_hi;
-    for (int i = -taps + 1; i < 0; i++) {
-        hist_hi = x[i] > hist_hi ? x[i] : hist_hi;
-        hist_lo = x[i] < hist_lo ? x[i] : hist_lo;
-    }
-    const int reach = taps > CHUNK ? 2 : 1; /* chunks a window reaches back into */
-    Py_ssize_t best = 0;
-    for (Py_ssize_t j = 0; j < chunks; j++) {
-        double h = hi[j], l = lo[j];
-        for (int back = 1; back <= reach; back++) {
-            double bh = j >= back ? hi[j - back] : hist_hi, bl = j >= back ? lo[j - back] : hist_lo;
-            h = bh > h ? bh : h;
-            l = bl < l ? bl : l;
-        }
-        bound[j] = (fabs(h + l) * ip->sum_max + (h - l) * ip->abs_max) * (0.5 * BOUND_SLACK);
-        best = bound[j] > bound[best] ? j : best;
-    }
-    for (Py_ssize_t k = -1; k < chunks; k++) {
-        Py_ssize_t j = k < 0 ? best : k;
-        if ((k >= 0 && j == best) || !(bound[j] > peak)) { /* NaN bounds never pass */
-            continue;
-        }
-        const double *c = x + j * CHUNK;
-        double m;
-        if (j < full) {
-            m = lanes == 8   ? chunk_peak8(c, ip, taps, phases)
-                : lanes == 4 ? chunk_peak4(c, ip, taps, phases)
-                             : chunk_peak2(c, ip, taps, phases);
-        } else {
-            m = tail_peak(c, n - j * CHUNK, ip, taps, phases);
-        }
-        double rounded = (double)(float)m;
-        peak = rounded > peak ? rounded : peak;
-    }
-    return peak;
-}
-
-/* One function per interpolator (4x: 3 phases of 12 taps; 2x: 1 of 24) and vector width:
- * 2 doubles everywhere (SSE2, NEON), 4 with AVX2 and FMA, 8 with AVX-512. */
-typedef double (*slice_fn)(const double *, Py_ssize_t, const struct interpolator *, double);
-
-#define DEFINE_SLICE(name, taps, phases, lanes, target)                                    \
-    target static double name(const double *xd, Py_ssize_t n, const struct interpolator *ip, \
-                              double peak) {                                               \
-        return slice_peak(xd, n, ip, peak, taps, phases, lanes);                           \
-    }
-
-DEFINE_SLICE(peak_4x_2, 12, 3, 2, )
-DEFINE_SLICE(peak_2x_2, 24, 1, 2, )
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define X86_KERNELS 1
-DEFINE_SLICE(peak_4x_4, 12, 3, 4, __attribute__((target("avx2,fma"))))
-DEFINE_SLICE(peak_2x_4, 24, 1, 4, __attribute__((target("avx2,fma"))))
-DEFINE_SLICE(peak_4x_8, 12, 3, 8, __attribute__((target("avx512f,fma"))))
-DEFINE_SLICE(peak_2x_8, 24, 1, 8, __attribute__((target("avx512f,fma"))))
-#endif
-
-/* The widest kernel this CPU runs, for 3 phases (4x) or 1 (2x). */
-static slice_fn slice_kernel(int phases) {
-#ifdef X86_KERNELS
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma")) {
-        return phases == 3 ? peak_4x_8 : peak_2x_8;
-    }
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-        return phases == 3 ? peak_4x_4 : peak_2x_4;
-    }
-#endif
-    return phases == 3 ? peak_4x_2 : peak_2x_2;
+    *pair = fabs(alpha) + fabs(beta);
+    *curve = sum;
 }
 
 static int read_taps(PyObject *obj, struct interpolator *ip) {
@@ -250,10 +176,14 @@ static int read_taps(PyObject *obj, struct interpolator *ip) {
         }
         ip->sum[f] = fabs(ip->sum[f]);
     }
-    ip->sum_max = ip->abs_max = 0.0;
+    ip->sum_max = ip->abs_max = ip->pair_max = ip->curve_max = 0.0;
     for (int f = 0; ok && f < ip->phases; f++) {
         ip->sum_max = ip->sum[f] > ip->sum_max ? ip->sum[f] : ip->sum_max;
         ip->abs_max = ip->abs[f] > ip->abs_max ? ip->abs[f] : ip->abs_max;
+        double pair, curve;
+        curvature_terms(ip->coeff[f], ip->taps, &pair, &curve);
+        ip->pair_max = pair > ip->pair_max ? pair : ip->pair_max;
+        ip->curve_max = curve > ip->curve_max ? curve : ip->curve_max;
     }
     PyBuffer_Release(&tv);
     if (!ok) {
@@ -263,39 +193,429 @@ static int read_taps(PyObject *obj, struct interpolator *ip) {
     return 0;
 }
 
-/* Samples as float32 at full scale 1.0, as libebur128 feeds its interpolator, held as double
- * for the multiply-adds; a loop per type, contiguous or strided. The scale is a power of two:
- * int16 samples (and float32 ones at scale 1) are then exact in float32 already. */
-#define CONVERT(T, EXPR)                                                                   \
-    do {                                                                                   \
-        if (s0 == sizeof(T)) {                                                             \
-            const T *src = (const T *)(const void *)p;                                     \
-            for (Py_ssize_t i = 0; i < n; i++) {                                           \
-                const double v = (double)src[i];                                           \
-                x[i] = (EXPR);                                                             \
-            }                                                                              \
-        } else {                                                                           \
-            for (Py_ssize_t i = 0; i < n; i++) {                                           \
-                T raw;                                                                     \
-                memcpy(&raw, p + i * s0, sizeof raw);                                      \
-                const double v = (double)raw;                                              \
-                x[i] = (EXPR);                                                             \
-            }                                                                              \
-        }                                                                                  \
-    } while (0)
+/* Raw samples are read as integers: int16, int32, or a float32's bits as int32. A float's key
+ * orders floats as integers (negative ones have their magnitude bits flipped); it is its own
+ * inverse. NaN keys lie beyond the infinities', so a NaN shows up in a block's extremes. */
+typedef int16_t raw16 __attribute__((may_alias));
+typedef int32_t raw32 __attribute__((may_alias));
 
-HOT_CLONES static void convert(const char *p, Py_ssize_t s0, enum kind k, Py_ssize_t n,
-                               double inv, double *restrict x) {
-    switch (k) {
-    case KIND_INT16: CONVERT(int16_t, v * inv); break;
-    case KIND_INT32: CONVERT(int32_t, (double)(float)(v * inv)); break;
-    default:
-        if (inv == 1.0) {
-            CONVERT(float, v);
-        } else {
-            CONVERT(float, (double)(float)(v * inv));
+static AI int32_t float_key(int32_t bits) {
+    return bits ^ (int32_t)((uint32_t)(bits >> 31) >> 1);
+}
+
+/* A raw value (a key for floats) as libebur128 feeds it: float32 at full scale 1.0, held as
+ * double. The scale is a power of two: int16 samples (and float32 ones at scale 1) are exact in
+ * float32 already (int16 ones are not even rounded, as before). Monotonic, so the extremes of the converted samples are the converted
+ * extremes. */
+static AI double unit_of(int32_t key, enum kind k, double inv) {
+    if (k == KIND_FLOAT32) {
+        int32_t bits = float_key(key);
+        float f;
+        memcpy(&f, &bits, sizeof f);
+        return (double)(float)((double)f * inv);
+    }
+    return k == KIND_INT16 ? (double)key * inv : (double)(float)((double)key * inv);
+}
+
+static AI int32_t key_at(const void *base, Py_ssize_t i, enum kind k) {
+    if (k == KIND_INT16) {
+        return ((const raw16 *)base)[i];
+    }
+    int32_t r = ((const raw32 *)base)[i];
+    return k == KIND_FLOAT32 ? float_key(r) : r;
+}
+
+/* Largest and smallest key of x[from..from+len): plain loops GCC vectorises (int16: 32 lanes
+ * with AVX-512BW), fully when len is a constant. */
+static AI void key_extremes(const void *base, Py_ssize_t from, Py_ssize_t len, enum kind k,
+                            int32_t *hi, int32_t *lo) {
+    if (k == KIND_INT16) {
+        const raw16 *x = (const raw16 *)base + from;
+        int16_t h = INT16_MIN, l = INT16_MAX;
+        for (Py_ssize_t i = 0; i < len; i++) {
+            h = x[i] > h ? x[i] : h;
+            l = x[i] < l ? x[i] : l;
         }
-        break;
+        *hi = h;
+        *lo = l;
+    } else {
+        const raw32 *x = (const raw32 *)base + from;
+        int32_t h = INT32_MIN, l = INT32_MAX;
+        for (Py_ssize_t i = 0; i < len; i++) {
+            int32_t v = k == KIND_FLOAT32 ? float_key(x[i]) : x[i];
+            h = v > h ? v : h;
+            l = v < l ? v : l;
+        }
+        *hi = h;
+        *lo = l;
+    }
+}
+
+/* Extremes as converted samples. */
+static AI void extremes(const void *base, Py_ssize_t from, Py_ssize_t len, enum kind k,
+                        double inv, double *hi, double *lo) {
+    int32_t h, l;
+    key_extremes(base, from, len, k, &h, &l);
+    *hi = unit_of(h, k, inv);
+    *lo = unit_of(l, k, inv);
+}
+
+/* NaN-propagating max and min (a NaN bound must never be beaten). */
+static AI double wider_hi(double a, double b) { return a > b || a != a ? a : b; }
+static AI double wider_lo(double a, double b) { return a < b || a != a ? a : b; }
+
+static AI double bound_of(double h, double l, const struct interpolator *ip) {
+    return (fabs(h + l) * ip->sum_max + (h - l) * ip->abs_max) * (0.5 * BOUND_SLACK);
+}
+
+/* The curvature bound (curvature_terms) of windows within [l, h] whose second differences are
+ * at most `curve` in magnitude. */
+static AI double curved_bound(double h, double l, double curve, const struct interpolator *ip) {
+    double mag = wider_hi(h, -l);
+    return (mag * ip->pair_max + curve * ip->curve_max) * BOUND_SLACK;
+}
+
+/* The smaller bound; NaN if the first is (the second is NaN only when the first is too). */
+static AI double tighter(double range, double curved) {
+    return curved < range ? curved : range;
+}
+
+/* The largest |second difference| x[q-1] - 2 x[q] + x[q+1] of the raw samples, q in
+ * [from, to), in raw units: exact for integers; for floats computed in float32, within 3 ulps
+ * of the largest sample (the bound's slack covers that, since every sample here is at most the
+ * peak). Loops GCC vectorises. */
+static AI double raw_curve(const void *base, Py_ssize_t from, Py_ssize_t to, enum kind k) {
+    if (k == KIND_INT16) {
+        const raw16 *x = (const raw16 *)base;
+        int32_t m = 0;
+        for (Py_ssize_t q = from; q < to; q++) {
+            int32_t v = (int32_t)x[q - 1] + (int32_t)x[q + 1] - 2 * (int32_t)x[q];
+            v = v < 0 ? -v : v;
+            m = v > m ? v : m;
+        }
+        return m;
+    }
+    if (k == KIND_INT32) {
+        const raw32 *x = (const raw32 *)base;
+        int64_t m = 0;
+        for (Py_ssize_t q = from; q < to; q++) {
+            int64_t v = (int64_t)x[q - 1] + (int64_t)x[q + 1] - 2 * (int64_t)x[q];
+            v = v < 0 ? -v : v;
+            m = v > m ? v : m;
+        }
+        return (double)m;
+    }
+    const float *x = (const float *)base;
+    int32_t m = 0; /* non-negative floats order as their bits */
+    for (Py_ssize_t q = from; q < to; q++) {
+        float v = x[q - 1] + x[q + 1] - 2.0f * x[q];
+        int32_t bits;
+        memcpy(&bits, &v, sizeof bits);
+        bits &= 0x7fffffff;
+        m = bits > m ? bits : m;
+    }
+    float f;
+    memcpy(&f, &m, sizeof f);
+    return f;
+}
+
+/* What the core reads: the call's samples and the `taps` converted samples before them. */
+struct source {
+    const void *base;
+    Py_ssize_t n;
+    const float *history; /* taps floats, oldest first: history[taps - 1] is sample -1 */
+    double inv;
+};
+
+/* x[-taps..len) = the converted samples at start - taps .. start + len (history before 0). */
+static AI void window(const struct source *s, Py_ssize_t start, Py_ssize_t len, enum kind k,
+                      int taps, double *x) {
+    Py_ssize_t i = -taps;
+    for (; i < 0 && start + i < 0; i++) {
+        x[i] = s->history[taps + start + i];
+    }
+    for (; i < len; i++) {
+        x[i] = unit_of(key_at(s->base, start + i, k), k, s->inv);
+    }
+}
+
+static AI double history_hi(const struct source *s, int taps, double *lo) {
+    double h = s->history[0], l = h;
+    for (int i = 1; i < taps; i++) {
+        h = wider_hi(s->history[i], h);
+        l = wider_lo(s->history[i], l);
+    }
+    *lo = l;
+    return h;
+}
+
+/* The interpolated peak of the converted samples x[0..len) (x[-taps..-1] before them): the
+ * chunk with the highest bound first, then every other chunk whose bound beats the peak. */
+static AI double interpolate(const double *x, Py_ssize_t len, const double *bound,
+                             const struct interpolator *ip, double peak, const int taps,
+                             const int phases, const int lanes) {
+    Py_ssize_t chunks = (len + CHUNK - 1) / CHUNK, best = 0;
+    for (Py_ssize_t j = 1; j < chunks; j++) {
+        best = bound[j] > bound[best] ? j : best;
+    }
+    for (Py_ssize_t kk = -1; kk < chunks; kk++) {
+        Py_ssize_t j = kk < 0 ? best : kk;
+        if ((kk >= 0 && j == best) || bound[j] <= peak) { /* NaN bounds are never beaten */
+            continue;
+        }
+        const double *c = x + j * CHUNK;
+        double m;
+        if ((j + 1) * CHUNK <= len) {
+            m = lanes == 8   ? chunk_peak8(c, ip, taps, phases)
+                : lanes == 4 ? chunk_peak4(c, ip, taps, phases)
+                             : chunk_peak2(c, ip, taps, phases);
+        } else {
+            m = tail_peak(c, len - j * CHUNK, ip, taps, phases);
+        }
+        double rounded = (double)(float)m;
+        peak = rounded > peak ? rounded : peak; /* NaN values never win */
+    }
+    return peak;
+}
+
+/* What bounds a chunk's windows: the extremes of its samples and the largest |second
+ * difference| centred on them. */
+struct spread {
+    double hi, lo, curve;
+};
+
+/* Of the 16 converted samples at x (x[-1] and x[16] readable), in vectors of `lanes`. A NaN
+ * never wins a comparison: ignored (a window holding it interpolates to NaN, which never
+ * wins either); infinities are kept. */
+#define DEFINE_SPREAD(lanes)                                                               \
+    static AI struct spread spread##lanes(const double *x) {                               \
+        vec##lanes h, l, d, sign;                                                          \
+        for (int i = 0; i < (lanes); i++) {                                                \
+            sign[i] = -0.0;                                                                \
+        }                                                                                  \
+        memcpy(&h, x, sizeof h);                                                           \
+        l = h;                                                                             \
+        d = sign - sign;                                                                   \
+        for (int v = 0; v < CHUNK / (lanes); v++) {                                        \
+            vec##lanes xv, xp, xn;                                                         \
+            memcpy(&xv, x + v * (lanes), sizeof xv);                                       \
+            memcpy(&xp, x + v * (lanes) - 1, sizeof xp);                                   \
+            memcpy(&xn, x + v * (lanes) + 1, sizeof xn);                                   \
+            vec##lanes c = xp + xn - (xv + xv);                                            \
+            c = (vec##lanes)((mask##lanes)c & ~(mask##lanes)sign);                         \
+            mask##lanes more = xv > h, less = xv < l, curvier = c > d;                     \
+            h = (vec##lanes)(((mask##lanes)xv & more) | ((mask##lanes)h & ~more));         \
+            l = (vec##lanes)(((mask##lanes)xv & less) | ((mask##lanes)l & ~less));         \
+            d = (vec##lanes)(((mask##lanes)c & curvier) | ((mask##lanes)d & ~curvier));    \
+        }                                                                                  \
+        struct spread s = {h[0], l[0], d[0]};                                              \
+        for (int i = 1; i < (lanes); i++) {                                                \
+            s.hi = h[i] > s.hi ? h[i] : s.hi;                                              \
+            s.lo = l[i] < s.lo ? l[i] : s.lo;                                              \
+            s.curve = d[i] > s.curve ? d[i] : s.curve;                                     \
+        }                                                                                  \
+        return s;                                                                          \
+    }
+
+DEFINE_SPREAD(2)
+DEFINE_SPREAD(4)
+DEFINE_SPREAD(8)
+
+/* The same of x[from..to), second differences only where both neighbours lie in
+ * x[-taps..to] (x[to] is a copy of x[to - 1]). */
+static AI struct spread spread_of(const double *x, Py_ssize_t from, Py_ssize_t to, int taps) {
+    struct spread s = {x[from], x[from], 0.0};
+    for (Py_ssize_t i = from; i < to; i++) {
+        s.hi = x[i] > s.hi ? x[i] : s.hi;
+        s.lo = x[i] < s.lo ? x[i] : s.lo;
+        if (i > -taps) {
+            double c = fabs(x[i - 1] + x[i + 1] - (x[i] + x[i]));
+            s.curve = c > s.curve ? c : s.curve;
+        }
+    }
+    return s;
+}
+
+/* One block whose bound beats the peak, converted once: each chunk's bound is the tighter of
+ * the range bound and the curvature bound over the chunk and the ones its windows reach back
+ * into; the chunks whose bound still beats the peak are interpolated. */
+static AI double block_peak(const struct source *s, Py_ssize_t start, Py_ssize_t len,
+                            const struct interpolator *ip, double peak, enum kind k,
+                            const int taps, const int phases, const int lanes) {
+    const int reach = taps > CHUNK ? 2 : 1; /* chunks a window reaches back into */
+    double xd[MAX_TAPS + BLOCK + 1];
+    double *x = xd + MAX_TAPS;
+    window(s, start, len, k, taps, x);
+    x[len] = x[len - 1];
+    struct spread sp[2 + BLOCK / CHUNK];
+    Py_ssize_t chunks = (len + CHUNK - 1) / CHUNK, full = len / CHUNK;
+    for (int c = -reach; c < 0; c++) {
+        Py_ssize_t from = c * CHUNK < -taps ? -taps : c * CHUNK;
+        sp[2 + c] = spread_of(x, from, (c + 1) * CHUNK, taps);
+    }
+    for (Py_ssize_t c = 0; c < chunks; c++) {
+        sp[2 + c] = c >= full       ? spread_of(x, c * CHUNK, len, taps)
+                    : lanes == 8 ? spread8(x + c * CHUNK)
+                    : lanes == 4 ? spread4(x + c * CHUNK)
+                                 : spread2(x + c * CHUNK);
+    }
+    double bound[BLOCK / CHUNK];
+    for (Py_ssize_t j = 0; j < chunks; j++) {
+        struct spread u = sp[2 + j];
+        for (int back = 1; back <= reach; back++) {
+            struct spread v = sp[2 + j - back];
+            u.hi = wider_hi(v.hi, u.hi);
+            u.lo = wider_lo(v.lo, u.lo);
+            u.curve = wider_hi(v.curve, u.curve);
+        }
+        bound[j] = tighter(bound_of(u.hi, u.lo, ip), curved_bound(u.hi, u.lo, u.curve, ip));
+    }
+    return interpolate(x, len, bound, ip, peak, taps, phases, lanes);
+}
+
+/* A region holding a NaN or an infinity: every chunk interpolated, NaN values and NaN samples
+ * ignored (what a full evaluation gives when NaN never wins a comparison). */
+static AI double region_in_full(const struct source *s, Py_ssize_t start, Py_ssize_t len,
+                                const struct interpolator *ip, double peak, enum kind k,
+                                const int taps, const int phases, const int lanes) {
+    double xd[MAX_TAPS + BLOCK];
+    double *x = xd + MAX_TAPS;
+    double always[BLOCK / CHUNK];
+    for (int j = 0; j < BLOCK / CHUNK; j++) {
+        always[j] = INFINITY;
+    }
+    for (Py_ssize_t at = start; at < start + len; at += BLOCK) {
+        Py_ssize_t m = start + len - at < BLOCK ? start + len - at : BLOCK;
+        window(s, at, m, k, taps, x);
+        for (Py_ssize_t i = 0; i < m; i++) {
+            double a = fabs(x[i]);
+            peak = a > peak ? a : peak;
+        }
+        if (phases) {
+            peak = interpolate(x, m, always, ip, peak, taps, phases, lanes);
+        }
+    }
+    return peak;
+}
+
+/* The peak over a call's contiguous samples, in regions of up to 1024 blocks: first every
+ * block's extremes (and so the region's sample peak), then the block with the highest bound,
+ * then every other block whose bound beats the peak. */
+static AI double contiguous_peak(const struct source *s, const struct interpolator *ip,
+                                 double peak, enum kind k, const int taps, const int phases,
+                                 const int lanes) {
+    double hi[REGION_BLOCKS], lo[REGION_BLOCKS], bound[REGION_BLOCKS];
+    double prev_lo, prev_hi = taps ? history_hi(s, taps, &prev_lo) : 0.0;
+    if (!taps) {
+        prev_lo = 0.0;
+    }
+    for (Py_ssize_t r = 0; r < s->n; r += REGION_BLOCKS * BLOCK) {
+        Py_ssize_t rn = s->n - r < REGION_BLOCKS * BLOCK ? s->n - r : REGION_BLOCKS * BLOCK;
+        Py_ssize_t blocks = (rn + BLOCK - 1) / BLOCK, full = rn / BLOCK;
+        double top = 0.0;
+        int finite = 1;
+        for (Py_ssize_t b = 0; b < blocks; b++) {
+            if (b < full) {
+                extremes(s->base, r + b * BLOCK, BLOCK, k, s->inv, &hi[b], &lo[b]);
+            } else {
+                extremes(s->base, r + b * BLOCK, rn - b * BLOCK, k, s->inv, &hi[b], &lo[b]);
+            }
+            finite &= isfinite(hi[b]) && isfinite(lo[b]);
+            top = hi[b] > top ? hi[b] : top;
+            top = -lo[b] > top ? -lo[b] : top;
+        }
+        if (!finite) {
+            peak = region_in_full(s, r, rn, ip, peak, k, taps, phases, lanes);
+        } else if (phases) {
+            peak = top > peak ? top : peak; /* the sample peak */
+            Py_ssize_t best = 0;
+            for (Py_ssize_t b = 0; b < blocks; b++) {
+                double h = wider_hi(b ? hi[b - 1] : prev_hi, hi[b]);
+                double l = wider_lo(b ? lo[b - 1] : prev_lo, lo[b]);
+                bound[b] = bound_of(h, l, ip);
+                best = bound[b] > bound[best] ? b : best;
+            }
+            for (Py_ssize_t kk = -1; kk < blocks; kk++) {
+                Py_ssize_t b = kk < 0 ? best : kk;
+                if ((kk >= 0 && b == best) || bound[b] <= peak) {
+                    continue;
+                }
+                Py_ssize_t at = r + b * BLOCK, len = b < full ? BLOCK : rn - b * BLOCK;
+                if (at >= 2 * MAX_TAPS) { /* the block's own curvature bound (its windows'
+                                           * second differences lie in [at - taps + 2, end)) */
+                    double h = wider_hi(b ? hi[b - 1] : prev_hi, hi[b]);
+                    double l = wider_lo(b ? lo[b - 1] : prev_lo, lo[b]);
+                    double curve = raw_curve(s->base, at - MAX_TAPS, at + len - 1, k) * s->inv;
+                    if (curved_bound(h, l, curve, ip) <= peak) {
+                        continue;
+                    }
+                }
+                peak = block_peak(s, at, len, ip, peak, k, taps, phases, lanes);
+            }
+        } else {
+            peak = top > peak ? top : peak;
+        }
+        prev_hi = hi[blocks - 1];
+        prev_lo = lo[blocks - 1];
+    }
+    return peak;
+}
+
+/* One function per sample type, interpolator (4x: 3 phases of 12 taps; 2x: 1 of 24; none) and
+ * vector width: 2 doubles everywhere (SSE2, NEON), 4 with AVX2 and FMA, 8 with AVX-512. */
+typedef double (*peak_fn)(const struct source *, const struct interpolator *, double);
+
+#define DEFINE_PEAK(name, kind, taps, phases, lanes, target)                               \
+    target static double name(const struct source *s, const struct interpolator *ip,       \
+                              double peak) {                                               \
+        return contiguous_peak(s, ip, peak, kind, taps, phases, lanes);                    \
+    }
+#define DEFINE_PEAKS(sfx, lanes, target)                                                   \
+    DEFINE_PEAK(peak16_4x_##sfx, KIND_INT16, 12, 3, lanes, target)                         \
+    DEFINE_PEAK(peak16_2x_##sfx, KIND_INT16, 24, 1, lanes, target)                         \
+    DEFINE_PEAK(peak16_1x_##sfx, KIND_INT16, 0, 0, lanes, target)                          \
+    DEFINE_PEAK(peak32_4x_##sfx, KIND_INT32, 12, 3, lanes, target)                         \
+    DEFINE_PEAK(peak32_2x_##sfx, KIND_INT32, 24, 1, lanes, target)                         \
+    DEFINE_PEAK(peak32_1x_##sfx, KIND_INT32, 0, 0, lanes, target)                          \
+    DEFINE_PEAK(peakf_4x_##sfx, KIND_FLOAT32, 12, 3, lanes, target)                        \
+    DEFINE_PEAK(peakf_2x_##sfx, KIND_FLOAT32, 24, 1, lanes, target)                        \
+    DEFINE_PEAK(peakf_1x_##sfx, KIND_FLOAT32, 0, 0, lanes, target)                         \
+    static const peak_fn peaks_##sfx[3][3] = {                                             \
+        {peak16_1x_##sfx, peak16_2x_##sfx, peak16_4x_##sfx},                               \
+        {peak32_1x_##sfx, peak32_2x_##sfx, peak32_4x_##sfx},                               \
+        {peakf_1x_##sfx, peakf_2x_##sfx, peakf_4x_##sfx},                                  \
+    };
+
+DEFINE_PEAKS(2, 2, )
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define X86_KERNELS 1
+DEFINE_PEAKS(4, 4, __attribute__((target("avx2,fma"))))
+DEFINE_PEAKS(8, 8, __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma"))))
+#endif
+
+/* The widest kernel this CPU runs for the sample type and interpolator (0, 1 or 3 phases). */
+static peak_fn peak_kernel(enum kind k, int phases) {
+    int row = k == KIND_INT16 ? 0 : k == KIND_INT32 ? 1 : 2, col = phases == 3 ? 2 : phases;
+#ifdef X86_KERNELS
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+        __builtin_cpu_supports("fma")) {
+        return peaks_8[row][col];
+    }
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        return peaks_4[row][col];
+    }
+#endif
+    return peaks_2[row][col];
+}
+
+/* The history after the call: its newest `taps` samples, converted, oldest first. */
+static void update_history(const struct source *s, enum kind k, int taps, float *history) {
+    Py_ssize_t keep = taps - s->n > 0 ? taps - s->n : 0;
+    memmove(history, history + taps - keep, (size_t)keep * sizeof(float));
+    for (Py_ssize_t i = keep; i < taps; i++) {
+        history[i] = (float)unit_of(key_at(s->base, s->n - taps + i, k), k, s->inv);
     }
 }
 
@@ -325,35 +645,40 @@ PyObject *wf_true_peak(PyObject *self, PyObject *args) {
         PyBuffer_Release(&sv);
         return NULL;
     }
-    Py_ssize_t n = sv.shape[0], s0 = sv.strides[0];
-    const char *base = sv.buf;
-    float *history = hv.buf;
-    slice_fn interpolate = ip.phases ? slice_kernel(ip.phases) : NULL;
-    Py_BEGIN_ALLOW_THREADS
-    double xd[MAX_TAPS + SLICE];
-    double *x = xd + MAX_TAPS;
-    for (int i = 0; i < hist; i++) {
-        x[i - hist] = history[i];
-    }
-    for (Py_ssize_t at = 0; at < n; at += SLICE) {
-        Py_ssize_t len = n - at < SLICE ? n - at : SLICE;
-        convert(base + at * s0, s0, k, len, inv, x);
-        if (!interpolate) {
-            for (Py_ssize_t i = 0; i < len; i++) {
-                double a = fabs(x[i]);
-                peak = a > peak ? a : peak;
-            }
-        } else {
-            peak = interpolate(x, len, &ip, peak);
+    Py_ssize_t n = sv.shape[0], s0 = sv.strides[0], size = sv.itemsize;
+    int contiguous = s0 == size;
+    char *copy = NULL;
+    if (!contiguous && n > 0) {
+        copy = malloc((size_t)(n < PIECE ? n : PIECE) * (size_t)size);
+        if (!copy) {
+            PyBuffer_Release(&hv);
+            PyBuffer_Release(&sv);
+            return PyErr_NoMemory();
         }
-        /* the newest `hist` samples become the next slice's history (overlapping when the
-         * slice is shorter than the history) */
-        memmove(x - hist, x + len - hist, (size_t)hist * sizeof(double));
     }
-    for (int i = 0; i < hist; i++) {
-        history[i] = (float)x[i - hist];
+    float *history = hv.buf;
+    peak_fn kernel = peak_kernel(k, ip.phases);
+    Py_BEGIN_ALLOW_THREADS
+    /* Strided samples are copied to contiguous memory a piece at a time, each piece a call of
+     * its own (the history carries over). */
+    Py_ssize_t step = contiguous ? (n > 0 ? n : 1) : PIECE;
+    for (Py_ssize_t at = 0; at < n; at += step) {
+        Py_ssize_t len = n - at < step ? n - at : step;
+        const char *from = (const char *)sv.buf + at * s0;
+        if (copy) {
+            for (Py_ssize_t i = 0; i < len; i++) {
+                memcpy(copy + i * size, from + i * s0, (size_t)size);
+            }
+            from = copy;
+        }
+        struct source s = {from, len, history, inv};
+        if (peak != INFINITY) { /* else nothing can change but the history (priming) */
+            peak = kernel(&s, &ip, peak);
+        }
+        update_history(&s, k, hist, history);
     }
     Py_END_ALLOW_THREADS
+    free(copy);
     PyBuffer_Release(&hv);
     PyBuffer_Release(&sv);
     return PyFloat_FromDouble(peak);
