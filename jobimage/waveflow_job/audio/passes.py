@@ -29,8 +29,8 @@ if TYPE_CHECKING:
     from waveflow_job.audio.peaks import PeakResult, WaveformAccumulator
     from waveflow_job.waveform import DetailRequest
 
-__all__ = ["Finished", "Passed", "Plan", "available_cpus", "reduce_once", "reduce_ranges",
-           "too_long"]
+__all__ = ["Finished", "Passed", "Plan", "available_cpus", "range_bounds", "reduce_once",
+           "reduce_ranges", "too_long"]
 
 
 class Plan:
@@ -193,7 +193,7 @@ def reduce_ranges(plan: Plan, frames: int, workers: int) -> Passed | int:
     from waveflow_job.audio.peaks import NonFiniteSamples
 
     source, unit = plan.source, plan.alignment
-    bounds = [frames * i // workers // unit * unit for i in range(workers)] + [frames]
+    bounds = range_bounds(frames, workers, unit)
 
     def reduce_range(i: int) -> tuple[WaveformAccumulator, LoudnessMeter | None]:
         start, stop = bounds[i], bounds[i + 1]
@@ -221,6 +221,21 @@ def reduce_ranges(plan: Plan, frames: int, workers: int) -> Passed | int:
     for acc, _ in parts[1:]:
         total.merge(acc)
     return total, [meter for _, meter in parts if meter is not None]
+
+
+def range_bounds(frames: int, workers: int, unit: int) -> list[int]:
+    """``workers + 1`` bounds of ranges as equal as multiples of ``unit`` allow (each within
+    half a unit of ``frames / workers``).
+
+    Rounded to the nearest multiple, not down: the unit can be coarse (at 44.1 kHz a 256-frame
+    detail point and the 4410-frame loudness step make 564,480 frames, 12.8 s), and rounding
+    down made the last range, which also pays for seeking and priming, up to two units longer
+    than the first (a 5-minute file: 7.02 M frames against 6.21 M, 13 %).
+    Needs ``frames >= 2 * workers * unit`` (then the ranges are never empty).
+    """
+    inner = [(2 * frames * i + workers * unit) // (2 * workers * unit) * unit
+             for i in range(1, workers)]
+    return [0, *inner, frames]
 
 
 def available_cpus() -> int:
