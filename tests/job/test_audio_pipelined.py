@@ -96,6 +96,15 @@ def test_the_reduction_in_a_second_thread_gives_the_same_bytes(
     assert '"integrated_lufs"' in alone[0] and len(alone[1]) > 24
 
 
+def test_without_loudness_the_pass_stays_in_one_thread(tmp_path: Path,
+                                                       reducing_threads: list[str]) -> None:
+    # The waveform alone does not overlap with PyAV's decoding (both need the GIL): a second
+    # thread would only cost CPU.
+    path = synth.write_tone(tmp_path / "x.m4a", "m4a-aac", 3.0, 44100, 2)
+    assert analyse_file(path, 1024, workers=2, loudness=False).loudness is None
+    assert set(reducing_threads) == {"MainThread"}
+
+
 def test_music_like_audio_gives_the_same_bytes(tmp_path: Path) -> None:
     # Bursts, silence and a clipped stretch: true-peak chunks skipped and taken, clip counts.
     rng = np.random.default_rng(7)
