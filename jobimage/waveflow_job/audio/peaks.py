@@ -111,6 +111,8 @@ def _segment_minmax(columns: list[np.ndarray], starts: np.ndarray, rows_max: np.
 
 
 _KERNEL_TYPES = (np.dtype(np.int16), np.dtype(np.int32), np.dtype(np.float32))
+#: kernel.levels reads at most this many channels (AudioLimits' bound).
+_KERNEL_MAX_CHANNELS = 64
 
 
 class WaveformAccumulator:
@@ -186,24 +188,33 @@ class WaveformAccumulator:
             self._clipped += int(np.count_nonzero(block <= self.scale.clip_low))
 
         # Levels and the mono mix in float32 (exact for 16- and 24-bit samples).
+        mono_max = self._buffer("mono_max", len(starts), np.float32)
+        if columns[0].dtype in _KERNEL_TYPES and len(columns) <= _KERNEL_MAX_CHANNELS:
+            self._sum_squares += kernel.levels(columns, starts, mono_max)
+        else:
+            self._sum_squares += self._levels(columns, starts, mono_max)
+        np.maximum(self._seg_mono[lo:hi], mono_max, out=self._seg_mono[lo:hi])
+        self.position = end
+        self.added += n
+        return columns
+
+    def _levels(self, columns: list[np.ndarray], starts: np.ndarray,
+                mono_max: np.ndarray) -> float:
+        """kernel.levels in numpy, for the types the kernel does not read."""
+        n = len(columns[0])
         mono = self._buffer("mono", n, np.float32)
+        squares = 0.0
         for c, column in enumerate(columns):
-            if column.dtype == np.float32:
-                values = column
-            else:
-                values = self._buffer("float", n, np.float32)
-                np.copyto(values, column, casting="unsafe")
-            self._sum_squares += float(np.dot(values, values))
+            values = self._buffer("float", n, np.float32)
+            np.copyto(values, column, casting="unsafe")
+            squares += float(np.dot(values.astype(np.float64), values))
             if c == 0:
                 np.copyto(mono, values)
             else:
                 np.add(mono, values, out=mono)
         np.abs(mono, out=mono)
-        mono_max = np.maximum.reduceat(mono, starts)
-        np.maximum(self._seg_mono[lo:hi], mono_max, out=self._seg_mono[lo:hi])
-        self.position = end
-        self.added += n
-        return columns
+        np.maximum.reduceat(mono, starts, out=mono_max)
+        return squares
 
     def _columns(self, block: np.ndarray) -> list[np.ndarray]:
         """One contiguous array per channel: every reduction then runs on unit-stride data.

@@ -66,4 +66,8 @@ extern const char wf_kweight_doc[], wf_true_peak_doc[], wf_segment_minmax_doc[];
 PyObject *wf_detail_minmax(PyObject *self, PyObject *args);
 extern const char wf_detail_minmax_doc[];
 
+/* segments.c: the waveform's levels (sum of squares, |mono| maximum per segment). */
+PyObject *wf_levels(PyObject *self, PyObject *args);
+extern const char wf_levels_doc[];
+
 #endif

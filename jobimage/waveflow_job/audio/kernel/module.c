@@ -23,6 +23,7 @@ static PyMethodDef methods[] = {
     {"kweight", wf_kweight, METH_VARARGS, wf_kweight_doc},
     {"true_peak", wf_true_peak, METH_VARARGS, wf_true_peak_doc},
     {"detail_minmax", wf_detail_minmax, METH_VARARGS, wf_detail_minmax_doc},
+    {"levels", wf_levels, METH_VARARGS, wf_levels_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -283,3 +283,165 @@ const char wf_detail_minmax_doc[] =
 "spp frames from `first` (the block's first point edge, 0 <= first < spp; a partial point\n"
 "before it), min and max as audiowaveform stores them at `bits`, trunc(x * scale * 2**(bits-1))\n"
 "clipped, into points[p, channel, 0/1] of a C-contiguous (points, channels, 2) int8/int16 array.";
+
+/* The waveform's levels (peaks.py): every channel's sum of squares, and per segment the maximum
+ * of |mono|, the float32 sum of the channels in their order (numpy's float32 arithmetic, so the
+ * same values), without the float32 copies, the dot product and the reductions numpy needs.
+ * The samples must be finite (peaks.py refuses a block with NaN or infinities first). */
+#define LEVELS_CHUNK 1024
+#define WF_LEVELS_MAX_CHANNELS 64 /* AudioLimits' bound */
+
+typedef float levels_v8f __attribute__((vector_size(32)));
+typedef float levels_v4f __attribute__((vector_size(16)));
+typedef double levels_v4d __attribute__((vector_size(32)));
+typedef int16_t levels_v8s __attribute__((vector_size(16)));
+typedef int32_t levels_v8i __attribute__((vector_size(32)));
+/* The mono chunk: written as floats, its |x| maximum read through the bits (finite floats of
+ * one sign order as their bit patterns, so the integer max vectorises). */
+union levels_fi { float f; int32_t i; };
+
+/* One channel of a chunk into the mono sum, its squares (of the float32 values) in double:
+ * eight lanes at a time with two vector partial sums (one running sum would cost an add
+ * latency per sample, and without -ffast-math GCC keeps it). */
+#define LEVELS_FN(NAME, T, LOAD8)                                                          \
+    HOT_CLONES static double NAME(const char *base, Py_ssize_t s0, Py_ssize_t a,           \
+                                  Py_ssize_t m, union levels_fi *mono, int first) {        \
+        double sum = 0.0;                                                                  \
+        Py_ssize_t i = 0;                                                                  \
+        if (s0 == (Py_ssize_t)sizeof(T)) {                                                 \
+            const T *p = (const T *)base + a;                                              \
+            levels_v4d acc0 = {0.0, 0.0, 0.0, 0.0}, acc1 = acc0;                           \
+            for (; i + 8 <= m; i += 8) {                                                   \
+                levels_v8f v;                                                              \
+                LOAD8;                                                                     \
+                levels_v4f lo = {v[0], v[1], v[2], v[3]}, hi = {v[4], v[5], v[6], v[7]};   \
+                levels_v4d x = __builtin_convertvector(lo, levels_v4d);                    \
+                levels_v4d y = __builtin_convertvector(hi, levels_v4d);                    \
+                acc0 += x * x;                                                             \
+                acc1 += y * y;                                                             \
+                if (!first) {                                                              \
+                    levels_v8f old;                                                        \
+                    memcpy(&old, mono + i, sizeof old);                                    \
+                    v = old + v;                                                           \
+                }                                                                          \
+                memcpy(mono + i, &v, sizeof v);                                            \
+            }                                                                              \
+            levels_v4d s = acc0 + acc1;                                                    \
+            sum = (s[0] + s[1]) + (s[2] + s[3]);                                           \
+        }                                                                                  \
+        for (; i < m; i++) {                                                               \
+            float v = (float)*(const T *)(base + (a + i) * s0);                            \
+            sum += (double)v * (double)v;                                                  \
+            mono[i].f = first ? v : mono[i].f + v;                                         \
+        }                                                                                  \
+        return sum;                                                                        \
+    }
+
+LEVELS_FN(levels_int16, int16_t,
+          levels_v8s raw; memcpy(&raw, p + i, sizeof raw); v = __builtin_convertvector(raw, levels_v8f))
+LEVELS_FN(levels_int32, int32_t,
+          levels_v8i raw; memcpy(&raw, p + i, sizeof raw); v = __builtin_convertvector(raw, levels_v8f))
+LEVELS_FN(levels_float, float, memcpy(&v, p + i, sizeof v))
+
+HOT_CLONES static float abs_max(const union levels_fi *mono, Py_ssize_t m, float top) {
+    union levels_fi t = {.f = top};
+    int32_t mx = t.i;
+    for (Py_ssize_t i = 0; i < m; i++) {
+        int32_t v = mono[i].i & 0x7fffffff;
+        mx = v > mx ? v : mx;
+    }
+    t.i = mx;
+    return t.f;
+}
+
+PyObject *wf_levels(PyObject *self, PyObject *args) {
+    PyObject *columns_o, *starts_o, *mono_o;
+    if (!PyArg_ParseTuple(args, "OOO", &columns_o, &starts_o, &mono_o)) {
+        return NULL;
+    }
+    Py_ssize_t ch = PySequence_Size(columns_o);
+    if (ch < 0) {
+        return NULL;
+    }
+    Py_buffer views[WF_LEVELS_MAX_CHANNELS], tv, mv;
+    enum kind kinds[WF_LEVELS_MAX_CHANNELS];
+    Py_ssize_t got = 0, n = -1;
+    PyObject *result = NULL;
+    if (ch < 1 || ch > WF_LEVELS_MAX_CHANNELS) {
+        PyErr_Format(PyExc_ValueError, "1 to %d channels", WF_LEVELS_MAX_CHANNELS);
+        goto done;
+    }
+    for (; got < ch; got++) {
+        PyObject *item = PySequence_GetItem(columns_o, got);
+        int failed = item == NULL || wf_get_channel(item, &views[got], &kinds[got]) < 0;
+        Py_XDECREF(item);
+        if (failed) {
+            goto done;
+        }
+        Py_ssize_t len = views[got].shape[0];
+        if ((n >= 0 && len != n) || kinds[got] != kinds[0]) {
+            got++;
+            PyErr_SetString(PyExc_ValueError, "channels must have one length and one type");
+            goto done;
+        }
+        n = len;
+    }
+    if (PyObject_GetBuffer(starts_o, &tv, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
+        goto done;
+    }
+    Py_ssize_t nseg = tv.len / 8;
+    const int64_t *starts = tv.buf;
+    int bad = tv.itemsize != 8 || nseg < 1 || starts[0] != 0 || n < 1;
+    for (Py_ssize_t j = 1; !bad && j < nseg; j++) {
+        bad = starts[j] <= starts[j - 1] || starts[j] >= n;
+    }
+    if (bad) {
+        PyErr_SetString(PyExc_ValueError,
+                        "starts must be int64, begin at 0 and rise strictly inside the samples");
+        PyBuffer_Release(&tv);
+        goto done;
+    }
+    if (wf_get_out(mono_o, &mv, 4, nseg, "mono") < 0) {
+        PyBuffer_Release(&tv);
+        goto done;
+    }
+    double sum = 0.0;
+    float *out = mv.buf;
+    Py_BEGIN_ALLOW_THREADS
+    union levels_fi mono[LEVELS_CHUNK];
+    for (Py_ssize_t j = 0; j < nseg; j++) {
+        Py_ssize_t end = j + 1 < nseg ? starts[j + 1] : n;
+        float top = 0.0f;
+        for (Py_ssize_t a = starts[j]; a < end; a += LEVELS_CHUNK) {
+            Py_ssize_t m = end - a < LEVELS_CHUNK ? end - a : LEVELS_CHUNK;
+            for (Py_ssize_t c = 0; c < ch; c++) {
+                const char *base = views[c].buf;
+                Py_ssize_t s0 = views[c].strides[0];
+                if (kinds[0] == KIND_INT16) {
+                    sum += levels_int16(base, s0, a, m, mono, c == 0);
+                } else if (kinds[0] == KIND_INT32) {
+                    sum += levels_int32(base, s0, a, m, mono, c == 0);
+                } else {
+                    sum += levels_float(base, s0, a, m, mono, c == 0);
+                }
+            }
+            top = abs_max(mono, m, top);
+        }
+        out[j] = top;
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&mv);
+    PyBuffer_Release(&tv);
+    result = PyFloat_FromDouble(sum);
+done:
+    for (Py_ssize_t c = 0; c < got; c++) {
+        PyBuffer_Release(&views[c]);
+    }
+    return result;
+}
+
+const char wf_levels_doc[] =
+"levels(columns, starts, out_mono) -> sum of squares\n\n"
+"The channels' (same length and type) sum of squares as float32 values, in double; and into\n"
+"out_mono[j] (float32) the maximum of |sum of the channels| (float32, in channel order) over\n"
+"segment j (starts as for segment_minmax).";
