@@ -21,8 +21,12 @@ __all__ = ["BLOCK_SAMPLES", "PCM_SAMPLE_FORMATS", "PYAV_BLOCK_SAMPLES", "AudioSo
 #: (measured: 1 << 17 is 1.5x slower on 24-bit WAV, 1 << 20 no faster and 10 MiB more RSS).
 BLOCK_SAMPLES = 1 << 19
 #: PyAV sources: FFmpeg and PyAV alone take ~50 MiB of RSS, so smaller blocks keep the whole
-#: process under 64 MiB; numpy overhead per block is small next to decoding anyway.
-PYAV_BLOCK_SAMPLES = 1 << 16
+#: process under 64 MiB. Not smaller than this: the reduction runs in a second thread beside
+#: the decoder and each block's numpy calls contend for the GIL with PyAV's per-packet Python
+#: (10-min M4A with loudness, in-process paired rounds against one thread at 1 << 16:
+#: 1 << 16 in two threads 1.01-1.03x, 1 << 17 0.82-0.92x, 1 << 18 0.86-0.88x; peak RSS +1.8
+#: MiB at 1 << 17, +5.7 MiB at 1 << 18).
+PYAV_BLOCK_SAMPLES = 1 << 17
 
 #: ``StreamInfo.sample_format`` of integer PCM by bit depth (libsndfile's names).
 PCM_SAMPLE_FORMATS = {8: "PCM_U8", 16: "PCM_16", 24: "PCM_24", 32: "PCM_32"}
