@@ -135,6 +135,20 @@ def test_the_portable_path_equals_the_widest(width: int) -> None:
         assert_same_energies(widest, portable)
 
 
+@pytest.mark.parametrize("channels", [5, 6, 7, 8])
+@pytest.mark.parametrize("dtype", [np.int16, np.int32, np.float32])
+def test_interleaved_surround_frames_read_a_vector_each(channels: int, dtype: type) -> None:
+    """5.1 and 7.1 frames: a frame per vector, the frames at a block's end through memory."""
+    rate = 48000
+    samples = as_type(signal(round(3.3 * rate), rate, channels, 70 + channels), dtype)
+    reference, _ = reference_steps(samples, rate)
+    blocks = [1, 2, 3, 4799, 4801, 2, 65536, 1]
+    blocks.append(len(samples) - sum(blocks))
+    for width in WIDTHS:
+        ours, _ = energies(samples, rate, blocks, width, 0)
+        assert_same_energies(ours, np.array(reference))
+
+
 @pytest.mark.parametrize("rate", [8000, 44100, 96000, 192000])
 def test_two_steps_of_priming_leave_less_than_a_rounding_of_the_state(rate: int) -> None:
     """Why a segment may start from zero 200 ms early: from any state, 200 ms of silence

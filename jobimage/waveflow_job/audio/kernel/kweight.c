@@ -17,8 +17,9 @@
  * between runs of frames (no lane's bookkeeping changes inside a run).
  *
  * The samples are converted to double, transposed so a vector holds one frame of every lane
- * and filtered in registers, a vector of frames at a time (PLANAR and STEREO below); other
- * layouts and the frames left over go through a tile in memory. */
+ * and filtered in registers, a vector of frames at a time (PLANAR and STEREO below); 5 to 8
+ * interleaved channels need no segments: a frame is a vector (FRAME). Other layouts and the
+ * frames left over go through a tile in memory. */
 #include "kernel.h"
 
 #define STATE 5 /* per channel: v1..v4 of the filter, the running sum of squares */
@@ -26,6 +27,7 @@
 #define MAX_LANES 64
 #define MAX_SEGMENTS 16
 #define TILE 256 /* frames converted and filtered at a time (a multiple of every width) */
+#define SPAN 2048 /* samples of a segment's interleaved frames converted at a time (FRAMES) */
 
 /* One (channel, segment) lane. Loop time t is block frame `origin + t`; the lane primes its
  * filter for t < count_from and ends at t == end. */
@@ -37,15 +39,20 @@ struct lane {
 };
 
 /* How a group's lanes read their samples. ROWS: any strides, lane by lane, through memory;
- * PLANAR: each lane's samples contiguous, a vector of frames per lane at a time, transposed
+ * FRAMES: interleaved frames of 3 or more channels, lanes segment-major, each segment's frames
+ * converted whole (contiguous) then taken apart, through memory; PLANAR: each lane's samples contiguous, a vector of frames per lane at a time, transposed
  * in registers; STEREO: interleaved stereo frames, a lane pair (L, R) per segment, a vector
- * of half as many frames per pair at a time. */
-enum mode { MODE_ROWS, MODE_PLANAR, MODE_STEREO };
+ * of half as many frames per pair at a time; FRAME: interleaved frames of 5 to `lanes`
+ * channels (5.1, 7.1), one segment, a lane per channel: a frame is a vector (the lanes past
+ * the last channel idle on the next frame's samples). */
+enum mode { MODE_ROWS, MODE_FRAMES, MODE_PLANAR, MODE_STEREO, MODE_FRAME };
 
 /* What every lane shares. */
 struct job {
     enum kind k;
     Py_ssize_t s0; /* bytes from one frame to the next */
+    Py_ssize_t item; /* bytes per sample */
+    int channels;    /* per frame */
     enum mode mode;
     double inv;
     const double *co, *weights;
@@ -96,6 +103,26 @@ convert_lane(const struct job *job, const struct lane *ln, Py_ssize_t t, Py_ssiz
     convert(job->k, ln->src + t * job->s0, job->s0, live, job->inv, row);
     for (Py_ssize_t i = live; i < len; i++) {
         row[i] = 0.0;
+    }
+}
+
+/* Every channel of a lane's segment, frames [t, t + len), frame-major into span (zeros from
+ * its end on), and each of the segment's lanes [first, last) taken from it into its row. */
+static inline __attribute__((always_inline)) void
+convert_frames(const struct job *job, const struct lane *ln, int first, int last, Py_ssize_t t,
+               Py_ssize_t len, double *restrict span, double (*rows)[TILE]) {
+    const int ch = job->channels;
+    Py_ssize_t live = live_frames(&ln[first], t, len) * ch;
+    const char *p = ln[first].src - ln[first].channel * job->item + t * job->s0;
+    convert(job->k, p, job->item, live, job->inv, span);
+    for (Py_ssize_t i = live; i < len * ch; i++) {
+        span[i] = 0.0;
+    }
+    for (int l = first; l < last; l++) {
+        const double *from = span + ln[l].channel;
+        for (Py_ssize_t i = 0; i < len; i++) {
+            rows[l][i] = from[i * ch];
+        }
     }
 }
 
@@ -364,10 +391,30 @@ static const char idle_samples[128] __attribute__((aligned(64)));
         STORE_STATE(tvec##lanes);                                                          \
     }                                                                                      \
                                                                                            \
+    /* FRAME mode: `count` frames from loop time t, one vector load each. */               \
+    target static inline __attribute__((always_inline)) void                               \
+    frames##lanes(const struct job *job, const struct lane *ln, Py_ssize_t t,              \
+                  Py_ssize_t count, const enum kind k, double *restrict v,                 \
+                  double *restrict sums) {                                                 \
+        const double *co = job->co, inv = job->inv;                                        \
+        const char *p = ln[0].src + t * job->s0;                                           \
+        const Py_ssize_t s0 = job->s0;                                                     \
+        LOAD_STATE(tvec##lanes);                                                           \
+        _Pragma("GCC unroll 4")                                                            \
+        for (Py_ssize_t i = 0; i < count; i++) {                                           \
+            tvec##lanes xv = load##lanes(p + i * s0, k, inv);                              \
+            FILTER_STEP(xv);                                                               \
+        }                                                                                  \
+        STORE_STATE(tvec##lanes);                                                          \
+    }                                                                                      \
+                                                                                           \
     target static void group##lanes(const struct job *job, const struct lane *ln, int n) { \
         double rows[lanes][TILE] __attribute__((aligned(64)));                             \
         double x[TILE * (lanes)] __attribute__((aligned(64)));                             \
+        double span[SPAN];                                                                 \
         double v[4 * (lanes)], sums[lanes], lane_v[4];                                     \
+        const Py_ssize_t tile = job->mode == MODE_FRAMES && SPAN / job->channels < TILE    \
+                                    ? SPAN / job->channels : TILE;                         \
         Py_ssize_t stop = 0;                                                               \
         memset(v, 0, sizeof v);                                                            \
         memset(sums, 0, sizeof sums);                                                      \
@@ -383,12 +430,27 @@ static const char idle_samples[128] __attribute__((aligned(64)));
         }                                                                                  \
         memset(rows, 0, sizeof rows); /* idle lanes, and the tail of a partial vector */   \
         for (Py_ssize_t t = 0; t < stop;) {                                                \
-            Py_ssize_t next = t + TILE < stop ? t + TILE : stop;                           \
+            Py_ssize_t next = t + tile < stop ? t + tile : stop;                           \
             for (int l = 0; l < n; l++) {                                                  \
                 Py_ssize_t e = next_event(job, &ln[l], t);                                 \
                 next = e < next ? e : next;                                                \
             }                                                                              \
-            Py_ssize_t chunks = job->mode == MODE_ROWS ? 0 : (next - t) / (lanes);         \
+            Py_ssize_t chunks = job->mode < MODE_PLANAR ? 0 : (next - t) / (lanes);        \
+            if (job->mode == MODE_FRAME) {                                                 \
+                /* a frame's vector reads up to two frames on: not at the block's end */   \
+                Py_ssize_t safe = (next < ln[0].end - 2 ? next : ln[0].end - 2) - t;       \
+                chunks = 0;                                                                \
+                if (safe > 0) {                                                            \
+                    if (job->k == KIND_INT16) {                                            \
+                        frames##lanes(job, ln, t, safe, KIND_INT16, v, sums);              \
+                    } else if (job->k == KIND_INT32) {                                     \
+                        frames##lanes(job, ln, t, safe, KIND_INT32, v, sums);              \
+                    } else {                                                               \
+                        frames##lanes(job, ln, t, safe, KIND_FLOAT32, v, sums);            \
+                    }                                                                      \
+                    t += safe; /* the rest below, through memory */                        \
+                }                                                                          \
+            }                                                                              \
             if (chunks) {                                                                  \
                 switch (job->mode * 3 + job->k) {                                          \
                 case MODE_PLANAR * 3 + KIND_INT16:                                         \
@@ -413,8 +475,16 @@ static const char idle_samples[128] __attribute__((aligned(64)));
             }                                                                              \
             Py_ssize_t from = t + chunks * (lanes), len = next - from;                     \
             if (len > 0) {                                                                 \
-                for (int l = 0; l < n; l++) {                                              \
-                    convert_lane(job, &ln[l], from, len, rows[l]);                         \
+                if (job->mode == MODE_FRAMES) {                                            \
+                    for (int l = 0, r; l < n; l = r) { /* the lanes of one segment */      \
+                        for (r = l + 1; r < n && ln[r].origin == ln[l].origin; r++) {      \
+                        }                                                                  \
+                        convert_frames(job, ln, l, r, from, len, span, rows);              \
+                    }                                                                      \
+                } else {                                                                   \
+                    for (int l = 0; l < n; l++) {                                          \
+                        convert_lane(job, &ln[l], from, len, rows[l]);                     \
+                    }                                                                      \
                 }                                                                          \
                 transpose##lanes(rows, len, x);                                            \
                 filter##lanes(x, len, job->co, v, sums);                                   \
@@ -594,7 +664,7 @@ PyObject *wf_kweight(PyObject *self, PyObject *args) {
 
     double carry[MAX_CHANNELS];
     struct job job = {
-        .k = k, .s0 = sv.strides[0], .inv = inv, .co = cv.buf, .weights = wv.buf,
+        .k = k, .s0 = sv.strides[0], .item = sv.itemsize, .channels = ch, .inv = inv, .co = cv.buf, .weights = wv.buf,
         .st = stv.buf, .energies = ev.buf, .carry = carry, .step = step,
         .quiet = step - window, .filled = filled, .done = steps_max,
     };
@@ -604,7 +674,10 @@ PyObject *wf_kweight(PyObject *self, PyObject *args) {
             channels[measured++] = c;
         }
     }
-    job.mode = sv.strides[0] == sv.itemsize ? MODE_PLANAR : MODE_ROWS;
+    job.mode = sv.strides[0] == sv.itemsize                                    ? MODE_PLANAR
+               : ch > 2 && sv.strides[0] == ch * sv.itemsize && sv.strides[1] == sv.itemsize
+                   ? MODE_FRAMES
+                   : MODE_ROWS;
     int lane_channels = measured;
     if (ch == 2 && sv.strides[0] == 2 * sv.itemsize && sv.strides[1] == sv.itemsize) {
         job.mode = MODE_STEREO; /* both channels, in pairs, even if one is not measured */
@@ -612,12 +685,20 @@ PyObject *wf_kweight(PyObject *self, PyObject *args) {
         channels[0] = 0;
         channels[1] = 1;
     }
+    if (job.mode == MODE_FRAMES && ch >= 5 && ch <= width && want_segments <= 1) {
+        job.mode = MODE_FRAME; /* every channel, in its place in the frame, one segment */
+        lane_channels = ch;
+        for (int c = 0; c < ch; c++) {
+            channels[c] = c;
+        }
+    }
     Py_ssize_t priming = priming_frames(step);
     if (n == 0) {
         measured = lane_channels = 0; /* nothing to filter: the state stays as it is */
     }
-    int segments = measured ? choose_segments(n, priming, lane_channels, width, want_segments)
-                            : 1;
+    int segments = measured && job.mode != MODE_FRAME
+                       ? choose_segments(n, priming, lane_channels, width, want_segments)
+                       : 1;
     Py_ssize_t first = segment_length(n, priming, segments);
     Py_BEGIN_ALLOW_THREADS
     FTZ_ON
@@ -627,7 +708,17 @@ PyObject *wf_kweight(PyObject *self, PyObject *args) {
     int nl = 0;
     for (int i = 0; i < lane_channels * segments; i++) {
         int stereo = job.mode == MODE_STEREO;
-        int s = stereo ? i / 2 : i % segments, c = stereo ? i % 2 : channels[i / segments];
+        int s, c;
+        if (stereo) {
+            s = i / 2;
+            c = i % 2;
+        } else if (job.mode == MODE_FRAMES || job.mode == MODE_FRAME) { /* segment-major */
+            s = i / lane_channels;
+            c = channels[i % lane_channels];
+        } else {
+            s = i % segments;
+            c = channels[i / segments];
+        }
         Py_ssize_t begin = s == 0 ? 0 : first + (s - 1) * (first - priming);
         Py_ssize_t stop = s == segments - 1 ? n : s == 0 ? first : begin + first - priming;
         struct lane *ln = &lanes[nl++];
