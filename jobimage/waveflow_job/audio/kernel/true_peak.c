@@ -30,9 +30,9 @@
 #define PIECE 65536        /* frames of a strided buffer copied to contiguous memory at a time */
 #define MAX_TAPS 24
 #define MAX_PHASES 3
-/* The bounds are computed in double (the block's curvature from raw samples, within 3 float32
- * ulps of the largest: ~4e-7 of the peak); the interpolated values are rounded to float32
- * afterwards (6e-8): this relative slack covers both. */
+/* The bounds are computed in double (a block's curvature from raw samples in float32, within 3
+ * ulps of the largest sample: with sum |e_j| < 0.5, under 2e-7 of the peak); the interpolated
+ * values are rounded to float32 afterwards (6e-8): this relative slack covers both. */
 #define BOUND_SLACK (1.0 + 1e-6)
 #define AI inline __attribute__((always_inline))
 
@@ -281,9 +281,11 @@ static AI double tighter(double range, double curved) {
 }
 
 /* The largest |second difference| x[q-1] - 2 x[q] + x[q+1] of the raw samples, q in
- * [from, to), in raw units: exact for integers; for floats computed in float32, within 3 ulps
- * of the largest sample (the bound's slack covers that, since every sample here is at most the
- * peak). Loops GCC vectorises. */
+ * [from, to), in raw units: exact for int16; for int32 and floats computed in float32 (8 or
+ * 16 lanes), within 3 float32 ulps of the largest sample of the samples the interpolator reads
+ * (the scale is a power of two: converting then scaling is scaling then converting). The
+ * bound's slack covers that, since every sample here is at most the peak. Loops GCC
+ * vectorises. */
 static AI double raw_curve(const void *base, Py_ssize_t from, Py_ssize_t to, enum kind k) {
     if (k == KIND_INT16) {
         const raw16 *x = (const raw16 *)base;
@@ -295,20 +297,12 @@ static AI double raw_curve(const void *base, Py_ssize_t from, Py_ssize_t to, enu
         }
         return m;
     }
-    if (k == KIND_INT32) {
-        const raw32 *x = (const raw32 *)base;
-        int64_t m = 0;
-        for (Py_ssize_t q = from; q < to; q++) {
-            int64_t v = (int64_t)x[q - 1] + (int64_t)x[q + 1] - 2 * (int64_t)x[q];
-            v = v < 0 ? -v : v;
-            m = v > m ? v : m;
-        }
-        return (double)m;
-    }
-    const float *x = (const float *)base;
+    const raw32 *xi = (const raw32 *)base;
+    const float *xf = (const float *)base;
     int32_t m = 0; /* non-negative floats order as their bits */
     for (Py_ssize_t q = from; q < to; q++) {
-        float v = x[q - 1] + x[q + 1] - 2.0f * x[q];
+        float v = k == KIND_INT32 ? (float)xi[q - 1] + (float)xi[q + 1] - 2.0f * (float)xi[q]
+                                  : xf[q - 1] + xf[q + 1] - 2.0f * xf[q];
         int32_t bits;
         memcpy(&bits, &v, sizeof bits);
         bits &= 0x7fffffff;
@@ -541,11 +535,15 @@ static AI double contiguous_peak(const struct source *s, const struct interpolat
                     continue;
                 }
                 Py_ssize_t at = r + b * BLOCK, len = b < full ? BLOCK : rn - b * BLOCK;
-                if (at >= 2 * MAX_TAPS) { /* the block's own curvature bound (its windows'
-                                           * second differences lie in [at - taps + 2, end)) */
+                if (at >= BLOCK) { /* the block's own curvature bound: its windows' second
+                                    * differences are centred in [at - taps + 2, at + len - 1),
+                                    * within the 288 (a multiple of the vectors) before that */
                     double h = wider_hi(b ? hi[b - 1] : prev_hi, hi[b]);
                     double l = wider_lo(b ? lo[b - 1] : prev_lo, lo[b]);
-                    double curve = raw_curve(s->base, at - MAX_TAPS, at + len - 1, k) * s->inv;
+                    double curve = len == BLOCK
+                                       ? raw_curve(s->base, at + BLOCK - 1 - 288, at + BLOCK - 1, k)
+                                       : raw_curve(s->base, at - MAX_TAPS, at + len - 1, k);
+                    curve *= s->inv;
                     if (curved_bound(h, l, curve, ip) <= peak) {
                         continue;
                     }
