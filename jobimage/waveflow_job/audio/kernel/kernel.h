@@ -70,4 +70,8 @@ extern const char wf_detail_minmax_doc[];
 PyObject *wf_levels(PyObject *self, PyObject *args);
 extern const char wf_levels_doc[];
 
+/* segments.c: an interleaved stereo block into two contiguous channels. */
+PyObject *wf_split_stereo(PyObject *self, PyObject *args);
+extern const char wf_split_stereo_doc[];
+
 #endif

@@ -24,6 +24,7 @@ static PyMethodDef methods[] = {
     {"true_peak", wf_true_peak, METH_VARARGS, wf_true_peak_doc},
     {"detail_minmax", wf_detail_minmax, METH_VARARGS, wf_detail_minmax_doc},
     {"levels", wf_levels, METH_VARARGS, wf_levels_doc},
+    {"split_stereo", wf_split_stereo, METH_VARARGS, wf_split_stereo_doc},
     {NULL, NULL, 0, NULL},
 };
 
