@@ -420,7 +420,7 @@ static const char idle_samples[128] __attribute__((aligned(64)));
         memset(sums, 0, sizeof sums);                                                      \
         for (int l = 0; l < n; l++) {                                                      \
             stop = ln[l].end > stop ? ln[l].end : stop;                                    \
-            if (ln[l].origin == 0) { /* segment 0 continues the carried state */           \
+            if (ln[l].count_from == 0) { /* segment 0 continues the carried state */       \
                 const double *s = job->st + ln[l].channel * STATE;                         \
                 for (int d = 0; d < 4; d++) {                                              \
                     v[d * (lanes) + l] = s[d];                                             \
@@ -430,7 +430,9 @@ static const char idle_samples[128] __attribute__((aligned(64)));
         }                                                                                  \
         memset(rows, 0, sizeof rows); /* idle lanes, and the tail of a partial vector */   \
         for (Py_ssize_t t = 0; t < stop;) {                                                \
-            Py_ssize_t next = t + tile < stop ? t + tile : stop;                           \
+            /* registers only: a run goes on to the next event (its last frames, fewer    \
+             * than a vector of them, through the tile) */                                 \
+            Py_ssize_t next = job->mode >= MODE_PLANAR || t + tile > stop ? stop : t + tile; \
             for (int l = 0; l < n; l++) {                                                  \
                 Py_ssize_t e = next_event(job, &ln[l], t);                                 \
                 next = e < next ? e : next;                                                \
