@@ -238,16 +238,33 @@ static AI void key_extremes(const void *base, Py_ssize_t from, Py_ssize_t len, e
         }
         *hi = h;
         *lo = l;
-    } else {
+    } else if (k == KIND_INT32) {
         const raw32 *x = (const raw32 *)base + from;
         int32_t h = INT32_MIN, l = INT32_MAX;
         for (Py_ssize_t i = 0; i < len; i++) {
-            int32_t v = k == KIND_FLOAT32 ? float_key(x[i]) : x[i];
-            h = v > h ? v : h;
-            l = v < l ? v : l;
+            h = x[i] > h ? x[i] : h;
+            l = x[i] < l ? x[i] : l;
         }
         *hi = h;
         *lo = l;
+    } else {
+        /* Floats without keying every sample: the largest and smallest bits as signed and the
+         * largest as unsigned. Some sign bit clear: the signed largest is the largest float
+         * (a NaN beyond +inf); all negative: it is the signed smallest (the one nearest -0).
+         * Some negative: the unsigned largest is the smallest float (a NaN beyond -inf); none:
+         * it is the signed smallest. */
+        const raw32 *x = (const raw32 *)base + from;
+        int32_t smax = INT32_MIN, smin = INT32_MAX;
+        uint32_t umax = 0;
+        for (Py_ssize_t i = 0; i < len; i++) {
+            uint32_t u = (uint32_t)x[i];
+            smax = x[i] > smax ? x[i] : smax;
+            smin = x[i] < smin ? x[i] : smin;
+            umax = u > umax ? u : umax;
+        }
+        int32_t h = smax >= 0 ? smax : smin, l = umax >= 0x80000000u ? (int32_t)umax : smin;
+        *hi = float_key(h);
+        *lo = float_key(l);
     }
 }
 
