@@ -43,3 +43,22 @@ int wf_get_out(PyObject *obj, Py_buffer *view, Py_ssize_t itemsize, Py_ssize_t c
     }
     return 0;
 }
+
+int wf_get_starts(PyObject *obj, Py_buffer *view, Py_ssize_t n) {
+    if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
+        return -1;
+    }
+    Py_ssize_t nseg = view->len / 8;
+    const int64_t *starts = view->buf;
+    int bad = view->itemsize != 8 || nseg < 1 || n < 1 || starts[0] != 0;
+    for (Py_ssize_t j = 1; !bad && j < nseg; j++) {
+        bad = starts[j] <= starts[j - 1] || starts[j] >= n;
+    }
+    if (bad) {
+        PyErr_SetString(PyExc_ValueError,
+                        "starts must be int64, begin at 0 and rise strictly inside the samples");
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}

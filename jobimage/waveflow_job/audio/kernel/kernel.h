@@ -34,6 +34,9 @@ enum kind { KIND_INT16, KIND_INT32, KIND_FLOAT32 };
 int wf_sample_kind(const Py_buffer *view, enum kind *out);
 /* One channel's samples (1-D, any stride) and their type; the buffer is released on error. */
 int wf_get_channel(PyObject *obj, Py_buffer *view, enum kind *out);
+/* Segment starts for `n` frames: int64, the first 0, rising strictly inside the frames (a
+ * ValueError otherwise); the buffer is released on error. */
+int wf_get_starts(PyObject *obj, Py_buffer *view, Py_ssize_t n);
 /* A writable, C-contiguous buffer of `count` items of `itemsize` bytes. */
 int wf_get_out(PyObject *obj, Py_buffer *view, Py_ssize_t itemsize, Py_ssize_t count,
                const char *name);

@@ -48,23 +48,12 @@ PyObject *wf_segment_minmax(PyObject *self, PyObject *args) {
     if (wf_get_channel(samples_o, &sv, &k) < 0) {
         return NULL;
     }
-    if (PyObject_GetBuffer(starts_o, &tv, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
+    if (wf_get_starts(starts_o, &tv, sv.shape[0]) < 0) {
         PyBuffer_Release(&sv);
         return NULL;
     }
     Py_ssize_t n = sv.shape[0], s0 = sv.strides[0], nseg = tv.len / 8;
     const int64_t *starts = tv.buf;
-    int bad = tv.itemsize != 8 || nseg < 1 || starts[0] != 0;
-    for (Py_ssize_t j = 1; !bad && j < nseg; j++) {
-        bad = starts[j] <= starts[j - 1] || starts[j] >= n;
-    }
-    if (bad || n < 1) {
-        PyErr_SetString(PyExc_ValueError,
-                        "starts must be int64, begin at 0 and rise strictly inside the samples");
-        PyBuffer_Release(&tv);
-        PyBuffer_Release(&sv);
-        return NULL;
-    }
     if (wf_get_out(max_o, &mv, sv.itemsize, nseg, "max") < 0) {
         PyBuffer_Release(&tv);
         PyBuffer_Release(&sv);
@@ -211,23 +200,12 @@ PyObject *wf_detail_minmax(PyObject *self, PyObject *args) {
     if (wf_get_channel(samples_o, &sv, &k) < 0) {
         return NULL;
     }
-    if (PyObject_GetBuffer(starts_o, &tv, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
+    if (wf_get_starts(starts_o, &tv, sv.shape[0]) < 0) {
         PyBuffer_Release(&sv);
         return NULL;
     }
     Py_ssize_t n = sv.shape[0], s0 = sv.strides[0], nseg = tv.len / 8;
     const int64_t *starts = tv.buf;
-    int bad = tv.itemsize != 8 || nseg < 1 || starts[0] != 0;
-    for (Py_ssize_t j = 1; !bad && j < nseg; j++) {
-        bad = starts[j] <= starts[j - 1] || starts[j] >= n;
-    }
-    if (bad || n < 1) {
-        PyErr_SetString(PyExc_ValueError,
-                        "starts must be int64, begin at 0 and rise strictly inside the samples");
-        PyBuffer_Release(&tv);
-        PyBuffer_Release(&sv);
-        return NULL;
-    }
     /* Points the block touches: the partial one before `first`, then one per spp frames. */
     Py_ssize_t npoints = (first > 0) + (n - first + spp - 1) / spp;
     if (first >= n) {
@@ -386,21 +364,11 @@ PyObject *wf_levels(PyObject *self, PyObject *args) {
         }
         n = len;
     }
-    if (PyObject_GetBuffer(starts_o, &tv, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
+    if (wf_get_starts(starts_o, &tv, n) < 0) {
         goto done;
     }
     Py_ssize_t nseg = tv.len / 8;
     const int64_t *starts = tv.buf;
-    int bad = tv.itemsize != 8 || nseg < 1 || starts[0] != 0 || n < 1;
-    for (Py_ssize_t j = 1; !bad && j < nseg; j++) {
-        bad = starts[j] <= starts[j - 1] || starts[j] >= n;
-    }
-    if (bad) {
-        PyErr_SetString(PyExc_ValueError,
-                        "starts must be int64, begin at 0 and rise strictly inside the samples");
-        PyBuffer_Release(&tv);
-        goto done;
-    }
     if (wf_get_out(mono_o, &mv, 4, nseg, "mono") < 0) {
         PyBuffer_Release(&tv);
         goto done;
