@@ -41,15 +41,6 @@ int wf_get_starts(PyObject *obj, Py_buffer *view, Py_ssize_t n);
 int wf_get_out(PyObject *obj, Py_buffer *view, Py_ssize_t itemsize, Py_ssize_t count,
                const char *name);
 
-static inline double load(const char *p, enum kind k) {
-    switch (k) {
-    case KIND_INT16: { int16_t v; memcpy(&v, p, 2); return (double)v; }
-    case KIND_INT32: { int32_t v; memcpy(&v, p, 4); return (double)v; }
-    default: { float v; memcpy(&v, p, 4); return (double)v; }
-    }
-}
-
-
 /* Flush-to-zero while filtering, as libebur128 does: a decaying filter state would otherwise
  * spend thousands of samples in (slow) subnormal numbers after the audio falls silent. */
 #if defined(__SSE2__)
