@@ -3,6 +3,25 @@
  * block. */
 #include "kernel.h"
 
+/* Max and min of frames [a, b) into mx/mn (started from a sample of the range): unit-stride
+ * samples through `p` (so GCC vectorises), any other stride through `base` and `s0`. */
+#define PIECE_LOOP(T, NANCHECK)                                                            \
+    if (unit) {                                                                            \
+        for (Py_ssize_t i = a; i < b; i++) {                                               \
+            T v = p[i];                                                                    \
+            NANCHECK;                                                                      \
+            mx = v > mx ? v : mx;                                                          \
+            mn = v < mn ? v : mn;                                                          \
+        }                                                                                  \
+    } else {                                                                               \
+        for (Py_ssize_t i = a; i < b; i++) {                                               \
+            T v = *(const T *)(base + i * s0);                                             \
+            NANCHECK;                                                                      \
+            mx = v > mx ? v : mx;                                                          \
+            mn = v < mn ? v : mn;                                                          \
+        }                                                                                  \
+    }
+
 /* One function per type, over contiguous samples (so GCC vectorises the inner loops) or any
  * stride; floats: a NaN anywhere makes both NaN, as np.maximum/np.minimum propagate it. */
 #define SEGMENT_FN(NAME, T, NANCHECK)                                                      \
@@ -14,21 +33,7 @@
             Py_ssize_t a = starts[j], b = j + 1 < nseg ? starts[j + 1] : n;                \
             T mx = *(const T *)(base + a * s0), mn = mx;                                   \
             int nan = 0;                                                                   \
-            if (unit) {                                                                    \
-                for (Py_ssize_t i = a; i < b; i++) {                                       \
-                    T v = p[i];                                                            \
-                    NANCHECK;                                                              \
-                    mx = v > mx ? v : mx;                                                  \
-                    mn = v < mn ? v : mn;                                                  \
-                }                                                                          \
-            } else {                                                                       \
-                for (Py_ssize_t i = a; i < b; i++) {                                       \
-                    T v = *(const T *)(base + i * s0);                                     \
-                    NANCHECK;                                                              \
-                    mx = v > mx ? v : mx;                                                  \
-                    mn = v < mn ? v : mn;                                                  \
-                }                                                                          \
-            }                                                                              \
+            PIECE_LOOP(T, NANCHECK)                                                        \
             mxo[j] = nan ? (T)NAN : mx;                                                    \
             mno[j] = nan ? (T)NAN : mn;                                                    \
         }                                                                                  \
@@ -104,23 +109,6 @@ static inline double stored(double v, double scale, double top) {
     }
     return x > top - 1.0 ? top - 1.0 : x;
 }
-
-#define PIECE_LOOP(T, NANCHECK)                                                            \
-    if (unit) {                                                                            \
-        for (Py_ssize_t i = a; i < b; i++) {                                               \
-            T v = p[i];                                                                    \
-            NANCHECK;                                                                      \
-            mx = v > mx ? v : mx;                                                          \
-            mn = v < mn ? v : mn;                                                          \
-        }                                                                                  \
-    } else {                                                                               \
-        for (Py_ssize_t i = a; i < b; i++) {                                               \
-            T v = *(const T *)(base + i * s0);                                             \
-            NANCHECK;                                                                      \
-            mx = v > mx ? v : mx;                                                          \
-            mn = v < mn ? v : mn;                                                          \
-        }                                                                                  \
-    }
 
 #define DETAIL_FN(NAME, T, NANCHECK)                                                       \
     HOT_CLONES static void NAME(const char *base, Py_ssize_t s0, Py_ssize_t n,             \
