@@ -18,11 +18,19 @@
 #include <stdint.h>
 #include <string.h>
 
-#if defined(__SSE2__)
+/* The x86 code (AVX2/AVX-512 kernels, target clones, the SSE flush-to-zero): GCC on x86-64 Linux
+ * only. Every other build, and one with -DWAVEFLOW_PORTABLE_KERNEL, compiles the plain-C paths
+ * an aarch64 (Graviton) build runs, which is how the tests build and check them on x86. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) &&      \
+    !defined(WAVEFLOW_PORTABLE_KERNEL)
+#define WF_X86_SIMD 1
+#endif
+
+#ifdef WF_X86_SIMD
 #include <xmmintrin.h>
 #endif
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#ifdef WF_X86_SIMD
 #define HOT_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define HOT_CLONES
@@ -43,7 +51,7 @@ int wf_get_out(PyObject *obj, Py_buffer *view, Py_ssize_t itemsize, Py_ssize_t c
 
 /* Flush-to-zero while filtering, as libebur128 does: a decaying filter state would otherwise
  * spend thousands of samples in (slow) subnormal numbers after the audio falls silent. */
-#if defined(__SSE2__)
+#ifdef WF_X86_SIMD
 #define FTZ_ON unsigned int saved_csr_ = _mm_getcsr(); _mm_setcsr(saved_csr_ | _MM_FLUSH_ZERO_ON);
 #define FTZ_OFF _mm_setcsr(saved_csr_);
 #else

@@ -294,7 +294,7 @@ static inline __attribute__((always_inline)) tvec2 widen16_2(const char *p) {
     return __builtin_convertvector(__builtin_convertvector(raw, i32x2v), tvec2);
 }
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#ifdef WF_X86_SIMD
 #include <immintrin.h>
 static inline __attribute__((always_inline, target("avx2,fma"))) tvec4
 widen16_4(const char *p) {
@@ -520,7 +520,7 @@ DEFINE_TRANSPOSE(4)
 DEFINE_TRANSPOSE(8)
 
 DEFINE_GROUP(2, )
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#ifdef WF_X86_SIMD
 #define X86_KERNELS 1
 DEFINE_GROUP(4, __attribute__((target("avx2,fma"))))
 DEFINE_GROUP(8, __attribute__((target("avx512f,fma"))))

@@ -602,7 +602,7 @@ typedef double (*peak_fn)(const struct source *, const struct interpolator *, do
     };
 
 DEFINE_PEAKS(2, 2, )
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#ifdef WF_X86_SIMD
 #define X86_KERNELS 1
 DEFINE_PEAKS(4, 4, __attribute__((target("avx2,fma"))))
 DEFINE_PEAKS(8, 8, __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma"))))
