@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
+from job import portable_kernel
 from support.aws import MotoEndpoint
 from support.jobrun import JobWorld, make_world
 from support.webhooks import WebhookRecorder
@@ -16,3 +18,10 @@ def world(aws: MotoEndpoint, bucket: str, webhooks: WebhookRecorder, tmp_path: P
           monkeypatch: pytest.MonkeyPatch) -> JobWorld:
     """The moto bucket, the webhook recorder, a fresh scratch dir and summary file."""
     return make_world(aws, bucket, webhooks, tmp_path, monkeypatch)
+
+
+@pytest.fixture(scope="session")
+def portable_kernels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ModuleType]:
+    """The kernel as aarch64 compiles it (job.portable_kernel.VARIANTS), built once a session."""
+    return portable_kernel.build(list(portable_kernel.VARIANTS),
+                                 tmp_path_factory.mktemp("portable-kernel"))
