@@ -54,34 +54,32 @@ struct job {
     Py_ssize_t item; /* bytes per sample */
     int channels;    /* per frame */
     enum mode mode;
-    double inv;
+    double inv, inv2; /* the full scale's inverse (a power of two) and its square */
     const double *co, *weights;
     double *st, *energies, *carry; /* carry: per channel, the open step's sum at the end */
     Py_ssize_t step, quiet, filled, done; /* quiet: frames of a step before its window */
 };
 
-/* count samples from p, `s0` bytes apart, times `inv`, into out. The multiply is libebur128's
- * division by the full scale (a power of two: exact). Contiguous samples are converted in
- * vectors. */
+/* count samples from p, `s0` bytes apart, into out as doubles (not yet scaled: see
+ * from_full_scale). Contiguous samples are converted in vectors. */
 #define CONVERT_LOOP(T)                                                                    \
     do {                                                                                   \
         if (s0 == (Py_ssize_t)sizeof(T)) {                                                 \
             const T *src = (const T *)(const void *)p;                                     \
             for (Py_ssize_t i = 0; i < count; i++) {                                       \
-                out[i] = (double)src[i] * inv;                                             \
+                out[i] = (double)src[i];                                                   \
             }                                                                              \
         } else {                                                                           \
             for (Py_ssize_t i = 0; i < count; i++) {                                       \
                 T raw;                                                                     \
                 memcpy(&raw, p + i * s0, sizeof raw);                                      \
-                out[i] = (double)raw * inv;                                                \
+                out[i] = (double)raw;                                                      \
             }                                                                              \
         }                                                                                  \
     } while (0)
 
 static inline __attribute__((always_inline)) void
-convert(enum kind k, const char *p, Py_ssize_t s0, Py_ssize_t count, double inv,
-        double *restrict out) {
+convert(enum kind k, const char *p, Py_ssize_t s0, Py_ssize_t count, double *restrict out) {
     switch (k) {
     case KIND_INT16: CONVERT_LOOP(int16_t); break;
     case KIND_INT32: CONVERT_LOOP(int32_t); break;
@@ -100,7 +98,7 @@ static inline __attribute__((always_inline)) void
 convert_lane(const struct job *job, const struct lane *ln, Py_ssize_t t, Py_ssize_t len,
              double *restrict row) {
     Py_ssize_t live = live_frames(ln, t, len);
-    convert(job->k, ln->src + t * job->s0, job->s0, live, job->inv, row);
+    convert(job->k, ln->src + t * job->s0, job->s0, live, row);
     for (Py_ssize_t i = live; i < len; i++) {
         row[i] = 0.0;
     }
@@ -114,7 +112,7 @@ convert_frames(const struct job *job, const struct lane *ln, int first, int last
     const int ch = job->channels;
     Py_ssize_t live = live_frames(&ln[first], t, len) * ch;
     const char *p = ln[first].src - ln[first].channel * job->item + t * job->s0;
-    convert(job->k, p, job->item, live, job->inv, span);
+    convert(job->k, p, job->item, live, span);
     for (Py_ssize_t i = live; i < len * ch; i++) {
         span[i] = 0.0;
     }
@@ -146,6 +144,7 @@ static Py_ssize_t next_event(const struct job *job, const struct lane *ln, Py_ss
 static void deposit(const struct job *job, const struct lane *ln, Py_ssize_t step_index,
                     double sum) {
     const int channel = ln->channel;
+    sum *= job->inv2; /* squares of unscaled samples */
     if (job->weights[channel] == 0.0) {
         return; /* filtered beside its neighbour in a stereo pair, not measured */
     }
@@ -181,7 +180,9 @@ static void lane_events(const struct job *job, const struct lane *ln, Py_ssize_t
             deposit(job, ln, (job->filled + frame) / job->step, part);
         }
         if (ln->carries && job->weights[ln->channel] != 0.0) {
-            memcpy(job->st + ln->channel * STATE, v, 4 * sizeof(double));
+            for (int d = 0; d < 4; d++) {
+                job->st[ln->channel * STATE + d] = v[d] * job->inv;
+            }
         }
     }
 }
@@ -304,7 +305,145 @@ static inline __attribute__((always_inline, target("avx512f,fma"))) tvec8
 widen16_8(const char *p) {
     return (tvec8)_mm512_cvtepi32_pd(_mm256_cvtepi16_epi32(_mm_loadu_si128((const void *)p)));
 }
+
+/* One frame of every lane through the filter, the delays in rotated names (A the newest):
+ * the newest value replaces the oldest, D, so four calls in turn need no copies. */
+#define FILTER_ROTATED(xv, A, B, C, D)                                                     \
+    do {                                                                                   \
+        __typeof__(A) v0 = (((xv) - a4 * D) - a3 * C) - a2 * B - a1 * A;                   \
+        __typeof__(A) y = b0 * v0 + b1 * A + b2 * B + b3 * C + b4 * D;                     \
+        D = v0;                                                                            \
+        sum += y * y;                                                                      \
+    } while (0)
+
+#define X8 __attribute__((target("avx512f,fma")))
+
+/* The last step of both 8 x 8 transposes of 32-bit samples: p0, p1 hold frames 0-3 and 4-7
+ * of lanes 0-3 (frame-major, 4 lanes a frame), q0, q1 the same of lanes 4-7; out[k] gets
+ * frame 2k of lanes 0-7, then frame 2k + 1. */
+X8 static inline __attribute__((always_inline)) void
+pair_frames8(__m512i p0, __m512i p1, __m512i q0, __m512i q1, __m512i *out) {
+    const __m512i even = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19,
+                                           4, 5, 6, 7, 20, 21, 22, 23);
+    const __m512i odd = _mm512_setr_epi32(8, 9, 10, 11, 24, 25, 26, 27,
+                                          12, 13, 14, 15, 28, 29, 30, 31);
+    out[0] = _mm512_permutex2var_epi32(p0, even, q0);
+    out[1] = _mm512_permutex2var_epi32(p0, odd, q0);
+    out[2] = _mm512_permutex2var_epi32(p1, even, q1);
+    out[3] = _mm512_permutex2var_epi32(p1, odd, q1);
+}
+
+/* PLANAR: z[j] holds 8 frames of lane 2j then 8 of lane 2j + 1. */
+X8 static inline __attribute__((always_inline)) void
+transpose_rows8(const __m512i *z, __m512i *out) {
+    const __m512i low = _mm512_setr_epi32(0, 8, 16, 24, 1, 9, 17, 25,
+                                          2, 10, 18, 26, 3, 11, 19, 27);
+    const __m512i high = _mm512_setr_epi32(4, 12, 20, 28, 5, 13, 21, 29,
+                                           6, 14, 22, 30, 7, 15, 23, 31);
+    pair_frames8(_mm512_permutex2var_epi32(z[0], low, z[1]),
+                 _mm512_permutex2var_epi32(z[0], high, z[1]),
+                 _mm512_permutex2var_epi32(z[2], low, z[3]),
+                 _mm512_permutex2var_epi32(z[2], high, z[3]), out);
+}
+
+/* STEREO: s[q] holds 8 interleaved (L, R) frames of segment q (lanes 2q, 2q + 1). */
+X8 static inline __attribute__((always_inline)) void
+transpose_pairs8(const __m512i *s, __m512i *out) {
+    const __m512i low = _mm512_setr_epi32(0, 1, 16, 17, 2, 3, 18, 19,
+                                          4, 5, 20, 21, 6, 7, 22, 23);
+    const __m512i high = _mm512_setr_epi32(8, 9, 24, 25, 10, 11, 26, 27,
+                                           12, 13, 28, 29, 14, 15, 30, 31);
+    pair_frames8(_mm512_permutex2var_epi32(s[0], low, s[1]),
+                 _mm512_permutex2var_epi32(s[0], high, s[1]),
+                 _mm512_permutex2var_epi32(s[2], low, s[3]),
+                 _mm512_permutex2var_epi32(s[2], high, s[3]), out);
+}
+
+/* 8 frames of the 8 lanes read from p[] at byte offset `at`, transposed while still 32 bits
+ * wide (int16 widened first) into out: frame f's lanes at out + 8 f. */
+X8 static inline __attribute__((always_inline)) void
+gather_x8(const char *const *p, Py_ssize_t at, const enum mode mode, const enum kind k,
+          int32_t *out) {
+    __m512i z[4], o[4];
+    if (mode == MODE_STEREO) {
+        for (int q = 0; q < 4; q++) {
+            z[q] = k == KIND_INT16
+                       ? _mm512_cvtepi16_epi32(_mm256_loadu_si256((const void *)(p[q] + at)))
+                       : _mm512_loadu_si512((const void *)(p[q] + at));
+        }
+        transpose_pairs8(z, o);
+    } else {
+        for (int j = 0; j < 4; j++) {
+            const void *a = p[2 * j] + at, *b = p[2 * j + 1] + at;
+            if (k == KIND_INT16) {
+                __m256i two = _mm256_inserti128_si256(
+                    _mm256_castsi128_si256(_mm_loadu_si128(a)), _mm_loadu_si128(b), 1);
+                z[j] = _mm512_cvtepi16_epi32(two);
+            } else {
+                z[j] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(a)),
+                                          _mm256_loadu_si256(b), 1);
+            }
+        }
+        transpose_rows8(z, o);
+    }
+    for (int q = 0; q < 4; q++) {
+        _mm512_store_si512(out + 16 * q, o[q]);
+    }
+}
+
+/* fused for 8 lanes (AVX-512): 8 frames of 8 lanes are transposed in 4 vectors of 16 32-bit
+ * samples (12 shuffles for PLANAR, 8 for STEREO, where doubles would take 24), stored, and
+ * converted to double from memory a frame at a time (converting a register's upper half
+ * takes one shuffle more). The next 8 frames are read and transposed before these are
+ * filtered, so that their loads and shuffles are not held up behind the recursion. */
+X8 static inline __attribute__((always_inline)) void
+fused_x8(const struct job *job, const struct lane *ln, int n, Py_ssize_t t, Py_ssize_t chunks,
+         const enum mode mode, const enum kind k, double *restrict v, double *restrict sums) {
+    const double *co = job->co;
+    const int streams = mode == MODE_STEREO ? 4 : 8;
+    const int per = mode == MODE_STEREO ? 2 : 1; /* lanes per stream */
+    const Py_ssize_t advance = 8 * job->s0;
+    const char *p[8];
+    const char *any = NULL;
+    for (int q = 0; q < streams; q++) {
+        const struct lane *l = &ln[q * per];
+        p[q] = q * per < n && t < l->end ? l->src + t * job->s0 : NULL;
+        any = any ? any : p[q];
+    }
+    for (int q = 0; q < streams; q++) { /* an idle lane filters a live one's samples */
+        p[q] = p[q] ? p[q] : any;
+    }
+    LOAD_STATE(tvec8);
+    int32_t frames[2][64] __attribute__((aligned(64)));
+    gather_x8(p, 0, mode, k, frames[0]);
+    for (Py_ssize_t c = 0; c < chunks; c++) {
+        const int32_t *now = frames[c & 1];
+        /* read back from memory, not forwarded in registers by the compiler */
+        __asm__("" : "+m"(frames));
+        tvec8 x[8];
+        for (int f = 0; f < 8; f++) {
+            x[f] = k == KIND_FLOAT32
+                       ? (tvec8)_mm512_cvtps_pd(_mm256_load_ps((const float *)(now + 8 * f)))
+                       : (tvec8)_mm512_cvtepi32_pd(_mm256_load_si256((const void *)(now + 8 * f)));
+        }
+        if (c + 1 < chunks) {
+            gather_x8(p, (c + 1) * advance, mode, k, frames[(c + 1) & 1]);
+        }
+        FILTER_ROTATED(x[0], v1, v2, v3, v4);
+        FILTER_ROTATED(x[1], v4, v1, v2, v3);
+        FILTER_ROTATED(x[2], v3, v4, v1, v2);
+        FILTER_ROTATED(x[3], v2, v3, v4, v1);
+        FILTER_ROTATED(x[4], v1, v2, v3, v4);
+        FILTER_ROTATED(x[5], v4, v1, v2, v3);
+        FILTER_ROTATED(x[6], v3, v4, v1, v2);
+        FILTER_ROTATED(x[7], v2, v3, v4, v1);
+    }
+    STORE_STATE(tvec8);
+}
+#define FUSED8 fused_x8
 #endif
+#define FUSED2 fused2
+#define FUSED4 fused4
 
 /* Zeros an idle (or ended) lane reads in PLANAR and STEREO mode. */
 static const char idle_samples[128] __attribute__((aligned(64)));
@@ -329,9 +468,9 @@ static const char idle_samples[128] __attribute__((aligned(64)));
         STORE_STATE(tvec##lanes);                                                          \
     }                                                                                      \
                                                                                            \
-    /* `lanes` consecutive samples at p as doubles times inv. */                           \
+    /* `lanes` consecutive samples at p as doubles. */                                     \
     target static inline __attribute__((always_inline)) tvec##lanes                        \
-    load##lanes(const char *p, const enum kind k, double inv) {                            \
+    load##lanes(const char *p, const enum kind k) {                                        \
         tvec##lanes out;                                                                   \
         if (k == KIND_INT16) {                                                             \
             out = widen16_##lanes(p);                                                      \
@@ -344,7 +483,7 @@ static const char idle_samples[128] __attribute__((aligned(64)));
             memcpy(&raw, p, sizeof raw);                                                   \
             out = __builtin_convertvector(raw, tvec##lanes);                               \
         }                                                                                  \
-        return out * inv;                                                                  \
+        return out;                                                                        \
     }                                                                                      \
                                                                                            \
     /* `chunks` x `lanes` frames from loop time t, no event among them: loaded a vector    \
@@ -353,7 +492,7 @@ static const char idle_samples[128] __attribute__((aligned(64)));
     fused##lanes(const struct job *job, const struct lane *ln, int n, Py_ssize_t t,        \
                  Py_ssize_t chunks, const enum mode mode, const enum kind k,               \
                  double *restrict v, double *restrict sums) {                              \
-        const double *co = job->co, inv = job->inv;                                        \
+        const double *co = job->co;                                                         \
         const Py_ssize_t item = k == KIND_INT16 ? 2 : 4;                                   \
         const char *p[lanes];                                                              \
         Py_ssize_t advance[lanes];                                                         \
@@ -372,15 +511,15 @@ static const char idle_samples[128] __attribute__((aligned(64)));
                 tvec##lanes a[lanes];                                                      \
                 for (int q = 0; q < (lanes) / 2; q++) {                                    \
                     const char *at = p[q] + c * advance[q];                                \
-                    a[q] = load##lanes(at, k, inv);                                        \
+                    a[q] = load##lanes(at, k);                                             \
                     a[q + (lanes) / 2] = load##lanes(at + (advance[q] ? (lanes) * item : 0), \
-                                                     k, inv);                              \
+                                                     k);                                   \
                 }                                                                          \
                 pairs_regs##lanes(a, x);                                                   \
                 pairs_regs##lanes(a + (lanes) / 2, x + (lanes) / 2);                       \
             } else {                                                                       \
                 for (int l = 0; l < (lanes); l++) {                                        \
-                    x[l] = load##lanes(p[l] + c * advance[l], k, inv);                     \
+                    x[l] = load##lanes(p[l] + c * advance[l], k);                          \
                 }                                                                          \
                 transpose_regs##lanes(x);                                                  \
             }                                                                              \
@@ -396,13 +535,13 @@ static const char idle_samples[128] __attribute__((aligned(64)));
     frames##lanes(const struct job *job, const struct lane *ln, Py_ssize_t t,              \
                   Py_ssize_t count, const enum kind k, double *restrict v,                 \
                   double *restrict sums) {                                                 \
-        const double *co = job->co, inv = job->inv;                                        \
+        const double *co = job->co;                                                         \
         const char *p = ln[0].src + t * job->s0;                                           \
         const Py_ssize_t s0 = job->s0;                                                     \
         LOAD_STATE(tvec##lanes);                                                           \
         _Pragma("GCC unroll 4")                                                            \
         for (Py_ssize_t i = 0; i < count; i++) {                                           \
-            tvec##lanes xv = load##lanes(p + i * s0, k, inv);                              \
+            tvec##lanes xv = load##lanes(p + i * s0, k);                                   \
             FILTER_STEP(xv);                                                               \
         }                                                                                  \
         STORE_STATE(tvec##lanes);                                                          \
@@ -423,9 +562,9 @@ static const char idle_samples[128] __attribute__((aligned(64)));
             if (ln[l].count_from == 0) { /* segment 0 continues the carried state */       \
                 const double *s = job->st + ln[l].channel * STATE;                         \
                 for (int d = 0; d < 4; d++) {                                              \
-                    v[d * (lanes) + l] = s[d];                                             \
+                    v[d * (lanes) + l] = s[d] / job->inv;                                  \
                 }                                                                          \
-                sums[l] = s[4];                                                            \
+                sums[l] = s[4] / job->inv2;                                                \
             }                                                                              \
         }                                                                                  \
         memset(rows, 0, sizeof rows); /* idle lanes, and the tail of a partial vector */   \
@@ -456,22 +595,22 @@ static const char idle_samples[128] __attribute__((aligned(64)));
             if (chunks) {                                                                  \
                 switch (job->mode * 3 + job->k) {                                          \
                 case MODE_PLANAR * 3 + KIND_INT16:                                         \
-                    fused##lanes(job, ln, n, t, chunks, MODE_PLANAR, KIND_INT16, v, sums); \
+                    FUSED##lanes(job, ln, n, t, chunks, MODE_PLANAR, KIND_INT16, v, sums); \
                     break;                                                                 \
                 case MODE_PLANAR * 3 + KIND_INT32:                                         \
-                    fused##lanes(job, ln, n, t, chunks, MODE_PLANAR, KIND_INT32, v, sums); \
+                    FUSED##lanes(job, ln, n, t, chunks, MODE_PLANAR, KIND_INT32, v, sums); \
                     break;                                                                 \
                 case MODE_PLANAR * 3 + KIND_FLOAT32:                                       \
-                    fused##lanes(job, ln, n, t, chunks, MODE_PLANAR, KIND_FLOAT32, v, sums); \
+                    FUSED##lanes(job, ln, n, t, chunks, MODE_PLANAR, KIND_FLOAT32, v, sums); \
                     break;                                                                 \
                 case MODE_STEREO * 3 + KIND_INT16:                                         \
-                    fused##lanes(job, ln, n, t, chunks, MODE_STEREO, KIND_INT16, v, sums); \
+                    FUSED##lanes(job, ln, n, t, chunks, MODE_STEREO, KIND_INT16, v, sums); \
                     break;                                                                 \
                 case MODE_STEREO * 3 + KIND_INT32:                                         \
-                    fused##lanes(job, ln, n, t, chunks, MODE_STEREO, KIND_INT32, v, sums); \
+                    FUSED##lanes(job, ln, n, t, chunks, MODE_STEREO, KIND_INT32, v, sums); \
                     break;                                                                 \
                 default:                                                                   \
-                    fused##lanes(job, ln, n, t, chunks, MODE_STEREO, KIND_FLOAT32, v, sums); \
+                    FUSED##lanes(job, ln, n, t, chunks, MODE_STEREO, KIND_FLOAT32, v, sums); \
                     break;                                                                 \
                 }                                                                          \
             }                                                                              \
@@ -666,7 +805,7 @@ PyObject *wf_kweight(PyObject *self, PyObject *args) {
 
     double carry[MAX_CHANNELS];
     struct job job = {
-        .k = k, .s0 = sv.strides[0], .item = sv.itemsize, .channels = ch, .inv = inv, .co = cv.buf, .weights = wv.buf,
+        .k = k, .s0 = sv.strides[0], .item = sv.itemsize, .channels = ch, .inv = inv, .inv2 = inv * inv, .co = cv.buf, .weights = wv.buf,
         .st = stv.buf, .energies = ev.buf, .carry = carry, .step = step,
         .quiet = step - window, .filled = filled, .done = steps_max,
     };
