@@ -515,7 +515,8 @@ static AI double region_in_full(const struct source *s, Py_ssize_t start, Py_ssi
 static AI double contiguous_peak(const struct source *s, const struct interpolator *ip,
                                  double peak, enum kind k, const int taps, const int phases,
                                  const int lanes) {
-    double hi[REGION_BLOCKS], lo[REGION_BLOCKS], bound[REGION_BLOCKS];
+    int32_t hi[REGION_BLOCKS], lo[REGION_BLOCKS]; /* keys, converted where needed */
+    double bound[REGION_BLOCKS];
     double prev_lo, prev_hi = taps ? history_hi(s, taps, &prev_lo) : 0.0;
     if (!taps) {
         prev_lo = 0.0;
@@ -523,27 +524,39 @@ static AI double contiguous_peak(const struct source *s, const struct interpolat
     for (Py_ssize_t r = 0; r < s->n; r += REGION_BLOCKS * BLOCK) {
         Py_ssize_t rn = s->n - r < REGION_BLOCKS * BLOCK ? s->n - r : REGION_BLOCKS * BLOCK;
         Py_ssize_t blocks = (rn + BLOCK - 1) / BLOCK, full = rn / BLOCK;
-        double top = 0.0;
-        int finite = 1;
-        for (Py_ssize_t b = 0; b < blocks; b++) {
-            if (b < full) {
-                extremes(s->base, r + b * BLOCK, BLOCK, k, s->inv, &hi[b], &lo[b]);
-            } else {
-                extremes(s->base, r + b * BLOCK, rn - b * BLOCK, k, s->inv, &hi[b], &lo[b]);
-            }
-            finite &= isfinite(hi[b]) && isfinite(lo[b]);
-            top = hi[b] > top ? hi[b] : top;
-            top = -lo[b] > top ? -lo[b] : top;
+        for (Py_ssize_t b = 0; b < full; b++) {
+            key_extremes(s->base, r + b * BLOCK, BLOCK, k, &hi[b], &lo[b]);
         }
+        if (full < blocks) {
+            key_extremes(s->base, r + full * BLOCK, rn - full * BLOCK, k, &hi[full], &lo[full]);
+        }
+        int32_t kmax = hi[0], kmin = lo[0];
+        for (Py_ssize_t b = 1; b < blocks; b++) {
+            kmax = hi[b] > kmax ? hi[b] : kmax;
+            kmin = lo[b] < kmin ? lo[b] : kmin;
+        }
+        /* Float keys above +inf's or below -inf's are NaNs; integers are always finite. */
+        int finite = k != KIND_FLOAT32 || (kmax < 0x7f800000 && kmin > (int32_t)0x807fffff);
+        double top = wider_hi(unit_of(kmax, k, s->inv), -unit_of(kmin, k, s->inv));
+        double last_hi = unit_of(hi[blocks - 1], k, s->inv);
+        double last_lo = unit_of(lo[blocks - 1], k, s->inv);
         if (!finite) {
             peak = region_in_full(s, r, rn, ip, peak, k, taps, phases, lanes);
         } else if (phases) {
             peak = top > peak ? top : peak; /* the sample peak */
+            /* Block b's windows reach into block b - 1 (the first block's into the history
+             * or the region before). Keys order as the converted samples do (unit_of is
+             * monotonic), so the extremes are converted after the max and min; in one loop
+             * over the blocks GCC vectorises. */
+            bound[0] = bound_of(wider_hi(prev_hi, unit_of(hi[0], k, s->inv)),
+                                wider_lo(prev_lo, unit_of(lo[0], k, s->inv)), ip);
+            for (Py_ssize_t b = 1; b < blocks; b++) {
+                int32_t h = hi[b] > hi[b - 1] ? hi[b] : hi[b - 1];
+                int32_t l = lo[b] < lo[b - 1] ? lo[b] : lo[b - 1];
+                bound[b] = bound_of(unit_of(h, k, s->inv), unit_of(l, k, s->inv), ip);
+            }
             Py_ssize_t best = 0;
-            for (Py_ssize_t b = 0; b < blocks; b++) {
-                double h = wider_hi(b ? hi[b - 1] : prev_hi, hi[b]);
-                double l = wider_lo(b ? lo[b - 1] : prev_lo, lo[b]);
-                bound[b] = bound_of(h, l, ip);
+            for (Py_ssize_t b = 1; b < blocks; b++) {
                 best = bound[b] > bound[best] ? b : best;
             }
             for (Py_ssize_t kk = -1; kk < blocks; kk++) {
@@ -555,8 +568,10 @@ static AI double contiguous_peak(const struct source *s, const struct interpolat
                 if (at >= BLOCK) { /* the block's own curvature bound: its windows' second
                                     * differences are centred in [at - taps + 2, at + len - 1),
                                     * within the 288 (a multiple of the vectors) before that */
-                    double h = wider_hi(b ? hi[b - 1] : prev_hi, hi[b]);
-                    double l = wider_lo(b ? lo[b - 1] : prev_lo, lo[b]);
+                    double h = b ? unit_of(hi[b] > hi[b - 1] ? hi[b] : hi[b - 1], k, s->inv)
+                                 : wider_hi(prev_hi, unit_of(hi[0], k, s->inv));
+                    double l = b ? unit_of(lo[b] < lo[b - 1] ? lo[b] : lo[b - 1], k, s->inv)
+                                 : wider_lo(prev_lo, unit_of(lo[0], k, s->inv));
                     double curve = len == BLOCK
                                        ? raw_curve(s->base, at + BLOCK - 1 - 288, at + BLOCK - 1, k)
                                        : raw_curve(s->base, at - MAX_TAPS, at + len - 1, k);
@@ -570,8 +585,8 @@ static AI double contiguous_peak(const struct source *s, const struct interpolat
         } else {
             peak = top > peak ? top : peak;
         }
-        prev_hi = hi[blocks - 1];
-        prev_lo = lo[blocks - 1];
+        prev_hi = last_hi;
+        prev_lo = last_lo;
     }
     return peak;
 }
