@@ -34,6 +34,15 @@ VARIANTS = {
 }
 
 
+def runnable_variants() -> list[str]:
+    """The variants this CPU can run: the contracting one needs x86's FMA instructions."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        flags = []
+    return [v for v in VARIANTS if "-mfma" not in VARIANTS[v] or "fma" in flags]
+
+
 def pyproject_extension() -> dict[str, Any]:
     """The kernel's entry in pyproject's ``[[tool.setuptools.ext-modules]]``."""
     with (REPO / "pyproject.toml").open("rb") as f:
