@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.machinery
 import importlib.util
+import re
 import shlex
 import subprocess
 import sys
@@ -66,6 +67,27 @@ def compile_command(variant: str, output: Path) -> list[str]:
         *(str(REPO / source) for source in entry["sources"]),
         "-o", str(output),
     ]
+
+
+#: What only an x86 compiler accepts: target attributes and clones, CPU feature tests, SSE/AVX
+#: intrinsics and their headers.
+X86_ONLY = re.compile(r"\btarget(_clones)?\s*\(|__builtin_cpu_|\b_mm\d*_|\b__m\d+|[a-z]mmintrin")
+
+
+def x86_only_lines(source: Path, defines: tuple[str, ...]) -> list[str]:
+    """The lines of the kernel's own files (not system headers) in ``source`` preprocessed
+    with ``defines`` that name x86-only code (X86_ONLY)."""
+    out = subprocess.run([*shlex.split(sysconfig.get_config_var("CC") or "cc"), "-E", *defines,
+                          f"-I{sysconfig.get_paths()['include']}", str(source)],
+                         capture_output=True, text=True, check=True).stdout
+    found, ours = [], False
+    for line in out.splitlines():
+        marker = re.match(r'# \d+ "([^"]+)"', line)
+        if marker:
+            ours = Path(marker.group(1)).parent == source.parent
+        elif ours and X86_ONLY.search(line):
+            found.append(line.strip())
+    return found
 
 
 def load(path: Path) -> ModuleType:

@@ -68,6 +68,18 @@ def test_the_portable_build_holds_only_the_plain_c_paths(kernels: dict[str, Modu
                 kernels[name].kweight(*args, width, 0)
 
 
+def test_no_x86_only_code_outside_the_guard() -> None:
+    """An x86 attribute or intrinsic left outside WF_X86_SIMD builds on x86 even with
+    -DWAVEFLOW_PORTABLE_KERNEL, but not on aarch64: after the preprocessor, a portable
+    build's kernel lines hold none (the default build's do: the check sees them)."""
+    sources = [portable_kernel.REPO / s for s in portable_kernel.pyproject_extension()["sources"]]
+    default = [line for s in sources for line in portable_kernel.x86_only_lines(s, ())]
+    assert any("target_clones" in line for line in default)
+    assert any("__builtin_cpu_supports" in line for line in default)
+    for source in sources:
+        assert portable_kernel.x86_only_lines(source, ("-DWAVEFLOW_PORTABLE_KERNEL",)) == []
+
+
 def test_every_variant_is_built_and_loaded(kernels: dict[str, ModuleType]) -> None:
     missing = sorted(set(portable_kernel.VARIANTS) - set(PORTABLE))
     if missing:  # shown in the summary: this machine checks less than aarch64 needs
