@@ -70,8 +70,9 @@ def compile_command(variant: str, output: Path) -> list[str]:
 
 
 #: What only an x86 compiler accepts: target attributes and clones, CPU feature tests, SSE/AVX
-#: intrinsics and their headers.
-X86_ONLY = re.compile(r"\btarget(_clones)?\s*\(|__builtin_cpu_|\b_mm\d*_|\b__m\d+|[a-z]mmintrin")
+#: intrinsics, builtins and headers, inline assembly.
+X86_ONLY = re.compile(r"\btarget(_clones)?\s*\(|__builtin_(cpu|ia32)_|\b_mm\d*_|\b__m\d+|"
+                      r"[a-z]mmintrin|\b(__)?asm(__)?\b")
 
 
 def x86_only_lines(source: Path, defines: tuple[str, ...]) -> list[str]:
