@@ -149,6 +149,32 @@ def test_interleaved_surround_frames_read_a_vector_each(channels: int, dtype: ty
         assert_same_energies(ours, np.array(reference))
 
 
+@pytest.mark.parametrize("width", WIDTHS)
+@pytest.mark.parametrize(("channels", "dtype", "how"), [
+    (2, np.int16, "interleaved"),
+    (2, np.int32, "planar"),
+    (1, np.int16, "interleaved"),
+    (6, np.int32, "interleaved"),
+    (3, np.int16, "strided"),
+])
+def test_the_full_scale_applied_by_the_kernel_is_exact(width: int, channels: int, dtype: type,
+                                                       how: str) -> None:
+    """The kernel filters integer samples unscaled and applies the full scale (a power of two)
+    to the carried state and the squares: bit for bit what the samples already divided by it
+    give (exact in float32: 16- and 24-bit values) with inv_scale 1, energies and state."""
+    rate = 48000
+    samples = as_type(signal(round(2.3 * rate), rate, channels, 90 + channels), dtype)
+    if dtype is np.int32:
+        samples &= ~0xFF  # 24-bit samples, as WAV-24 blocks hold them
+    scaled = (samples / FULL_SCALE[dtype]).astype(np.float32)
+    assert np.array_equal(scaled.astype(np.float64) * FULL_SCALE[dtype], samples)
+    blocks = uneven_blocks(len(samples), rate)
+    ours, our_state = energies(samples, rate, blocks, width, 0, how)
+    theirs, their_state = energies(scaled, rate, blocks, width, 0, how)
+    assert np.array_equal(ours, theirs)
+    assert np.array_equal(our_state, their_state)
+
+
 @pytest.mark.parametrize("rate", [8000, 44100, 96000, 192000])
 def test_two_steps_of_priming_leave_less_than_a_rounding_of_the_state(rate: int) -> None:
     """Why a segment may start from zero 200 ms early: from any state, 200 ms of silence

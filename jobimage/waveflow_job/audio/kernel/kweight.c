@@ -17,9 +17,15 @@
  * between runs of frames (no lane's bookkeeping changes inside a run).
  *
  * The samples are converted to double, transposed so a vector holds one frame of every lane
- * and filtered in registers, a vector of frames at a time (PLANAR and STEREO below); 5 to 8
- * interleaved channels need no segments: a frame is a vector (FRAME). Other layouts and the
- * frames left over go through a tile in memory. */
+ * and filtered in registers, a vector of frames at a time (PLANAR and STEREO below; with
+ * AVX-512 transposed while still 32 bits wide, see fused_x8); 5 to 8 interleaved channels
+ * need no segments: a frame is a vector (FRAME). Other layouts and the frames left over go
+ * through a tile in memory.
+ *
+ * The filter runs on the samples as they are (integers as doubles), not divided by the full
+ * scale: libebur128's division is by a power of two, so it commutes exactly with the filter
+ * (the state is carried divided by it, the squares multiplied by its square at each step's
+ * end), and one multiply per sample is saved. */
 #include "kernel.h"
 
 #define STATE 5 /* per channel: v1..v4 of the filter, the running sum of squares */
@@ -60,8 +66,8 @@ struct job {
     Py_ssize_t step, quiet, filled, done; /* quiet: frames of a step before its window */
 };
 
-/* count samples from p, `s0` bytes apart, into out as doubles (not yet scaled: see
- * from_full_scale). Contiguous samples are converted in vectors. */
+/* count samples from p, `s0` bytes apart, into out as doubles (unscaled: see the top of
+ * this file). Contiguous samples are converted in vectors. */
 #define CONVERT_LOOP(T)                                                                    \
     do {                                                                                   \
         if (s0 == (Py_ssize_t)sizeof(T)) {                                                 \
@@ -442,6 +448,7 @@ fused_x8(const struct job *job, const struct lane *ln, int n, Py_ssize_t t, Py_s
 }
 #define FUSED8 fused_x8
 #endif
+/* The register path of each width: the generic fused##lanes (DEFINE_GROUP) but for 8. */
 #define FUSED2 fused2
 #define FUSED4 fused4
 
@@ -740,7 +747,8 @@ static int choose_segments(Py_ssize_t n, Py_ssize_t priming, int measured, int w
 const char wf_kweight_doc[] =
 "kweight(samples, inv_scale, coeffs, weights, state, step, window, filled, energies,\n"
 "        width=0, segments=0) -> (steps, filled)\n\n"
-"K-weight the (frames, channels) block `samples`, each sample times `inv_scale`.\n"
+"K-weight the (frames, channels) block `samples`, each sample times `inv_scale` (a power\n"
+"of two: applied exactly to the state and the squares instead; otherwise to rounding).\n"
 "`coeffs`: b0..b4, a1..a4; `weights`: per channel (0: not filtered); `state`: channels x 5\n"
 "doubles carried between blocks; `filled`: frames of the current step already seen. Each\n"
 "completed step of `step` frames writes the weighted mean square of its last `window`\n"
