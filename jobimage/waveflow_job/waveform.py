@@ -37,12 +37,17 @@ waveform: the file is rejected as ``AUDIO_CORRUPT``. Digital silence has no leve
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
+import secrets
+import stat
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from waveflow_job.audio.limits import AudioLimits
@@ -223,23 +228,85 @@ def write_waveform_file(input_path: str | os.PathLike[str],
                         loudness: bool = True,
                         limits: AudioLimits | None = None) -> dict[str, Any]:
     """Analyse ``input_path`` and write its waveform JSON to ``output_path`` (stdout if None),
-    and its detail waveform when ``detail`` asks for one (and it fits ``limits``)."""
-    analysis = analyse_file(input_path, num_peaks, detail=detail, loudness=loudness,
-                            limits=limits)
+    and its detail waveform when ``detail`` asks for one (and it fits ``limits``).
+
+    Each file is written beside its name and renamed into place only once the whole analysis
+    has succeeded: a rejected or interrupted run leaves the files an earlier run wrote (or
+    none), never a half-written ``.dat`` or a JSON without its ``.dat``."""
+    with ExitStack() as stack:
+        scratch, written = None, None
+        if detail is not None:
+            scratch = stack.enter_context(_replacing(detail.path))
+            written = dataclasses.replace(detail, path=scratch.path)
+        analysis = analyse_file(input_path, num_peaks, detail=written, loudness=loudness,
+                                limits=limits)
+        if scratch is not None and analysis.detail is None:
+            scratch.remove()  # left out: no file of an earlier run beside this JSON either
+    # The .dat is in place (or gone) before the JSON that names it.
     document = build_waveform_document(
         analysis, created_at=utc_now_iso(),
         detail_path=os.fspath(detail.path) if detail is not None else None)
     if analysis.detail_note is not None:
         sys.stderr.write(f"waveflow-job: {analysis.detail_note}\n")
-    if detail is not None and analysis.detail is None:  # left out: no empty file behind
-        os.unlink(detail.path)
     text = json.dumps(document, allow_nan=False, separators=(",", ":"))
     if output_path is None:
         sys.stdout.write(text + "\n")
     else:
-        with open(output_path, "w", encoding="utf-8") as f:
-            f.write(text)
+        with _replacing(output_path) as out:
+            out.path.write_text(text, encoding="utf-8")
     return document
+
+
+class _Replacement:
+    """Where the new content of ``target`` is written: a file beside it, renamed over it on
+    :meth:`commit`; or ``target`` itself when that is not a regular file (``/dev/stdout``,
+    a pipe: nothing to replace, and renaming over a device would be wrong)."""
+
+    def __init__(self, target: str | os.PathLike[str]) -> None:
+        self.target = Path(target)
+        self.removed = False
+        try:
+            self.direct = not stat.S_ISREG(os.stat(self.target).st_mode)
+        except FileNotFoundError:
+            self.direct = False
+        if self.direct:
+            self.path = self.target
+            return
+        self.path = self.target.with_name(f".{self.target.name}.{secrets.token_hex(4)}.part")
+        # As open(target, "w") would: mode 0o666 less the umask, and an error now if the
+        # directory cannot take the file.
+        os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+
+    def remove(self) -> None:
+        """Leave no file at the target, not even one an earlier run wrote."""
+        self.removed = True
+        if not self.direct:
+            with suppress(FileNotFoundError):
+                os.unlink(self.target)
+
+    def commit(self) -> None:
+        if self.removed:
+            self.discard()
+        elif not self.direct:
+            os.replace(self.path, self.target)
+
+    def discard(self) -> None:
+        if not self.direct:
+            with suppress(FileNotFoundError):
+                os.unlink(self.path)
+
+
+@contextmanager
+def _replacing(target: str | os.PathLike[str]) -> Iterator[_Replacement]:
+    """The new content of ``target`` goes to a file beside it that replaces it atomically if
+    the block ends normally and is deleted if it raises."""
+    replacement = _Replacement(target)
+    try:
+        yield replacement
+    except BaseException:
+        replacement.discard()
+        raise
+    replacement.commit()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

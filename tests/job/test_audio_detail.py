@@ -8,6 +8,7 @@ the samples written; lossy ones with the samples their decoder gives (read separ
 
 from __future__ import annotations
 
+import os
 import struct
 from pathlib import Path
 
@@ -258,3 +259,73 @@ def test_a_local_run_whose_detail_is_left_out_leaves_no_empty_dat_behind(
     assert not dat_out.exists()
     assert "waveform_detail_path" not in document
     assert "detail waveform left out" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- replacing files
+
+
+def test_a_rejected_run_keeps_the_files_an_earlier_run_wrote(tmp_path: Path) -> None:
+    """`waveflow-job waveform` over earlier results: a corrupt input fails with a clear error
+    and leaves the earlier JSON and .dat byte for byte, and no scratch file beside them."""
+    from waveflow_job import cli
+
+    good = synth.write_tone(tmp_path / "good.wav", "wav-16", 2.0, 44100, 2)
+    json_out, dat_out = tmp_path / "x.json", tmp_path / "x.dat"
+    argv = ["-o", str(json_out), "--detail", str(dat_out)]
+    assert cli.main(["waveform", str(good), *argv]) == 0
+    before = json_out.read_bytes(), dat_out.read_bytes()
+    # A NaN two thirds in: found only when decoding reaches it, after the .dat was opened.
+    samples = music(88200, 44100, 2)
+    samples[58800, 1] = np.nan
+    bad = synth.write_audio(tmp_path / "bad.wav", "wav-float", samples, 44100)
+
+    assert cli.main(["waveform", str(bad), *argv]) != 0
+
+    assert (json_out.read_bytes(), dat_out.read_bytes()) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.wav", "good.wav", "x.dat",
+                                                          "x.json"]
+
+
+def test_a_successful_run_replaces_both_files_and_leaves_no_scratch(tmp_path: Path) -> None:
+    from waveflow_job import cli
+
+    json_out, dat_out = tmp_path / "x.json", tmp_path / "x.dat"
+    json_out.write_text("old"), dat_out.write_bytes(b"old")
+    dat_out.chmod(0o600)
+    path = synth.write_tone(tmp_path / "in.flac", "flac-16", 1.5, 48000, 1)
+
+    assert cli.main(["waveform", str(path), "-o", str(json_out), "--detail", str(dat_out)]) == 0
+
+    header, points = read_dat(dat_out)
+    assert header == (2, 1, 48000, 256, -(-72000 // 256), 1)
+    assert np.array_equal(points, expected_points(decoded(path), 256, 8))
+    assert json_out.read_text().startswith("{")
+    assert dat_out.stat().st_mode & 0o777 == 0o666 & ~_umask()  # a new file, as open() makes
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.flac", "x.dat", "x.json"]
+
+
+def test_a_detail_left_out_also_removes_the_dat_of_an_earlier_run(tmp_path: Path) -> None:
+    """The JSON no longer names a .dat, so a stale one from an earlier run must not stay."""
+    dat_out = tmp_path / "x.dat"
+    dat_out.write_bytes(b"from an earlier run")
+    path = synth.write_tone(tmp_path / "x.flac", "flac-16", 1.0, 44100, 2)
+    waveform.write_waveform_file(path, tmp_path / "x.json", 100, detail=DetailRequest(dat_out),
+                                 limits=AudioLimits(max_detail_bytes=64))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.flac", "x.json"]
+
+
+def test_the_json_can_go_to_a_device(tmp_path: Path) -> None:
+    """A target that is not a regular file (/dev/null, /dev/stdout) is written, not replaced."""
+    from waveflow_job import cli
+
+    path = synth.write_tone(tmp_path / "x.wav", "wav-16", 0.5, 44100, 2)
+    assert cli.main(["waveform", str(path), "-o", os.devnull, "--detail",
+                     str(tmp_path / "x.dat")]) == 0
+    assert Path(os.devnull).is_char_device()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.dat", "x.wav"]
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
