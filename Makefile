@@ -31,7 +31,7 @@ $(INSTALLED): pyproject.toml $(wildcard jobimage/waveflow_job/audio/kernel/*)
 PLAYERS_DIR := operator/waveflow_dev/players
 PLAYERS := $(PLAYERS_DIR)/node_modules/.package-lock.json
 CHROMIUM ?= chromium
-TEST_TOOLS += players tools-chromium
+TEST_TOOLS += players tools-chromium tools-cross
 
 players: $(PLAYERS) ## npm ci the demo page's players (peaks.js, wavesurfer.js) into operator/waveflow_dev/players
 
@@ -47,6 +47,15 @@ tools-chromium: ## Debian's chromium for the demo page's browser test (skipped w
 	else \
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium; \
+	fi
+
+tools-cross: ## Debian's aarch64 cross compiler: a test builds the kernel as Graviton nodes do
+	@if command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 && [ -f /usr/aarch64-linux-gnu/include/stdio.h ]; then \
+		echo "aarch64 cross compiler: $$(command -v aarch64-linux-gnu-gcc)"; \
+	else \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+			gcc-aarch64-linux-gnu libc6-dev-arm64-cross; \
 	fi
 
 lint: install chart-lint ## ruff, mypy, hadolint on both Dockerfiles, helm lint
@@ -82,4 +91,4 @@ schemas: install ## Re-export the contract's JSON Schemas to docs/schemas
 clean: ## Remove the virtualenv, caches and demo output
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache demo-output $(PLAYERS_DIR)/node_modules
 
-.PHONY: help install lint test bench soak fuzz demo schemas clean players tools-chromium
+.PHONY: help install lint test bench soak fuzz demo schemas clean players tools-chromium tools-cross

@@ -130,3 +130,26 @@ def build(variants: list[str], directory: Path) -> dict[str, ModuleType]:
     if failures:
         raise RuntimeError("the portable kernel does not build:\n" + "\n".join(failures))
     return {variant: load(output) for variant, output in outputs.items()}
+
+
+def cross_build(compiler: str, directory: Path) -> tuple[Path, str]:
+    """The kernel built by an aarch64 cross compiler as pip would build it (pyproject's sources
+    and flags, position-independent, the Python headers): each source compiled side by side,
+    then linked. Returns the shared object and the compilers' output."""
+    entry = pyproject_extension()
+    flags = ["-O3", "-fPIC", f"-I{sysconfig.get_paths()['include']}",
+             *entry["extra-compile-args"]]
+    objects, running = [], []
+    for source in entry["sources"]:
+        obj = directory / (Path(source).stem + ".o")
+        objects.append(obj)
+        running.append(subprocess.Popen([compiler, *flags, "-c", str(REPO / source), "-o",
+                                         str(obj)], stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, text=True))
+    logs = [process.communicate()[0] for process in running]
+    if any(process.returncode for process in running):
+        raise RuntimeError("the kernel does not build for aarch64:\n" + "\n".join(logs))
+    output = directory / "_kernel.abi3.so"
+    link = subprocess.run([compiler, "-shared", *map(str, objects), "-o", str(output)],
+                          capture_output=True, text=True, check=True)
+    return output, "".join(logs) + link.stdout + link.stderr

@@ -13,9 +13,12 @@ under the answer, priming on the frames before a range.
 from __future__ import annotations
 
 import math
+import os
+import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 from types import ModuleType
 
 import numpy as np
@@ -78,6 +81,35 @@ def test_no_x86_only_code_outside_the_guard() -> None:
     assert any("__builtin_cpu_supports" in line for line in default)
     for source in sources:
         assert portable_kernel.x86_only_lines(source, ("-DWAVEFLOW_PORTABLE_KERNEL",)) == []
+
+
+#: The aarch64 cross compiler `make test` installs (Debian's gcc-aarch64-linux-gnu).
+CROSS_CC = os.environ.get("WAVEFLOW_CROSS_CC", "aarch64-linux-gnu-gcc")
+
+
+def test_the_kernel_builds_for_aarch64_with_a_real_cross_compiler(tmp_path: Path) -> None:
+    """What a Graviton node's `pip install` compiles: no warning, an AArch64 shared object that
+    exports the module's init and needs nothing but Python's stable ABI and libc (no CPU
+    dispatch resolver, no x86 symbol)."""
+    compiler = shutil.which(CROSS_CC)
+    assert compiler is not None, (
+        f"{CROSS_CC} is missing: `make tools-cross` installs Debian's gcc-aarch64-linux-gnu")
+    library, log = portable_kernel.cross_build(compiler, tmp_path)
+    assert "warning" not in log, log
+    header = subprocess.run(["readelf", "-h", str(library)], capture_output=True, text=True,
+                            check=True).stdout
+    assert re.search(r"Machine:\s+AArch64", header), header
+    symbols = subprocess.run(["readelf", "--dyn-syms", "-W", str(library)], capture_output=True,
+                             text=True, check=True).stdout
+    defined = {f[7].split("@")[0] for f in (line.split() for line in symbols.splitlines())
+               if len(f) >= 8 and f[6] != "UND" and f[3] == "FUNC"}
+    needed = {f[7].split("@")[0] for f in (line.split() for line in symbols.splitlines())
+              if len(f) >= 8 and f[6] == "UND"}
+    assert "PyInit__kernel" in defined
+    libc = {"malloc", "free", "memcpy", "memmove", "memset", "strchr", "__cxa_finalize",
+            "__gmon_start__", "_ITM_deregisterTMCloneTable", "_ITM_registerTMCloneTable"}
+    assert {s for s in needed if not re.match(r"_?Py", s)} <= libc, needed
+    assert not any("cpu" in s.lower() for s in needed | defined), needed | defined
 
 
 def test_every_variant_is_built_and_loaded(kernels: dict[str, ModuleType]) -> None:
