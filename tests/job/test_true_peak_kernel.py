@@ -255,3 +255,29 @@ def test_priming_only_moves_the_history() -> None:
     kernel.true_peak(short, 1 / 32768, bank, history, math.inf)
     assert np.array_equal(history[-5:], unit(short).astype(np.float32))
     assert np.array_equal(history[:-5], unit(raw[-len(history) + 5:]).astype(np.float32))
+
+
+@pytest.mark.parametrize("special", [
+    np.float32(np.finfo(np.float32).max), np.float32(-np.finfo(np.float32).max),
+    np.float32(np.inf), np.float32(-np.inf),
+    np.uint32(0x7FC00000).view(np.float32), np.uint32(0xFFC00000).view(np.float32),  # +-NaN
+    np.uint32(0xFFFFFFFF).view(np.float32), np.uint32(0x7F800001).view(np.float32),  # NaN edges
+    np.float32(-0.0), np.float32(np.finfo(np.float32).smallest_subnormal)])
+def test_float_extremes_and_non_finite_keys_across_regions(special: np.float32) -> None:
+    """The kernel tells a finite region from one holding a NaN or an infinity by the keys of
+    its block extremes (the largest finite floats sit next to the infinities' keys): the
+    special value, in blocks at either side of a 256 Ki-frame region boundary and in the last
+    frames before it, gives what a full interpolation gives, and so do the regions after it."""
+    rate = 44100
+    rng = np.random.default_rng(9)
+    x = bench_tone(600_000, rate, rng).astype(np.float32)
+    region = 1024 * 256
+    for at in (5, region - 1, region + 300, 2 * region - 20):
+        x[at] = special
+    with np.errstate(invalid="ignore"):  # a signalling NaN widened to float64
+        expected = full_interpolation(x, rate)
+    assert kernel_peak(x, rate, [len(x)]) == expected
+    assert kernel_peak(x, rate, [region + 1, len(x) - region - 1]) == expected
+    below = float(np.nextafter(expected, 0.0))
+    if math.isfinite(below):
+        assert kernel_peak(x, rate, [len(x)], below) == expected

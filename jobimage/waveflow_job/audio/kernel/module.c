@@ -8,7 +8,9 @@
  * kweight: libebur128's filter (direct form II, double state, the same coefficients, computed
  * by the caller), the sum of squares of the last `window` frames of every `step` frames.
  * true_peak: libebur128's polyphase interpolator (double accumulation, the result rounded to
- * float32), evaluated only on 16-frame chunks whose bound can beat the peak found so far.
+ * float32), evaluated only where a bound can beat the peak found so far: on the 256-frame
+ * blocks whose range and curvature bounds (from the raw samples) do, then on the 16-frame chunks
+ * of those whose own bounds still do.
  * segment_minmax: the waveform's per-segment max and min (peaks.py), both in one vectorised
  * pass; detail_minmax: the same, and in that pass the detail waveform's points (detail.py),
  * already as the .dat's stored integers.
