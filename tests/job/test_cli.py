@@ -365,3 +365,23 @@ def test_sigterm_while_waiting_for_the_backend_exits_143_without_a_failure(
     assert [r.path for r in world.webhooks.received()] == ["/webhook/hash-check"]
     assert "terminated by signal 15" in stderr
     assert world.scratch_entries() == []
+
+
+THREADS_AFTER_IMPORT = (
+    "import os, waveflow_job.cli, waveflow_job.audio.decode, numpy\n"
+    "numpy.dot(numpy.ones(4), numpy.ones(4))\n"
+    "print(len(os.listdir('/proc/self/task')))")
+
+
+def test_the_job_starts_no_blas_threads_unless_asked() -> None:
+    """OpenBLAS's idle threads spin at every start-up; the job never needs them. A value the
+    caller sets is kept (here, 2 threads: the main thread and one BLAS thread)."""
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+
+    def threads(**extra: str) -> int:
+        out = subprocess.run([sys.executable, "-c", THREADS_AFTER_IMPORT], env={**env, **extra},
+                             capture_output=True, text=True, check=True).stdout
+        return int(out)
+
+    assert threads() == 1
+    assert threads(OPENBLAS_NUM_THREADS="2") == 2
