@@ -281,3 +281,66 @@ def test_float_extremes_and_non_finite_keys_across_regions(special: np.float32) 
     below = float(np.nextafter(expected, 0.0))
     if math.isfinite(below):
         assert kernel_peak(x, rate, [len(x)], below) == expected
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("make", [bench_tone, music, noise], ids=lambda f: f.__name__)
+def test_2x_calls_longer_than_a_region_whatever_the_cuts(make: Callable[..., np.ndarray],
+                                                         dtype: type) -> None:
+    """At 2x, where a region whose blocks mostly beat the range bound has every block's
+    curvature measured in one pass: loud and quiet signals over three regions, the peak late or
+    on a region boundary (whose first block reaches back into the region before), cut at the
+    boundaries, with a partial last block, and the running peak one ulp under the answer."""
+    rate, region = 96000, 1024 * 256
+    rng = np.random.default_rng([DTYPES.index(dtype), 7])
+    x = make(2 * region + 70_001, rate, rng) * 0.8
+    x[2 * region - 3:2 * region + 5] = 0.97 * np.sin(np.pi / 2 * np.arange(8) + np.pi / 4)
+    raw = as_type(x, dtype)
+    expected = full_interpolation(raw, rate)
+    below = float(np.nextafter(expected, 0.0))
+    assert kernel_peak(raw, rate, [len(raw)]) == expected
+    assert kernel_peak(raw, rate, [len(raw)], below) == expected
+    assert kernel_peak(raw, rate, [region - 1, region + 2, len(raw) - 2 * region - 1]) == expected
+    # Without the burst the peak is the signal's own, and the running peak still sits under it.
+    raw[2 * region - 3:2 * region + 5] = raw[2 * region - 11:2 * region - 3]
+    expected = full_interpolation(raw, rate)
+    assert kernel_peak(raw, rate, [len(raw)], float(np.nextafter(expected, 0.0))) == expected
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.float32])
+def test_2x_a_smooth_tone_whose_true_peak_lies_just_above_its_samples(dtype: type) -> None:
+    """A loud, smooth 96 kHz sine (tiny second differences: the curvature bound sits just above
+    its samples) whose true peak beats its sample peak by a hair, in one block late in the
+    call: only that block's interpolation finds it."""
+    rate = 96000
+    n = 600_000
+    t = np.arange(n)
+    envelope = 0.9 - 0.2 * np.abs(t - 500_000.3) / n
+    raw = as_type(envelope * np.sin(2 * np.pi * 1003.7 * t / rate + 0.3), dtype)
+    expected = full_interpolation(raw, rate)
+    assert expected > float(np.abs(unit(raw)).max())
+    assert kernel_peak(raw, rate, [len(raw)]) == expected
+    assert kernel_peak(raw, rate, [len(raw)], float(np.nextafter(expected, 0.0))) == expected
+
+
+@pytest.mark.parametrize("rate", [44100, 96000])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("boundary", [40 * 256, 1024 * 256], ids=["block", "region"])
+def test_a_kink_just_before_a_block_is_seen_by_the_next_blocks_bound(boundary: int,
+                                                                     dtype: type,
+                                                                     rate: int) -> None:
+    """Two equal loud samples on a smooth loud tone (every block beats the range bound, none the
+    curvature bound but the kink's): the values between them, the true peak, are reached by
+    windows up to 12 (2x) or 6 (4x) frames later, so with the pair just before a block (or a
+    region) boundary the next block's windows hold the peak. That block's curvature bound must
+    count the second differences reached back across the boundary, or the peak is missed."""
+    t = np.arange(boundary + 3000)
+    background = 0.5 * np.sin(2 * np.pi * 200 * t / rate)
+    for back in range(1, 25):
+        x = background.copy()
+        x[boundary - back:boundary - back + 2] = 0.62
+        raw = as_type(x, dtype)
+        expected = full_interpolation(raw, rate)
+        assert expected > 0.62 * 1.05
+        assert kernel_peak(raw, rate, [len(raw)]) == expected, back
+        assert kernel_peak(raw, rate, [len(raw)], float(np.nextafter(expected, 0.0))) == expected

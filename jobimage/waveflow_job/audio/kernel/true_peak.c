@@ -8,7 +8,10 @@
  * highest bound first: their range bound, then their curvature bound (second differences on the
  * raw samples); a block that passes both is converted once, each 16-frame chunk of it bounded
  * by the tighter of the two, and only the chunks whose bound still beats the peak are
- * interpolated. A region holding a NaN or an infinity is interpolated in full.
+ * interpolated. A region holding a NaN or an infinity is interpolated in full. At 2x with
+ * AVX-512 (int32 and float32 samples), where the range bound rules out few loud blocks (the 24
+ * taps' sum of |taps| is 2.3), a region whose sampled blocks mostly beat it has every block's
+ * curvature measured in the pass that finds its extremes instead (most_beat, block_scan16).
  *
  * The range bound: an interpolated value is y = sum_t c_t x_t over a window of samples that all
  * lie in [l, h]. With m = (h + l) / 2, y = m * sum_t c_t + sum_t c_t (x_t - m) and |x_t - m| <=
@@ -21,6 +24,10 @@
  * few float32 ulps of the largest sample from the raw ones; BOUND_SLACK covers that and the
  * rounding of the values to float32. */
 #include "kernel.h"
+
+#ifdef WF_X86_SIMD
+#include <immintrin.h>
+#endif
 
 #include <stdlib.h>
 
@@ -330,6 +337,67 @@ static AI double raw_curve(const void *base, Py_ssize_t from, Py_ssize_t to, enu
     return f;
 }
 
+/* A block measured in one pass (2x, AVX-512, int32 and float32 samples; see most_beat), its
+ * curvature while its samples are in the nearest cache: the largest and smallest key of
+ * x[at..at+256) (at >= 16) and the largest |second difference| centred on x[at-1..at+254],
+ * computed as raw_curve computes it (the same float32 operations: the sum of the outer two,
+ * then minus twice the middle one, exact), each sample converted once and its neighbours
+ * shifted in from the vector before. Block b's windows reach the centres before at - 1
+ * through block b - 1's scan. */
+#ifdef WF_X86_SIMD
+#define SCAN_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma")))
+SCAN_TARGET static AI void block_scan16(const void *base, Py_ssize_t at, enum kind k,
+                                        int32_t *hi, int32_t *lo, float *curve) {
+    const raw32 *x = (const raw32 *)base + at;
+    __m512i smax = _mm512_set1_epi32(INT32_MIN), smin = _mm512_set1_epi32(INT32_MAX);
+    __m512i umax = _mm512_setzero_si512();
+    __m512 m = _mm512_setzero_ps(), two = _mm512_set1_ps(-2.0f);
+    __m512i pi = _mm512_loadu_si512((const void *)(x - 16));
+    __m512 prev = k == KIND_INT32 ? _mm512_cvtepi32_ps(pi) : _mm512_castsi512_ps(pi);
+    for (int v = 0; v < BLOCK / 16; v++) {
+        __m512i xi = _mm512_loadu_si512((const void *)(x + 16 * v));
+        smax = _mm512_max_epi32(smax, xi);
+        smin = _mm512_min_epi32(smin, xi);
+        if (k == KIND_FLOAT32) {
+            umax = _mm512_max_epu32(umax, xi);
+        }
+        __m512 cur = k == KIND_INT32 ? _mm512_cvtepi32_ps(xi) : _mm512_castsi512_ps(xi);
+        __m512 back1 = _mm512_castsi512_ps(
+            _mm512_alignr_epi32(_mm512_castps_si512(cur), _mm512_castps_si512(prev), 15));
+        __m512 back2 = _mm512_castsi512_ps(
+            _mm512_alignr_epi32(_mm512_castps_si512(cur), _mm512_castps_si512(prev), 14));
+        __m512 d = _mm512_fmadd_ps(two, back1, _mm512_add_ps(back2, cur));
+        m = _mm512_max_ps(m, _mm512_abs_ps(d));
+        prev = cur;
+    }
+    int32_t sh = _mm512_reduce_max_epi32(smax), sl = _mm512_reduce_min_epi32(smin);
+    *curve = _mm512_reduce_max_ps(m);
+    if (k == KIND_INT32) {
+        *hi = sh;
+        *lo = sl;
+    } else { /* as key_extremes */
+        uint32_t uh = _mm512_reduce_max_epu32(umax);
+        int32_t h = sh >= 0 ? sh : sl, l = uh >= 0x80000000u ? (int32_t)uh : sl;
+        *hi = float_key(h);
+        *lo = float_key(l);
+    }
+}
+
+/* Blocks from..to of the region at r (not inlined: the AVX-512 code is called from the
+ * kernels of every width, where it is dead for all but the AVX-512 ones). */
+#define DEFINE_SCAN_BLOCKS(name, kind)                                                     \
+    SCAN_TARGET __attribute__((noinline)) static void name(                                \
+        const void *base, Py_ssize_t r, Py_ssize_t from, Py_ssize_t to, int32_t *hi,       \
+        int32_t *lo, float *curve) {                                                       \
+        for (Py_ssize_t b = from; b < to; b++) {                                           \
+            block_scan16(base, r + b * BLOCK, kind, &hi[b], &lo[b], &curve[b]);            \
+        }                                                                                  \
+    }
+DEFINE_SCAN_BLOCKS(scan_blocks32, KIND_INT32)
+DEFINE_SCAN_BLOCKS(scan_blocksf, KIND_FLOAT32)
+#define HAVE_SCAN16 1
+#endif
+
 /* What the core reads: the call's samples and the `taps` converted samples before them. */
 struct source {
     const void *base;
@@ -509,6 +577,31 @@ static AI double region_in_full(const struct source *s, Py_ssize_t start, Py_ssi
     return peak;
 }
 
+#ifdef HAVE_SCAN16
+/* Whether many of a region's blocks are likely to beat their range bound, judged from every
+ * 16th block's own extremes against the peak so far and the sample peak among them: then
+ * measuring every block's curvature in the pass that finds its extremes (block_scan16) costs
+ * less than measuring the blocks that beat it one by one (raw_curve, from the slower caches).
+ * Either way the bounds hold and the result is the same. */
+static AI int most_beat(const void *base, Py_ssize_t r, Py_ssize_t full, enum kind k,
+                        double inv, const struct interpolator *ip, double peak) {
+    double bound[REGION_BLOCKS / 16];
+    Py_ssize_t seen = 0, beat = 0;
+    for (Py_ssize_t b = 8; b < full; b += 16) {
+        int32_t hk, lk;
+        key_extremes(base, r + b * BLOCK, BLOCK, k, &hk, &lk);
+        double h = unit_of(hk, k, inv), l = unit_of(lk, k, inv);
+        peak = h > peak ? h : peak;
+        peak = -l > peak ? -l : peak;
+        bound[seen++] = bound_of(h, l, ip);
+    }
+    for (Py_ssize_t i = 0; i < seen; i++) {
+        beat += bound[i] > peak;
+    }
+    return 3 * beat > seen && seen > 0;
+}
+#endif
+
 /* The peak over a call's contiguous samples, in regions of up to 1024 blocks: first every
  * block's extremes (and so the region's sample peak), then the block with the highest bound,
  * then every other block whose bound beats the peak. */
@@ -517,6 +610,9 @@ static AI double contiguous_peak(const struct source *s, const struct interpolat
                                  const int lanes) {
     int32_t hi[REGION_BLOCKS], lo[REGION_BLOCKS]; /* keys, converted where needed */
     double bound[REGION_BLOCKS];
+#ifdef HAVE_SCAN16
+    float curve[REGION_BLOCKS]; /* the scan's: the largest |second difference|, raw units */
+#endif
     double prev_lo, prev_hi = taps ? history_hi(s, taps, &prev_lo) : 0.0;
     if (!taps) {
         prev_lo = 0.0;
@@ -524,12 +620,42 @@ static AI double contiguous_peak(const struct source *s, const struct interpolat
     for (Py_ssize_t r = 0; r < s->n; r += REGION_BLOCKS * BLOCK) {
         Py_ssize_t rn = s->n - r < REGION_BLOCKS * BLOCK ? s->n - r : REGION_BLOCKS * BLOCK;
         Py_ssize_t blocks = (rn + BLOCK - 1) / BLOCK, full = rn / BLOCK;
-        for (Py_ssize_t b = 0; b < full; b++) {
-            key_extremes(s->base, r + b * BLOCK, BLOCK, k, &hi[b], &lo[b]);
+        int scan = 0;
+#ifdef HAVE_SCAN16
+        if (lanes == 8 && taps == 24 && k != KIND_INT16) {
+            scan = most_beat(s->base, r, full, k, s->inv, ip, peak);
         }
-        if (full < blocks) {
-            key_extremes(s->base, r + full * BLOCK, rn - full * BLOCK, k, &hi[full], &lo[full]);
+#endif
+        if (!scan) {
+            for (Py_ssize_t b = 0; b < full; b++) {
+                key_extremes(s->base, r + b * BLOCK, BLOCK, k, &hi[b], &lo[b]);
+            }
+            if (full < blocks) {
+                key_extremes(s->base, r + full * BLOCK, rn - full * BLOCK, k, &hi[full],
+                             &lo[full]);
+            }
         }
+#ifdef HAVE_SCAN16
+        else {
+            Py_ssize_t b0 = 0;
+            if (r == 0) { /* centres 1..len-2: block 1's windows reach no further back */
+                Py_ssize_t len = rn < BLOCK ? rn : BLOCK;
+                key_extremes(s->base, 0, len, k, &hi[0], &lo[0]);
+                curve[0] = len > 2 ? (float)raw_curve(s->base, 1, len - 1, k) : 0.0f;
+                b0 = 1;
+            }
+            if (k == KIND_INT32) {
+                scan_blocks32(s->base, r, b0, full, hi, lo, curve);
+            } else {
+                scan_blocksf(s->base, r, b0, full, hi, lo, curve);
+            }
+            if (full < blocks && full >= b0) { /* centres at-1..at+len-2, as the scan's */
+                Py_ssize_t at = r + full * BLOCK, len = rn - full * BLOCK;
+                key_extremes(s->base, at, len, k, &hi[full], &lo[full]);
+                curve[full] = (float)raw_curve(s->base, at - 1, at + len - 1, k);
+            }
+        }
+#endif
         int32_t kmax = hi[0], kmin = lo[0];
         for (Py_ssize_t b = 1; b < blocks; b++) {
             kmax = hi[b] > kmax ? hi[b] : kmax;
@@ -542,7 +668,42 @@ static AI double contiguous_peak(const struct source *s, const struct interpolat
         double last_lo = unit_of(lo[blocks - 1], k, s->inv);
         if (!finite) {
             peak = region_in_full(s, r, rn, ip, peak, k, taps, phases, lanes);
-        } else if (phases) {
+        }
+#ifdef HAVE_SCAN16
+        else if (scan) {
+            /* Block b: the tighter of its range and curvature bounds over blocks b - 1 and b
+             * (the region before, or the history without a curvature bound, for the first). */
+            peak = top > peak ? top : peak; /* the sample peak */
+            double h0 = wider_hi(prev_hi, unit_of(hi[0], k, s->inv));
+            double l0 = wider_lo(prev_lo, unit_of(lo[0], k, s->inv));
+            /* the call's first block: no curvature bound; a region's first: the 22 centres
+             * before it too */
+            float before = r == 0 ? INFINITY : (float)raw_curve(s->base, r - taps + 2, r - 1, k);
+            double c0 = (double)(curve[0] > before ? curve[0] : before) * s->inv;
+            bound[0] = tighter(bound_of(h0, l0, ip), curved_bound(h0, l0, c0, ip));
+            for (Py_ssize_t b = 1; b < blocks; b++) {
+                int32_t hk = hi[b] > hi[b - 1] ? hi[b] : hi[b - 1];
+                int32_t lk = lo[b] < lo[b - 1] ? lo[b] : lo[b - 1];
+                double h = unit_of(hk, k, s->inv), l = unit_of(lk, k, s->inv);
+                double c = (double)(curve[b] > curve[b - 1] ? curve[b] : curve[b - 1]) * s->inv;
+                double range = bound_of(h, l, ip), curved = curved_bound(h, l, c, ip);
+                bound[b] = curved < range ? curved : range;
+            }
+            Py_ssize_t best = 0;
+            for (Py_ssize_t b = 1; b < blocks; b++) {
+                best = bound[b] > bound[best] ? b : best;
+            }
+            for (Py_ssize_t kk = -1; kk < blocks; kk++) {
+                Py_ssize_t b = kk < 0 ? best : kk;
+                if ((kk >= 0 && b == best) || bound[b] <= peak) {
+                    continue;
+                }
+                Py_ssize_t at = r + b * BLOCK, len = b < full ? BLOCK : rn - b * BLOCK;
+                peak = block_peak(s, at, len, ip, peak, k, taps, phases, lanes);
+            }
+        }
+#endif
+        else if (phases) {
             peak = top > peak ? top : peak; /* the sample peak */
             /* Block b's windows reach into block b - 1 (the first block's into the history
              * or the region before). Keys order as the converted samples do (unit_of is
