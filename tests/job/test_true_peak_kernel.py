@@ -229,11 +229,12 @@ def test_a_peak_across_a_block_boundary_is_found_from_the_history() -> None:
         assert kernel_peak(raw, rate, [cut, len(raw) - cut]) == expected
 
 
+@pytest.mark.parametrize("rate", [44100, 96000])
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
-def test_non_finite_floats_count_as_a_full_interpolation_counts_them(bad: float) -> None:
+def test_non_finite_floats_count_as_a_full_interpolation_counts_them(bad: float,
+                                                                     rate: int) -> None:
     """NaN samples and NaN values are ignored; an infinity is the peak. The blocks after them
     (whose history holds them) are still exact."""
-    rate = 44100
     rng = np.random.default_rng(5)
     x = music(60_000, rate, rng).astype(np.float32)
     x[[100, 20_000, 20_001, 33_333]] = bad
