@@ -41,7 +41,6 @@ import dataclasses
 import json
 import math
 import os
-import secrets
 import stat
 import sys
 from collections.abc import Iterator, Sequence
@@ -272,7 +271,7 @@ class _Replacement:
         if self.direct:
             self.path = self.target
             return
-        self.path = self.target.with_name(f".{self.target.name}.{secrets.token_hex(4)}.part")
+        self.path = self.target.with_name(f".{self.target.name}.{os.urandom(4).hex()}.part")
         # As open(target, "w") would: mode 0o666 less the umask, and an error now if the
         # directory cannot take the file.
         os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
