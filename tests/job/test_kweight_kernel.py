@@ -6,6 +6,8 @@ that are not multiples of 10 Hz included."""
 
 from __future__ import annotations
 
+from types import ModuleType
+
 import numpy as np
 import pytest
 
@@ -47,9 +49,11 @@ def layout(block: np.ndarray, how: str) -> np.ndarray:
 
 
 def energies(samples: np.ndarray, rate: int, blocks: list[int], width: int = 0,
-             segments: int = 0, how: str = "interleaved") -> tuple[np.ndarray, np.ndarray]:
-    """The kernel fed block by block as LoudnessMeter._feed feeds it: every 100 ms step's
-    energy and the carried state at the end."""
+             segments: int = 0, how: str = "interleaved",
+             module: ModuleType = kernel) -> tuple[np.ndarray, np.ndarray]:
+    """The kernel (``module``: the installed one, or a build the portable tests load) fed
+    block by block as LoudnessMeter._feed feeds it: every 100 ms step's energy and the
+    carried state at the end."""
     channels = samples.shape[1]
     step, window = (rate + 5) // 10, rate * 100 // 1000
     state = np.zeros((channels, 5))
@@ -60,7 +64,7 @@ def energies(samples: np.ndarray, rate: int, blocks: list[int], width: int = 0,
         block = layout(samples[at:at + size], how)
         at += size
         room = np.full((filled + size) // step, np.nan)
-        done, filled = kernel.kweight(block, 1.0 / FULL_SCALE[samples.dtype.type], coeffs,
+        done, filled = module.kweight(block, 1.0 / FULL_SCALE[samples.dtype.type], coeffs,
                                       weights, state, step, window, filled, room, width,
                                       segments)
         assert done == len(room)

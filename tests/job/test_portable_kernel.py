@@ -26,7 +26,7 @@ import pytest
 
 from job import portable_kernel
 from job.test_detail_kernel import SCALES, random_samples, reference_points
-from job.test_kweight_kernel import assert_same_energies, layout, uneven_blocks
+from job.test_kweight_kernel import assert_same_energies, energies, uneven_blocks
 from job.test_levels_kernel import numpy_levels
 from job.test_levels_kernel import samples as level_columns
 from job.test_loudness_kernel import FULL_SCALE, random_blocks, reference_steps, signal
@@ -34,7 +34,7 @@ from job.test_loudness_kernel import as_type as loudness_type
 from job.test_true_peak_kernel import DTYPES, RATES, SIGNALS, blocks_of, full_interpolation, music
 from job.test_true_peak_kernel import as_type as peak_type
 from waveflow_job.audio import _kernel as installed
-from waveflow_job.audio.loudness import channel_weights, interpolator_taps, kweighting
+from waveflow_job.audio.loudness import interpolator_taps, kweighting
 
 PORTABLE = portable_kernel.runnable_variants()
 
@@ -192,23 +192,10 @@ def test_true_peak_of_strided_reversed_and_priming_blocks(kernels: dict[str, Mod
 def kweight_run(kernel: ModuleType, samples: np.ndarray, rate: int, blocks: list[int],
                 width: int, segments: int, how: str,
                 skip: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Every 100 ms step's energy and the carried state, fed as LoudnessMeter._feed feeds the
-    kernel; the first ``skip`` steps are the priming a range meter drops."""
-    channels = samples.shape[1]
-    step, window = (rate + 5) // 10, rate * 100 // 1000
-    state = np.zeros((channels, 5))
-    out: list[float] = []
-    filled, at = 0, 0
-    for size in blocks:
-        block = layout(samples[at:at + size], how)
-        at += size
-        room = np.full((filled + size) // step, np.nan)
-        done, filled = kernel.kweight(block, 1.0 / FULL_SCALE[samples.dtype.type],
-                                      kweighting(rate), channel_weights(channels), state, step,
-                                      window, filled, room, width, segments)
-        out.extend(room[:done])
-    assert at == len(samples)
-    return np.array(out[skip:]), state
+    """test_kweight_kernel's block-by-block feed through ``kernel``; the first ``skip`` steps
+    are the priming a range meter drops."""
+    steps, state = energies(samples, rate, blocks, width, segments, how, module=kernel)
+    return steps[skip:], state
 
 
 KWEIGHT_CASES = [  # (rate, channels, dtype, layout): every rate, count, type and layout

@@ -339,30 +339,32 @@ pair_frames8(__m512i p0, __m512i p1, __m512i q0, __m512i q1, __m512i *out) {
     out[3] = _mm512_permutex2var_epi32(p1, odd, q1);
 }
 
+/* The first step of both transposes below: v[0], v[1] and v[2], v[3] each merged by the
+ * `low` and `high` permutations, then paired. */
+X8 static inline __attribute__((always_inline)) void
+merge_pairs8(const __m512i *v, __m512i low, __m512i high, __m512i *out) {
+    pair_frames8(_mm512_permutex2var_epi32(v[0], low, v[1]),
+                 _mm512_permutex2var_epi32(v[0], high, v[1]),
+                 _mm512_permutex2var_epi32(v[2], low, v[3]),
+                 _mm512_permutex2var_epi32(v[2], high, v[3]), out);
+}
+
 /* PLANAR: z[j] holds 8 frames of lane 2j then 8 of lane 2j + 1. */
 X8 static inline __attribute__((always_inline)) void
 transpose_rows8(const __m512i *z, __m512i *out) {
-    const __m512i low = _mm512_setr_epi32(0, 8, 16, 24, 1, 9, 17, 25,
-                                          2, 10, 18, 26, 3, 11, 19, 27);
-    const __m512i high = _mm512_setr_epi32(4, 12, 20, 28, 5, 13, 21, 29,
-                                           6, 14, 22, 30, 7, 15, 23, 31);
-    pair_frames8(_mm512_permutex2var_epi32(z[0], low, z[1]),
-                 _mm512_permutex2var_epi32(z[0], high, z[1]),
-                 _mm512_permutex2var_epi32(z[2], low, z[3]),
-                 _mm512_permutex2var_epi32(z[2], high, z[3]), out);
+    merge_pairs8(z,
+                 _mm512_setr_epi32(0, 8, 16, 24, 1, 9, 17, 25, 2, 10, 18, 26, 3, 11, 19, 27),
+                 _mm512_setr_epi32(4, 12, 20, 28, 5, 13, 21, 29, 6, 14, 22, 30, 7, 15, 23, 31),
+                 out);
 }
 
 /* STEREO: s[q] holds 8 interleaved (L, R) frames of segment q (lanes 2q, 2q + 1). */
 X8 static inline __attribute__((always_inline)) void
 transpose_pairs8(const __m512i *s, __m512i *out) {
-    const __m512i low = _mm512_setr_epi32(0, 1, 16, 17, 2, 3, 18, 19,
-                                          4, 5, 20, 21, 6, 7, 22, 23);
-    const __m512i high = _mm512_setr_epi32(8, 9, 24, 25, 10, 11, 26, 27,
-                                           12, 13, 28, 29, 14, 15, 30, 31);
-    pair_frames8(_mm512_permutex2var_epi32(s[0], low, s[1]),
-                 _mm512_permutex2var_epi32(s[0], high, s[1]),
-                 _mm512_permutex2var_epi32(s[2], low, s[3]),
-                 _mm512_permutex2var_epi32(s[2], high, s[3]), out);
+    merge_pairs8(s,
+                 _mm512_setr_epi32(0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23),
+                 _mm512_setr_epi32(8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31),
+                 out);
 }
 
 /* 8 frames of the 8 lanes read from p[] at byte offset `at`, transposed while still 32 bits

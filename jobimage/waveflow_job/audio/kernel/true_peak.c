@@ -437,15 +437,22 @@ static AI double history_hi(const struct source *s, int taps, double *lo) {
     return h;
 }
 
+/* The index of the highest bound (the first of equals): what is measured first, so the peak
+ * it gives lets the other bounds rule out as much as they can. */
+static AI Py_ssize_t most_promising(const double *bound, Py_ssize_t n) {
+    Py_ssize_t best = 0;
+    for (Py_ssize_t j = 1; j < n; j++) {
+        best = bound[j] > bound[best] ? j : best;
+    }
+    return best;
+}
+
 /* The interpolated peak of the converted samples x[0..len) (x[-taps..-1] before them): the
  * chunk with the highest bound first, then every other chunk whose bound beats the peak. */
 static AI double interpolate(const double *x, Py_ssize_t len, const double *bound,
                              const struct interpolator *ip, double peak, const int taps,
                              const int phases, const int lanes) {
-    Py_ssize_t chunks = (len + CHUNK - 1) / CHUNK, best = 0;
-    for (Py_ssize_t j = 1; j < chunks; j++) {
-        best = bound[j] > bound[best] ? j : best;
-    }
+    Py_ssize_t chunks = (len + CHUNK - 1) / CHUNK, best = most_promising(bound, chunks);
     for (Py_ssize_t kk = -1; kk < chunks; kk++) {
         Py_ssize_t j = kk < 0 ? best : kk;
         if ((kk >= 0 && j == best) || bound[j] <= peak) { /* NaN bounds are never beaten */
@@ -701,10 +708,7 @@ static AI double contiguous_peak(const struct source *s, const struct interpolat
                 double range = bound_of(h, l, ip), curved = curved_bound(h, l, c, ip);
                 bound[b] = curved < range ? curved : range;
             }
-            Py_ssize_t best = 0;
-            for (Py_ssize_t b = 1; b < blocks; b++) {
-                best = bound[b] > bound[best] ? b : best;
-            }
+            Py_ssize_t best = most_promising(bound, blocks);
             for (Py_ssize_t kk = -1; kk < blocks; kk++) {
                 Py_ssize_t b = kk < 0 ? best : kk;
                 if ((kk >= 0 && b == best) || bound[b] <= peak) {
@@ -728,10 +732,7 @@ static AI double contiguous_peak(const struct source *s, const struct interpolat
                 int32_t l = lo[b] < lo[b - 1] ? lo[b] : lo[b - 1];
                 bound[b] = bound_of(unit_of(h, k, s->inv), unit_of(l, k, s->inv), ip);
             }
-            Py_ssize_t best = 0;
-            for (Py_ssize_t b = 1; b < blocks; b++) {
-                best = bound[b] > bound[best] ? b : best;
-            }
+            Py_ssize_t best = most_promising(bound, blocks);
             for (Py_ssize_t kk = -1; kk < blocks; kk++) {
                 Py_ssize_t b = kk < 0 ? best : kk;
                 if ((kk >= 0 && b == best) || bound[b] <= peak) {
