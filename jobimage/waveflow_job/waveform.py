@@ -44,7 +44,7 @@ import os
 import stat
 import sys
 from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -232,10 +232,11 @@ def write_waveform_file(input_path: str | os.PathLike[str],
     Each file is written beside its name and renamed into place only once the whole analysis
     has succeeded: a rejected or interrupted run leaves the files an earlier run wrote (or
     none), never a half-written ``.dat`` or a JSON without its ``.dat``."""
-    with ExitStack() as stack:
-        scratch, written = None, None
-        if detail is not None:
-            scratch = stack.enter_context(_replacing(detail.path))
+    replacing: AbstractContextManager[_Replacement | None] = (
+        _replacing(detail.path) if detail is not None else nullcontext())
+    with replacing as scratch:
+        written = None
+        if detail is not None and scratch is not None:
             written = dataclasses.replace(detail, path=scratch.path)
         analysis = analyse_file(input_path, num_peaks, detail=written, loudness=loudness,
                                 limits=limits)
