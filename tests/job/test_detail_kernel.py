@@ -84,6 +84,65 @@ def test_points_and_segments_equal_numpy_for_every_type_and_stride(dtype: type, 
         assert np.array_equal(points, expected), (n, spp, offset)
 
 
+def spiked_samples(rng: np.random.Generator, dtype: type, n: int, spp: int,
+                   offset: int) -> np.ndarray:
+    """Quiet noise with, in every point, its own maximum and minimum at a random frame (so
+    each point's extremes lie in a different vector lane), the type's extremes in a few."""
+    if dtype is np.float32:
+        samples = (rng.standard_normal(n) * 0.01).astype(np.float32)
+        top, bottom = 3.5, -3.5
+    else:
+        info = np.iinfo(dtype)
+        samples = rng.integers(-50, 50, n, endpoint=True).astype(dtype)
+        top, bottom = info.max, info.min
+    for start in range(-(offset % spp), n, spp):
+        lo, hi = max(0, start), min(n, start + spp)
+        where = rng.integers(lo, hi, 2)
+        samples[where[0]] = rng.uniform(0.01, 1.0) * top
+        samples[where[1]] = rng.uniform(0.01, 1.0) * bottom
+    for extreme in (top, bottom):
+        samples[rng.integers(0, n, 3)] = extreme
+    return samples
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.int32, np.float32])
+@pytest.mark.parametrize("bits", [8, 16])
+def test_runs_of_whole_points_give_every_point_its_own_extremes(dtype: type, bits: int) -> None:
+    """Whole points inside a segment are reduced eight at a time (AVX2): every point's max and
+    min, wherever they lie, runs cut by segments anywhere, ending on a segment, on the block's
+    end or inside a point; resolutions that are and are not multiples of the vector lanes."""
+    rng = np.random.default_rng(bits + 3)
+    full_scale = SCALES[dtype].full_scale
+    for spp, offset, points, extra in [(256, 0, 40, 0), (256, 100, 57, 3), (16, 0, 200, 5),
+                                       (8, 3, 300, 0), (24, 0, 99, 11), (48, 47, 80, 1),
+                                       (1_024, 0, 24, 0), (4_096, 4_000, 17, 100)]:
+        n = points * spp + extra
+        column = spiked_samples(rng, dtype, n, spp, offset)
+        cuts = [rng.integers(1, n), 8 * spp, 8 * spp + 1, 20 * spp - (offset % spp)]
+        for starts in (np.array([0], np.int64),
+                       np.unique(np.array([0, *[c for c in cuts if 0 < c < n]], np.int64))):
+            out_max, out_min, got = run_kernel(column, starts, offset, spp, full_scale, bits)
+            assert np.array_equal(out_max, np.maximum.reduceat(column, starts))
+            assert np.array_equal(out_min, np.minimum.reduceat(column, starts))
+            expected = reference_points(column[:, None], offset, spp, full_scale, bits)
+            assert np.array_equal(got, expected), (spp, offset, points, extra, len(starts))
+
+
+def test_a_nan_point_inside_a_run_is_stored_as_a_nan_point_is_elsewhere() -> None:
+    """A NaN point reads -top twice wherever it falls (in a run or the piece loop), and the
+    segment holding it is NaN; the points beside it keep their own values."""
+    samples = np.full(256 * 20 + 100, 0.5, np.float32)
+    samples[::7] = -0.25
+    samples[256 * 3 + 200] = np.nan  # in the first run of eight points
+    samples[256 * 20 + 50] = np.nan  # in the last, partial point
+    starts = np.array([0, 256 * 16], np.int64)
+    out_max, out_min, points = run_kernel(samples, starts, 0, 256, 1.0, 8)
+    assert np.isnan(out_max).all() and np.isnan(out_min).all()
+    assert points[3].tolist() == points[20].tolist() == [[-128, -128]]
+    others = np.delete(points, [3, 20], axis=0)
+    assert (others == [[-32, 64]]).all()
+
+
 def test_each_channel_fills_its_own_pair_of_the_interleaved_points() -> None:
     rng = np.random.default_rng(5)
     block = random_samples(rng, np.int16, (2_000, 3))
