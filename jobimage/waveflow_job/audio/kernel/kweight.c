@@ -60,11 +60,35 @@ struct job {
     Py_ssize_t item; /* bytes per sample */
     int channels;    /* per frame */
     enum mode mode;
-    double inv, inv2; /* the full scale's inverse (a power of two) and its square */
-    const double *co, *weights;
+    double inv; /* the full scale's inverse (a power of two) */
+    double out2; /* a lane's sum of squares to the energy's scale: (inv b0)^2 */
+    const double *filt; /* a1..a4 and c1..c4 of the filter's form (filter_form) */
+    const double *weights;
     double *st, *energies, *carry; /* carry: per channel, the open step's sum at the end */
     Py_ssize_t step, quiet, filled, done; /* quiet: frames of a step before its window */
 };
+
+/* The form the lanes filter in: direct form II's v0 = x - a1 v1 - ... - a4 v4 as
+ * libebur128, but y / b0 = x + c1 v1 + ... + c4 v4 with c_i = b_i / b0 - a_i (y = b0 v0 +
+ * b1 v1 + ... + b4 v4 written out), b0^2 applied to each step's sum of squares: one
+ * multiply-add per frame less, and y no longer waits for v0. Why the c_i are rounded once,
+ * from the exact quotient: at low frequencies the numerator's double zero at DC cancels the
+ * poles' gain (v ~ 1e5 x at 96 kHz), so an error d in a coefficient moves y by d |v|; the
+ * c_i are small (|c_i| < 0.3: the shelf and the high-pass nearly cancel their own poles),
+ * so their rounding is 10-100x smaller than b_i / b0's would be. What is left is below the
+ * rounding noise libebur128's own form already has there (tests/job/test_kweight_kernel.py:
+ * pure 10-100 Hz tones at 44.1-192 kHz, as close to libebur128 as the previous form).
+ * filt: a1..a4 then c1..c4; 0 when b0 is 0. */
+static int filter_form(const double *co, double *filt) {
+    if (co[0] == 0.0) {
+        return 0;
+    }
+    for (int i = 0; i < 4; i++) {
+        filt[i] = co[5 + i];
+        filt[4 + i] = (double)((long double)co[1 + i] / (long double)co[0] - (long double)co[5 + i]);
+    }
+    return 1;
+}
 
 /* count samples from p, `s0` bytes apart, into out as doubles (unscaled: see the top of
  * this file). Contiguous samples are converted in vectors. */
@@ -150,7 +174,7 @@ static Py_ssize_t next_event(const struct job *job, const struct lane *ln, Py_ss
 static void deposit(const struct job *job, const struct lane *ln, Py_ssize_t step_index,
                     double sum) {
     const int channel = ln->channel;
-    sum *= job->inv2; /* squares of unscaled samples */
+    sum *= job->out2; /* squares of unscaled samples, divided by b0 */
     if (job->weights[channel] == 0.0) {
         return; /* filtered beside its neighbour in a stereo pair, not measured */
     }
@@ -264,19 +288,20 @@ static inline __attribute__((always_inline)) void pairs_regs8(const tvec8 *a, tv
     out[3] = __builtin_shuffle(b[1], b[3], (tidx8){4, 5, 6, 7, 12, 13, 14, 15});
 }
 
-/* One frame of every lane through the filter. The recursion's critical path is one
- * multiply-add per frame: the older terms are summed first, the newest (a1 * v1) last. */
+/* One frame of every lane through the filter (filter_form: y / b0 from x and the delays,
+ * beside the recursion, not after it). The recursion's critical path is one multiply-add
+ * per frame: the older terms are summed first, the newest (a1 * v1) last. */
 #define FILTER_STEP(xv)                                                                    \
     do {                                                                                   \
-        __typeof__(v1) v0 = (((xv) - a4 * v4) - a3 * v3 - a2 * v2) - a1 * v1;              \
-        __typeof__(v1) y = b0 * v0 + b1 * v1 + b2 * v2 + b3 * v3 + b4 * v4;                \
+        __typeof__(v1) v0 = ((((xv) - a4 * v4) - a3 * v3) - a2 * v2) - a1 * v1;            \
+        __typeof__(v1) y = ((((xv) + c4 * v4) + c3 * v3) + c2 * v2) + c1 * v1;             \
         v4 = v3; v3 = v2; v2 = v1; v1 = v0;                                                \
         sum += y * y;                                                                      \
     } while (0)
 
 #define LOAD_STATE(T)                                                                      \
-    const double b0 = co[0], b1 = co[1], b2 = co[2], b3 = co[3], b4 = co[4];               \
-    const double a1 = co[5], a2 = co[6], a3 = co[7], a4 = co[8];                           \
+    const double a1 = co[0], a2 = co[1], a3 = co[2], a4 = co[3];                           \
+    const double c1 = co[4], c2 = co[5], c3 = co[6], c4 = co[7];                           \
     T v1, v2, v3, v4, sum;                                                                 \
     memcpy(&v1, v + 0 * (sizeof(T) / 8), sizeof v1);                                       \
     memcpy(&v2, v + 1 * (sizeof(T) / 8), sizeof v2);                                       \
@@ -316,8 +341,8 @@ widen16_8(const char *p) {
  * the newest value replaces the oldest, D, so four calls in turn need no copies. */
 #define FILTER_ROTATED(xv, A, B, C, D)                                                     \
     do {                                                                                   \
-        __typeof__(A) v0 = (((xv) - a4 * D) - a3 * C) - a2 * B - a1 * A;                   \
-        __typeof__(A) y = b0 * v0 + b1 * A + b2 * B + b3 * C + b4 * D;                     \
+        __typeof__(A) v0 = ((((xv) - a4 * D) - a3 * C) - a2 * B) - a1 * A;                 \
+        __typeof__(A) y = ((((xv) + c4 * D) + c3 * C) + c2 * B) + c1 * A;                  \
         D = v0;                                                                            \
         sum += y * y;                                                                      \
     } while (0)
@@ -407,7 +432,7 @@ gather_x8(const char *const *p, Py_ssize_t at, const enum mode mode, const enum 
 X8 static inline __attribute__((always_inline)) void
 fused_x8(const struct job *job, const struct lane *ln, int n, Py_ssize_t t, Py_ssize_t chunks,
          const enum mode mode, const enum kind k, double *restrict v, double *restrict sums) {
-    const double *co = job->co;
+    const double *co = job->filt;
     const int streams = mode == MODE_STEREO ? 4 : 8;
     const int per = mode == MODE_STEREO ? 2 : 1; /* lanes per stream */
     const Py_ssize_t advance = 8 * job->s0;
@@ -501,7 +526,7 @@ static const char idle_samples[128] __attribute__((aligned(64)));
     fused##lanes(const struct job *job, const struct lane *ln, int n, Py_ssize_t t,        \
                  Py_ssize_t chunks, const enum mode mode, const enum kind k,               \
                  double *restrict v, double *restrict sums) {                              \
-        const double *co = job->co;                                                         \
+        const double *co = job->filt;                                                         \
         const Py_ssize_t item = k == KIND_INT16 ? 2 : 4;                                   \
         const char *p[lanes];                                                              \
         Py_ssize_t advance[lanes];                                                         \
@@ -544,7 +569,7 @@ static const char idle_samples[128] __attribute__((aligned(64)));
     frames##lanes(const struct job *job, const struct lane *ln, Py_ssize_t t,              \
                   Py_ssize_t count, const enum kind k, double *restrict v,                 \
                   double *restrict sums) {                                                 \
-        const double *co = job->co;                                                         \
+        const double *co = job->filt;                                                         \
         const char *p = ln[0].src + t * job->s0;                                           \
         const Py_ssize_t s0 = job->s0;                                                     \
         LOAD_STATE(tvec##lanes);                                                           \
@@ -573,7 +598,7 @@ static const char idle_samples[128] __attribute__((aligned(64)));
                 for (int d = 0; d < 4; d++) {                                              \
                     v[d * (lanes) + l] = s[d] / job->inv;                                  \
                 }                                                                          \
-                sums[l] = s[4] / job->inv2;                                                \
+                sums[l] = s[4] / job->out2;                                                \
             }                                                                              \
         }                                                                                  \
         memset(rows, 0, sizeof rows); /* idle lanes, and the tail of a partial vector */   \
@@ -637,7 +662,7 @@ static const char idle_samples[128] __attribute__((aligned(64)));
                     }                                                                      \
                 }                                                                          \
                 transpose##lanes(rows, len, x);                                            \
-                filter##lanes(x, len, job->co, v, sums);                                   \
+                filter##lanes(x, len, job->filt, v, sums);                                   \
             }                                                                              \
             t = next;                                                                      \
             for (int l = 0; l < n; l++) {                                                  \
@@ -813,9 +838,14 @@ PyObject *wf_kweight(PyObject *self, PyObject *args) {
         goto fail_state;
     }
 
-    double carry[MAX_CHANNELS];
+    double carry[MAX_CHANNELS], filt[8];
+    const double b0 = ((const double *)cv.buf)[0];
+    if (!filter_form(cv.buf, filt)) {
+        PyErr_SetString(PyExc_ValueError, "coeffs: b0 must not be 0");
+        goto fail_energies;
+    }
     struct job job = {
-        .k = k, .s0 = sv.strides[0], .item = sv.itemsize, .channels = ch, .inv = inv, .inv2 = inv * inv, .co = cv.buf, .weights = wv.buf,
+        .k = k, .s0 = sv.strides[0], .item = sv.itemsize, .channels = ch, .inv = inv, .out2 = inv * inv * b0 * b0, .filt = filt, .weights = wv.buf,
         .st = stv.buf, .energies = ev.buf, .carry = carry, .step = step,
         .quiet = step - window, .filled = filled, .done = steps_max,
     };
@@ -912,6 +942,8 @@ PyObject *wf_kweight(PyObject *self, PyObject *args) {
     PyBuffer_Release(&sv);
     return Py_BuildValue("nn", steps_max, filled);
 
+fail_energies:
+    PyBuffer_Release(&ev);
 fail_state:
     PyBuffer_Release(&stv);
 fail_weights:

@@ -6,7 +6,8 @@
  * is used, so any NumPy array (or other buffer) of int16, int32 or float32 is accepted.
  *
  * kweight: libebur128's filter (direct form II, double state, the same coefficients, computed
- * by the caller), the sum of squares of the last `window` frames of every `step` frames.
+ * by the caller; its output formed as y / b0, see kweight.c's filter_form), the sum of squares
+ * of the last `window` frames of every `step` frames.
  * true_peak: libebur128's polyphase interpolator (double accumulation, the result rounded to
  * float32), evaluated only where a bound can beat the peak found so far: on the 256-frame
  * blocks whose range and curvature bounds (from the raw samples) do, then on the 16-frame chunks
