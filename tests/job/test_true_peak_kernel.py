@@ -345,3 +345,27 @@ def test_a_kink_just_before_a_block_is_seen_by_the_next_blocks_bound(boundary: i
         assert expected > 0.62 * 1.05
         assert kernel_peak(raw, rate, [len(raw)]) == expected, back
         assert kernel_peak(raw, rate, [len(raw)], float(np.nextafter(expected, 0.0))) == expected
+
+
+@pytest.mark.parametrize("rate", [44100, 96000])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("make", [bench_tone, music, inter_sample_bursts],
+                         ids=lambda f: f.__name__)
+def test_a_running_peak_a_few_float32_steps_under_the_answer(make: Callable[..., np.ndarray],
+                                                             dtype: type, rate: int) -> None:
+    """Where AVX-512 runs, a block whose bound beats the peak is interpolated in float32 first
+    and only the chunks within that arithmetic's error of the peak in double: a running peak 1
+    to 64 float32 steps under the answer (as close as the float32 values' own error) must still
+    let the chunk holding the answer through, and one at or above the answer must hold."""
+    rng = np.random.default_rng([rate, DTYPES.index(dtype), 13])
+    raw = as_type(make(40_000, rate, rng) * 0.9, dtype)
+    expected = full_interpolation(raw, rate)
+    under = np.float32(expected)
+    for steps in range(1, 65):
+        under = np.nextafter(under, np.float32(0))
+        if steps in (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64):
+            assert kernel_peak(raw, rate, [len(raw)], float(under)) == expected, steps
+            assert kernel_peak(raw, rate, [256 * 7, len(raw) - 256 * 7], float(under)) == expected
+    assert kernel_peak(raw, rate, [len(raw)], expected) == expected
+    above = float(np.nextafter(np.float32(expected), np.float32(np.inf)))
+    assert kernel_peak(raw, rate, [len(raw)], above) == above

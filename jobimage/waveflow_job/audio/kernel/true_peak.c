@@ -8,7 +8,9 @@
  * highest bound first: their range bound, then their curvature bound (second differences on the
  * raw samples); a block that passes both is converted once, each 16-frame chunk of it bounded
  * by the tighter of the two, and only the chunks whose bound still beats the peak are
- * interpolated. A region holding a NaN or an infinity is interpolated in full. With AVX-512,
+ * interpolated; with AVX-512 such a block is interpolated in float32 instead, and only the
+ * chunks whose values come within the float32 error of the peak are interpolated in double
+ * (block_f32). A region holding a NaN or an infinity is interpolated in full. With AVX-512,
  * where the range bound rules out few loud blocks (the taps' sum of |taps| is 2.3 at 2x, 1.9
  * at 4x), a region whose sampled blocks mostly beat it has every block's curvature measured in
  * the pass that finds its extremes instead (most_beat, block_scan16).
@@ -53,6 +55,7 @@ struct interpolator {
     /* The curvature bound (see curvature_terms): |alpha| + |beta| and sum of |e_j|, the largest
      * over the phases. */
     double pair_max, curve_max;
+    float coeff_f[MAX_PHASES][MAX_TAPS]; /* the taps rounded to float32 (block_f32) */
 };
 
 /* The largest |interpolated value| of the 16 frames at x[0..15] (x[-taps+1..-1] before them),
@@ -178,6 +181,7 @@ static int read_taps(PyObject *obj, struct interpolator *ip) {
                 break;
             }
             ip->coeff[f][t] = c;
+            ip->coeff_f[f][t] = (float)c;
             ip->sum[f] += c;
             ip->abs[f] += fabs(c);
         }
@@ -212,8 +216,8 @@ static AI int32_t float_key(int32_t bits) {
 
 /* A raw value (a key for floats) as libebur128 feeds it: float32 at full scale 1.0, held as
  * double. The scale is a power of two: int16 samples (and float32 ones at scale 1) are exact in
- * float32 already (int16 ones are not even rounded, as before). Monotonic, so the extremes of the converted samples are the converted
- * extremes. */
+ * float32 already (int16 ones are not even rounded, as before). Monotonic, so the extremes of
+ * the converted samples are the converted extremes. */
 static AI double unit_of(int32_t key, enum kind k, double inv) {
     if (k == KIND_FLOAT32) {
         int32_t bits = float_key(key);
@@ -568,6 +572,159 @@ static AI double block_peak(const struct source *s, Py_ssize_t start, Py_ssize_t
     return interpolate(x, len, bound, ip, peak, taps, phases, lanes);
 }
 
+#ifdef HAVE_SCAN16
+/* A block's interpolated values in float32 first (AVX-512): 16 frames per vector, so a block
+ * whose bound beats the peak costs a few hundred multiply-adds instead of its conversion to
+ * double, its chunks' spreads and bounds; only the chunks whose float32 values come within
+ * their error of the peak are interpolated in double (chunk_peak8), as before.
+ *
+ * The error: the interpolator reads x_t = float32(raw * inv) and sums y = sum_t c_t x_t in
+ * double. Here x'_t = float32(float32(raw) * float32(inv)): the same value when inv is a power
+ * of two (as the meter's scales are), else within 4u |x_t| (u = 2^-24); c'_t = float32(c_t),
+ * within u |c_t|; and y' is a chain of float32 multiply-adds, within gamma_n sum_t |c'_t x'_t|
+ * of sum_t c'_t x'_t whatever their order (n = taps <= 24, gamma_n = n u / (1 - n u)). With
+ * M the largest |x'_t| of the block's windows and G = sum |c_t| (abs_max), |x_t| <= M (1 + 5u)
+ * and |y' - y| <= (u + 4u + gamma_24 (1 + u)(1 + 5u)) G M (1 + 5u) < 30u G M; the double sum's
+ * own error (< 24 * 2^-53 G M) and float32 underflow, even flushed to zero (under 2^-126 per
+ * operation, G < 3), add less than 2^-40 G M + 2^-120. So |y| <= |y'| + E with
+ * E = 2^-18 G M + 2^-120 (2^-18 = 64u), and a chunk none of whose |y'| exceeds
+ * peak / BOUND_SLACK - E holds no value whose float32 rounding beats the peak (BOUND_SLACK
+ * covers the rounding, as for the other bounds). An infinity in y' (overflow) exceeds any
+ * threshold and a NaN counts as exceeding it: neither lets a chunk pass unseen. */
+#define F32_HEAD 32 /* the 24 samples before the block, in two vectors */
+
+/* x[-taps..BLOCK) as float32 (before the call's start from the history); returns a bound of
+ * their magnitudes (the largest |x| of x[-F32_HEAD..BLOCK) when all of it is in the call). */
+SCAN_TARGET static AI float block_f32_window(const struct source *s, Py_ssize_t at, enum kind k,
+                                             int taps, float *x) {
+    __m512 invf = _mm512_set1_ps((float)s->inv), mag = _mm512_setzero_ps();
+    for (int v = at >= F32_HEAD ? -F32_HEAD / 16 : 0; v < BLOCK / 16; v++) {
+        __m512i xi = load16(s->base, at + 16 * v, k);
+        __m512 xf = k == KIND_FLOAT32 ? _mm512_castsi512_ps(xi) : _mm512_cvtepi32_ps(xi);
+        xf = _mm512_mul_ps(xf, invf);
+        _mm512_storeu_ps(x + 16 * v, xf);
+        mag = _mm512_max_ps(mag, _mm512_abs_ps(xf));
+    }
+    float m = _mm512_reduce_max_ps(mag);
+    if (at < F32_HEAD) {
+        for (int i = -taps; i < 0; i++) {
+            x[i] = at + i < 0 ? s->history[taps + at + i]
+                              : (float)unit_of(key_at(s->base, at + i, k), k, s->inv);
+            float a = fabsf(x[i]);
+            m = a > m || a != a ? a : m;
+        }
+    }
+    return m;
+}
+
+/* The float32 values of the block at `at` (BLOCK frames): a mask of the chunks some |y'| of
+ * which is not below `thr` (NaN counts), and each such chunk's largest |y'| (+inf for a NaN).
+ * Chunks side by side, one accumulator each (all 16 at 2x, 8 by 8 for the three phases at 4x),
+ * so the multiply-adds are not a chain but fill the pipeline. */
+SCAN_TARGET static AI unsigned block_f32_chunks(const float *x, const struct interpolator *ip,
+                                                const int taps, const int phases, float thr,
+                                                float *cmax) {
+    enum { SIDE = 8 };
+    const int side = phases == 1 ? 16 : SIDE; /* chunks at a time */
+    __m512 vthr = _mm512_set1_ps(thr);
+    unsigned mask = 0;
+    for (int h = 0; h < BLOCK / 16; h += side) {
+        __m512 acc[MAX_PHASES][16];
+#pragma GCC unroll 16
+        for (int g = 0; g < side; g++) {
+            for (int f = 0; f < phases; f++) {
+                acc[f][g] = _mm512_setzero_ps();
+            }
+        }
+#pragma GCC unroll 24
+        for (int t = 0; t < taps; t++) {
+#pragma GCC unroll 16
+            for (int g = 0; g < side; g++) {
+                __m512 xv = _mm512_loadu_ps(x + 16 * (h + g) - t);
+                for (int f = 0; f < phases; f++) {
+                    acc[f][g] = _mm512_fmadd_ps(_mm512_set1_ps(ip->coeff_f[f][t]), xv, acc[f][g]);
+                }
+            }
+        }
+#pragma GCC unroll 16
+        for (int g = 0; g < side; g++) {
+            __m512 m = _mm512_abs_ps(acc[0][g]);
+            __mmask16 over = _mm512_cmp_ps_mask(m, vthr, _CMP_NLE_UQ);
+            for (int f = 1; f < phases; f++) {
+                __m512 a = _mm512_abs_ps(acc[f][g]);
+                over |= _mm512_cmp_ps_mask(a, vthr, _CMP_NLE_UQ);
+                m = _mm512_max_ps(m, a);
+            }
+            if (over) {
+                mask |= 1u << (h + g);
+                float c = _mm512_reduce_max_ps(m);
+                cmax[h + g] = c == c ? c : INFINITY;
+            }
+        }
+    }
+    return mask;
+}
+
+#define DEFINE_BLOCK_F32(name, kind, taps, phases)                                          \
+    SCAN_TARGET __attribute__((noinline)) static unsigned name(                            \
+        const struct source *s, Py_ssize_t at, const struct interpolator *ip, double peak,  \
+        float *cmax, double *err) {                                                         \
+        float xd[F32_HEAD + BLOCK] __attribute__((aligned(64)));                            \
+        float *x = xd + F32_HEAD;                                                           \
+        double mag = block_f32_window(s, at, kind, taps, x);                                \
+        *err = 0x1p-18 * ip->abs_max * mag + 0x1p-120;                                      \
+        double thr = peak / BOUND_SLACK - *err;                                             \
+        float thr_f = (float)thr;                                                           \
+        if ((double)thr_f > thr) {                                                          \
+            thr_f = nextafterf(thr_f, -INFINITY);                                           \
+        }                                                                                   \
+        return block_f32_chunks(x, ip, taps, phases, thr == thr ? thr_f : -INFINITY, cmax); \
+    }
+DEFINE_BLOCK_F32(block_f32_16_2x, KIND_INT16, 24, 1)
+DEFINE_BLOCK_F32(block_f32_16_4x, KIND_INT16, 12, 3)
+DEFINE_BLOCK_F32(block_f32_32_2x, KIND_INT32, 24, 1)
+DEFINE_BLOCK_F32(block_f32_32_4x, KIND_INT32, 12, 3)
+DEFINE_BLOCK_F32(block_f32_f_2x, KIND_FLOAT32, 24, 1)
+DEFINE_BLOCK_F32(block_f32_f_4x, KIND_FLOAT32, 12, 3)
+#endif
+
+/* A block whose bound beats the peak: through its float32 values (block_f32) where the AVX-512
+ * kernel runs and the block is whole, else block_peak. */
+static AI double block_peak_any(const struct source *s, Py_ssize_t start, Py_ssize_t len,
+                                const struct interpolator *ip, double peak, enum kind k,
+                                const int taps, const int phases, const int lanes) {
+#ifdef HAVE_SCAN16
+    if (lanes == 8 && len == BLOCK && s->inv >= 0x1p-60 && s->inv <= 0x1p60) {
+        float cmax[BLOCK / CHUNK];
+        double err;
+        unsigned (*f32)(const struct source *, Py_ssize_t, const struct interpolator *, double,
+                        float *, double *) =
+            k == KIND_INT16   ? (taps == 24 ? block_f32_16_2x : block_f32_16_4x)
+            : k == KIND_INT32 ? (taps == 24 ? block_f32_32_2x : block_f32_32_4x)
+                              : (taps == 24 ? block_f32_f_2x : block_f32_f_4x);
+        unsigned mask = f32(s, start, ip, peak, cmax, &err);
+        while (mask) {
+            unsigned j = (unsigned)__builtin_ctz(mask);
+            for (unsigned rest = mask & (mask - 1); rest; rest &= rest - 1) {
+                unsigned i = (unsigned)__builtin_ctz(rest);
+                j = cmax[i] > cmax[j] ? i : j;
+            }
+            mask &= ~(1u << j);
+            if (!((double)cmax[j] > peak / BOUND_SLACK - err)) {
+                continue;
+            }
+            double xd[MAX_TAPS + CHUNK];
+            double *x = xd + MAX_TAPS;
+            window(s, start + (Py_ssize_t)j * CHUNK, CHUNK, k, taps, x);
+            double rounded = (double)(float)chunk_peak8(x, ip, taps, phases);
+            peak = rounded > peak ? rounded : peak;
+        }
+        return peak;
+    }
+#endif
+    return block_peak(s, start, len, ip, peak, k, taps, phases, lanes);
+}
+
 /* A region holding a NaN or an infinity: every chunk interpolated, NaN values and NaN samples
  * ignored (what a full evaluation gives when NaN never wins a comparison). */
 static AI double region_in_full(const struct source *s, Py_ssize_t start, Py_ssize_t len,
@@ -715,7 +872,7 @@ static AI double contiguous_peak(const struct source *s, const struct interpolat
                     continue;
                 }
                 Py_ssize_t at = r + b * BLOCK, len = b < full ? BLOCK : rn - b * BLOCK;
-                peak = block_peak(s, at, len, ip, peak, k, taps, phases, lanes);
+                peak = block_peak_any(s, at, len, ip, peak, k, taps, phases, lanes);
             }
         }
 #endif
@@ -754,7 +911,7 @@ static AI double contiguous_peak(const struct source *s, const struct interpolat
                         continue;
                     }
                 }
-                peak = block_peak(s, at, len, ip, peak, k, taps, phases, lanes);
+                peak = block_peak_any(s, at, len, ip, peak, k, taps, phases, lanes);
             }
         } else {
             peak = top > peak ? top : peak;
