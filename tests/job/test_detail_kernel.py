@@ -143,6 +143,38 @@ def test_a_nan_point_inside_a_run_is_stored_as_a_nan_point_is_elsewhere() -> Non
     assert (others == [[-32, 64]]).all()
 
 
+@pytest.mark.parametrize("dtype", [np.int16, np.int32, np.float32])
+@pytest.mark.parametrize("bits", [8, 16])
+def test_merge_continues_the_open_point_the_last_block_left_in_row_0(dtype: type,
+                                                                     bits: int) -> None:
+    """A block cut inside a point: with ``merge``, the second call's first point folds with the
+    stored half already in points[0], and equals one call over both; a block starting on a
+    point edge (first 0) overwrites row 0 whatever ``merge`` says."""
+    rng = np.random.default_rng(bits * 3 + 1)
+    full_scale = SCALES[dtype].full_scale
+    for spp, n, cut in [(256, 3_000, 1_100), (256, 3_000, 1), (16, 500, 255), (4_096, 3_000, 70),
+                        (4_096, 9_000, 4_000)]:
+        column = spiked_samples(rng, dtype, n, spp, 0)
+        starts = np.array([0], np.int64)
+        _, _, whole = run_kernel(column, starts, 0, spp, full_scale, bits)
+        _, _, head = run_kernel(column[:cut], starts, 0, spp, full_scale, bits)
+        tail_first = -cut % spp
+        tail_count = 1 if tail_first >= n - cut else (
+            (tail_first > 0) + -(-(n - cut - tail_first) // spp))
+        points = np.full((tail_count, 1, 2), 99, whole.dtype)
+        points[0] = head[-1]  # the open point, as DetailSink keeps it
+        out = np.empty(1, dtype), np.empty(1, dtype)
+        kernel.detail_minmax(column[cut:], starts, *out, tail_first, spp, 1.0 / full_scale,
+                             bits, points, 0, 1, True)
+        assert np.array_equal(np.concatenate([head[:-1], points]), whole), (spp, n, cut)
+    edge = random_samples(rng, dtype, (512,))
+    for merge in (False, True):
+        points = np.full((2, 1, 2), -1, np.int8)
+        kernel.detail_minmax(edge, np.array([0], np.int64), np.empty(1, dtype),
+                             np.empty(1, dtype), 0, 256, 1.0 / full_scale, 8, points, 0, 1, merge)
+        assert np.array_equal(points, reference_points(edge[:, None], 0, 256, full_scale, 8))
+
+
 def test_each_channel_fills_its_own_pair_of_the_interleaved_points() -> None:
     rng = np.random.default_rng(5)
     block = random_samples(rng, np.int16, (2_000, 3))

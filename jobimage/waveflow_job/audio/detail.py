@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import os
 import struct
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -128,11 +129,17 @@ class DetailSink:
         self.position = start
         self._point_bytes = channels * 2 * (bits // 8)
         self._dtype = np.dtype(np.int8 if bits == 8 else np.int16)
-        #: Stored points of the block :meth:`reduce` saw, until :meth:`commit` writes them.
+        self._scale = 1.0 / full_scale
+        #: The .dat is little-endian: only a big-endian host converts its 16-bit points.
+        self._swap = self._dtype.itemsize > 1 and sys.byteorder == "big"
+        #: Stored points of the block :meth:`reduce` saw, from its first (maybe partial) one,
+        #: and the same memory as bytes to write; between blocks, row 0 holds the point the
+        #: last block left open (``_open``), which the next block's first point continues.
         self._points = np.empty((0, channels, 2), dtype=self._dtype)
-        self._pending: tuple[np.ndarray, int] | None = None
-        #: The unfinished point at the end of the last block: (index, (channels, 2) min/max).
-        self._open: tuple[int, np.ndarray] | None = None
+        self._bytes = memoryview(b"")
+        self._open = False
+        #: Points and frames of the block :meth:`reduce` saw, until :meth:`commit`.
+        self._pending: tuple[int, int] | None = None
 
     def reduce(self, columns: list[np.ndarray], starts: np.ndarray, rows_max: np.ndarray,
                rows_min: np.ndarray) -> None:
@@ -141,59 +148,61 @@ class DetailSink:
         into ``rows_max``/``rows_min`` ``(channels, len(starts))``.
 
         One C pass per channel (``kernel.detail_minmax``): the points come out already as the
-        stored integers, so Python does a few array operations per block, none per point.
+        stored integers, a point the last block left open folded with its first one, into one
+        reused buffer, so a block costs a few calls and a write, no array operation.
         """
         spp, n = self.samples_per_pixel, len(columns[0])
         first = -self.position % spp  # the block's first point edge
         count = 1 if first >= n else (first > 0) + -(-(n - first) // spp)
         if len(self._points) < count:
-            self._points = np.empty((count, self.channels, 2), dtype=self._dtype)
-        points = self._points[:count]
-        scale = 1.0 / self.full_scale
+            self._grow(count)
+        points, merge, channels = self._points, self._open, self.channels
         for c, column in enumerate(columns):
             if not column.dtype.isnative:  # the kernel reads native int16, int32, float32
                 column = column.astype(column.dtype.newbyteorder("="))
-            kernel.detail_minmax(column, starts, rows_max[c], rows_min[c], first, spp, scale,
-                                 self.bits, points, c, self.channels)
-        self._pending = (points, n)
+            kernel.detail_minmax(column, starts, rows_max[c], rows_min[c], first, spp,
+                                 self._scale, self.bits, points, c, channels, merge)
+        self._pending = (count, n)
+
+    def _grow(self, count: int) -> None:
+        points = np.empty((count, self.channels, 2), dtype=self._dtype)
+        if self._open:
+            points[0] = self._points[0]
+        self._points, self._bytes = points, points.data.cast("B")
 
     def commit(self) -> None:
         """Write the points :meth:`reduce` computed (the caller found the block valid); the
-        last one stays open when the block ends inside it."""
+        last one stays open when the block ends inside it.
+
+        Refused blocks are never committed: the analysis fails with them, so the open point
+        :meth:`reduce` may already have folded into is never written either.
+        """
         if self._pending is None:
             raise RuntimeError("commit() without reduce()")
-        points, n = self._pending
+        count, n = self._pending
         self._pending = None
-        spp, start = self.samples_per_pixel, self.position
-        index = start // spp
-        if self._open is not None:
-            open_index, open_pair = self._open
-            if open_index == index:  # stored values are monotonic in the samples: fold them
-                np.minimum(points[0, :, 0], open_pair[:, 0], out=points[0, :, 0])
-                np.maximum(points[0, :, 1], open_pair[:, 1], out=points[0, :, 1])
-            else:
-                self._write(open_index, open_pair[None])
-            self._open = None
-        end = start + n
-        if end % spp:  # the last point goes on in the next block (or ends the stream)
-            self._open = (index + len(points) - 1, points[-1].copy())
-            points = points[:-1]
-        if len(points):
-            self._write(index, points)
+        start, end = self.position, self.position + n
+        whole = count - 1 if end % self.samples_per_pixel else count
+        if whole:
+            self._write(start // self.samples_per_pixel, whole)
+        self._open = whole < count
+        if self._open and whole:  # the open point moves to row 0 for the next block
+            size = self._point_bytes
+            self._bytes[:size] = self._bytes[whole * size:count * size]
         self.position = end
 
     def flush(self) -> None:
         """Write the last, partial point (the stream or this sink's range has ended)."""
-        if self._open is not None:
-            index, pair = self._open
-            self._write(index, pair[None])
-            self._open = None
+        if self._open:
+            self._write(self.position // self.samples_per_pixel, 1)
+            self._open = False
 
-    def _write(self, first: int, points: np.ndarray) -> None:
-        """Points ``(count, channels, 2)`` of stored integers from point ``first`` on."""
-        data = points.astype(points.dtype.newbyteorder("<"), copy=False)
+    def _write(self, first: int, count: int) -> None:
+        """The buffer's first ``count`` points, as point ``first`` on."""
+        view = self._bytes[:count * self._point_bytes]
+        if self._swap:
+            view = self._points[:count].astype("<i2").data.cast("B")
         offset = HEADER.size + first * self._point_bytes
-        view = np.ascontiguousarray(data).data.cast("B")
         while view:
             written = os.pwrite(self.fd, view, offset)
             view, offset = view[written:], offset + written

@@ -130,18 +130,20 @@ class TruePeakMeter:
         #: the start).
         self.history = np.zeros((channels, max(0, self.delay - 1)), dtype=np.float32)
         self.peak = np.zeros(channels)
+        #: Each channel's history row, made once (the kernel updates them in place).
+        self._rows = list(self.history)
 
     def prime(self, before: np.ndarray) -> None:
         """Start from the samples that precede this meter's range (``(n, channels)``)."""
         for c in range(self.channels):
             # A peak no value can beat: only the history moves.
-            kernel.true_peak(before[:, c], self.inv_scale, self.bank, self.history[c], math.inf)
+            kernel.true_peak(before[:, c], self.inv_scale, self.bank, self._rows[c], math.inf)
 
     def add(self, columns: Sequence[np.ndarray]) -> None:
         """The next block, one array per channel in the source's type."""
+        peak, inv_scale, bank, rows = self.peak, self.inv_scale, self.bank, self._rows
         for c, column in enumerate(columns):
-            self.peak[c] = kernel.true_peak(column, self.inv_scale, self.bank, self.history[c],
-                                            float(self.peak[c]))
+            peak[c] = kernel.true_peak(column, inv_scale, bank, rows[c], peak.item(c))
 
 
 class LoudnessMeter:
@@ -181,7 +183,10 @@ class LoudnessMeter:
         self._weights = channel_weights(channels)
         #: Per channel: the filter's four delays and the open step's sum of squares.
         self._state = np.zeros((channels, 5))
+        self._inv_scale = 1.0 / full_scale
         self._energies = np.empty(0)
+        #: The same memory as bytes, for :attr:`steps` to append without a copy in between.
+        self._energy_bytes = memoryview(b"")
         self.true_peak = TruePeakMeter(channels, sample_rate, full_scale)
         #: Mean-square energy (channel-weighted) of each 100 ms step of the range.
         self.steps = array("d")
@@ -212,11 +217,13 @@ class LoudnessMeter:
         most = (self._filled + block.shape[0]) // self.step
         if len(self._energies) < most:
             self._energies = np.empty(most)
+            self._energy_bytes = self._energies.data.cast("B")
         done, self._filled = kernel.kweight(
-            block, 1.0 / self.full_scale, self._coeffs, self._weights, self._state, self.step,
+            block, self._inv_scale, self._coeffs, self._weights, self._state, self.step,
             self.window, self._filled, self._energies)
         skip = min(done, max(0, self._first_step - self._next_step))  # priming steps
-        self.steps.frombytes(self._energies[skip:done].tobytes())
+        if done > skip:
+            self.steps.frombytes(self._energy_bytes[8 * skip:8 * done])
         self._next_step += done
 
 

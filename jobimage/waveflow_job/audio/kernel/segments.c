@@ -100,8 +100,9 @@ const char wf_segment_minmax_doc[] =
  * both its point and its segment; a finished point is converted at once to audiowaveform's
  * stored integer, trunc(x * scale * top) clipped to [-top, top - 1] (exactly numpy's float64
  * arithmetic in detail.to_stored; the conversion is monotonic, so a point split over two
- * blocks folds its stored halves with max/min). Points go to `points[(p * stride) + 0/1]`
- * (min, max: the .dat's order), int8 or int16. */
+ * blocks folds its stored halves with max/min: with `merge`, into the half the previous block
+ * left in points[0]). Points go to `points[(p * stride) + 0/1]` (min, max: the .dat's order),
+ * int8 or int16. */
 static inline double stored(double v, double scale, double top) {
     double x = trunc(v * scale * top);
     if (!(x >= -top)) { /* NaN too: the caller refuses non-finite blocks before writing */
@@ -381,7 +382,7 @@ NO_RUN(run_float, float)
     HOT_CLONES static void NAME(const char *base, Py_ssize_t s0, Py_ssize_t n,             \
                                 const int64_t *starts, Py_ssize_t nseg, T *mxo, T *mno,    \
                                 Py_ssize_t first, Py_ssize_t spp, double scale, double top, \
-                                char *points, int wide, Py_ssize_t stride) {               \
+                                char *points, int wide, Py_ssize_t stride, int merge) {    \
         const T *p = (const T *)base;                                                      \
         int unit = s0 == (Py_ssize_t)sizeof(T);                                            \
         Py_ssize_t j = 0, k = 0, a = 0;                                                    \
@@ -439,9 +440,15 @@ NO_RUN(run_float, float)
                 double hi = stored(pnan ? (double)NAN : (double)pmx, scale, top);          \
                 if (wide) {                                                                \
                     int16_t *q = (int16_t *)points + k * stride;                           \
+                    if (merge && k == 0) { /* the stored values are monotonic: fold them */ \
+                        lo = q[0] < lo ? q[0] : lo, hi = q[1] > hi ? q[1] : hi;            \
+                    }                                                                      \
                     q[0] = (int16_t)lo, q[1] = (int16_t)hi;                                \
                 } else {                                                                   \
                     int8_t *q = (int8_t *)points + k * stride;                             \
+                    if (merge && k == 0) {                                                 \
+                        lo = q[0] < lo ? q[0] : lo, hi = q[1] > hi ? q[1] : hi;            \
+                    }                                                                      \
                     q[0] = (int8_t)lo, q[1] = (int8_t)hi;                                  \
                 }                                                                          \
                 k++, popen = 0, point_end += spp;                                          \
@@ -464,11 +471,12 @@ PyObject *wf_detail_minmax(PyObject *self, PyObject *args) {
     PyObject *samples_o, *starts_o, *max_o, *min_o, *points_o;
     Py_ssize_t first, spp, channel, channels;
     double scale;
-    int bits;
-    if (!PyArg_ParseTuple(args, "OOOOnndiOnn", &samples_o, &starts_o, &max_o, &min_o, &first,
-                          &spp, &scale, &bits, &points_o, &channel, &channels)) {
+    int bits, merge = 0;
+    if (!PyArg_ParseTuple(args, "OOOOnndiOnn|p", &samples_o, &starts_o, &max_o, &min_o, &first,
+                          &spp, &scale, &bits, &points_o, &channel, &channels, &merge)) {
         return NULL;
     }
+    merge = merge && first > 0; /* only a block starting inside a point continues one */
     if (spp < 1 || first < 0 || first >= spp || (bits != 8 && bits != 16) || channels < 1 ||
         channel < 0 || channel >= channels) {
         PyErr_SetString(PyExc_ValueError,
@@ -517,13 +525,13 @@ PyObject *wf_detail_minmax(PyObject *self, PyObject *args) {
     Py_BEGIN_ALLOW_THREADS
     if (k == KIND_INT16) {
         detail_int16(base, s0, n, starts, nseg, mv.buf, nv.buf, first, spp, scale, top, points,
-                     wide, stride);
+                     wide, stride, merge);
     } else if (k == KIND_INT32) {
         detail_int32(base, s0, n, starts, nseg, mv.buf, nv.buf, first, spp, scale, top, points,
-                     wide, stride);
+                     wide, stride, merge);
     } else {
         detail_float(base, s0, n, starts, nseg, mv.buf, nv.buf, first, spp, scale, top, points,
-                     wide, stride);
+                     wide, stride, merge);
     }
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&pv);
@@ -536,11 +544,13 @@ PyObject *wf_detail_minmax(PyObject *self, PyObject *args) {
 
 const char wf_detail_minmax_doc[] =
 "detail_minmax(samples, starts, out_max, out_min, first, spp, scale, bits, points, channel,\n"
-"              channels) -> number of points\n\n"
+"              channels, merge=False) -> number of points\n\n"
 "segment_minmax's out_max/out_min, and in the same pass the detail waveform's points: every\n"
 "spp frames from `first` (the block's first point edge, 0 <= first < spp; a partial point\n"
 "before it), min and max as audiowaveform stores them at `bits`, trunc(x * scale * 2**(bits-1))\n"
-"clipped, into points[p, channel, 0/1] of a C-contiguous (points, channels, 2) int8/int16 array.";
+"clipped, into points[p, channel, 0/1] of a C-contiguous (points, channels, 2) int8/int16 array.\n"
+"With merge (and first > 0), the partial first point continues the one already in points[0]:\n"
+"its stored min and max fold with those there (the previous block's open point).";
 
 /* The waveform's levels (peaks.py): every channel's sum of squares, and per segment the maximum
  * of |mono|, the float32 sum of the channels in their order (numpy's float32 arithmetic, so the
