@@ -374,13 +374,15 @@ merge_pairs8(const __m512i *v, __m512i low, __m512i high, __m512i *out) {
                  _mm512_permutex2var_epi32(v[2], high, v[3]), out);
 }
 
+/* Of two vectors each holding 8 32-bit items of two rows (a, b and c, d): items 0-3 of every
+ * row, item-major (a0 b0 c0 d0 a1 ...), and items 4-7. */
+#define ROWS8_LOW _mm512_setr_epi32(0, 8, 16, 24, 1, 9, 17, 25, 2, 10, 18, 26, 3, 11, 19, 27)
+#define ROWS8_HIGH _mm512_setr_epi32(4, 12, 20, 28, 5, 13, 21, 29, 6, 14, 22, 30, 7, 15, 23, 31)
+
 /* PLANAR: z[j] holds 8 frames of lane 2j then 8 of lane 2j + 1. */
 X8 static inline __attribute__((always_inline)) void
 transpose_rows8(const __m512i *z, __m512i *out) {
-    merge_pairs8(z,
-                 _mm512_setr_epi32(0, 8, 16, 24, 1, 9, 17, 25, 2, 10, 18, 26, 3, 11, 19, 27),
-                 _mm512_setr_epi32(4, 12, 20, 28, 5, 13, 21, 29, 6, 14, 22, 30, 7, 15, 23, 31),
-                 out);
+    merge_pairs8(z, ROWS8_LOW, ROWS8_HIGH, out);
 }
 
 /* STEREO: s[q] holds 8 interleaved (L, R) frames of segment q (lanes 2q, 2q + 1). */
@@ -398,6 +400,26 @@ X8 static inline __attribute__((always_inline)) void
 gather_x8(const char *const *p, Py_ssize_t at, const enum mode mode, const enum kind k,
           int32_t *out) {
     __m512i z[4], o[4];
+    if (mode == MODE_STEREO && k == KIND_INT16) {
+        /* An int16 (L, R) frame is 32 bits: the 4 segments' frames transposed as such (two
+         * shuffles of two pairs of segments, not four widenings and eight shuffles), then
+         * widened from memory, two frames of the 8 lanes at a time. */
+        int16_t frames16[64] __attribute__((aligned(64)));
+        __m512i s01 = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(
+                                             (const void *)(p[0] + at))),
+                                         _mm256_loadu_si256((const void *)(p[1] + at)), 1);
+        __m512i s23 = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(
+                                             (const void *)(p[2] + at))),
+                                         _mm256_loadu_si256((const void *)(p[3] + at)), 1);
+        _mm512_store_si512(frames16, _mm512_permutex2var_epi32(s01, ROWS8_LOW, s23));
+        _mm512_store_si512(frames16 + 32, _mm512_permutex2var_epi32(s01, ROWS8_HIGH, s23));
+        __asm__("" : "+m"(frames16)); /* read back from memory, not taken apart in registers */
+        for (int q = 0; q < 4; q++) {
+            _mm512_store_si512(out + 16 * q,
+                               _mm512_cvtepi16_epi32(_mm256_load_si256((const void *)(frames16 + 16 * q))));
+        }
+        return;
+    }
     if (mode == MODE_STEREO) {
         for (int q = 0; q < 4; q++) {
             z[q] = k == KIND_INT16
@@ -425,7 +447,8 @@ gather_x8(const char *const *p, Py_ssize_t at, const enum mode mode, const enum 
 }
 
 /* fused for 8 lanes (AVX-512): 8 frames of 8 lanes are transposed in 4 vectors of 16 32-bit
- * samples (12 shuffles for PLANAR, 8 for STEREO, where doubles would take 24), stored, and
+ * samples (12 shuffles for PLANAR, 8 for STEREO, where doubles would take 24; int16 STEREO
+ * frames are 32 bits themselves: 4 shuffles, then 4 widenings from memory), stored, and
  * converted to double from memory a frame at a time (converting a register's upper half
  * takes one shuffle more). The next 8 frames are read and transposed before these are
  * filtered, so that their loads and shuffles are not held up behind the recursion. */
