@@ -369,3 +369,35 @@ def test_a_running_peak_a_few_float32_steps_under_the_answer(make: Callable[...,
     assert kernel_peak(raw, rate, [len(raw)], expected) == expected
     above = float(np.nextafter(np.float32(expected), np.float32(np.inf)))
     assert kernel_peak(raw, rate, [len(raw)], above) == above
+
+
+#: 12 samples found by a linear program: followed by a flat stretch at full level, the 2x
+#: interpolated value 18 frames after their end beats every other (1.0016 times the flat
+#: level, which its own windows' last 18 frames hold with no curvature at all).
+LEAD_IN = [0.6477, 0.4925, -1.0, 1.0, -0.0644, -1.0, 0.6117, 0.5997, -1.0, 0.0077, 1.0, 0.9781]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("chunk", [0, 1, 2, 7, 15])
+def test_2x_a_chunks_bound_counts_the_curvature_two_chunks_back(chunk: int, dtype: type) -> None:
+    """At 2x a window reaches 23 frames back: a chunk's bound must count the second differences
+    of the two chunks before it, not only the one. Here the peak's window is flat over its
+    newest 18 frames (so over the chunk and the one before it: a bound from them alone is
+    1.0005 times the level) and wild before: the peak, 1.0016 times the level, is only found
+    if the chunk two back counts, whether it lies in the block, the block before or the
+    history (a call cut at the block)."""
+    rate = 96000
+    level = 0.9
+    peak_at = 256 * 5 + 16 * chunk
+    x = np.zeros(256 * 9)
+    x[peak_at - 30:peak_at - 18] = level * np.array(LEAD_IN)
+    x[peak_at - 18:peak_at + 100] = level
+    ramp = peak_at + 100 + np.arange(400)
+    x[ramp] = level * 0.5 * (1 + np.cos(np.pi * np.arange(400) / 400))
+    raw = as_type(x, dtype)
+    expected = full_interpolation(raw, rate)
+    assert expected > 1.001 * float(np.abs(unit(raw)).max())
+    below = float(np.nextafter(expected, 0.0))
+    for cuts in ([len(raw)], [256 * 5, len(raw) - 256 * 5], [peak_at - 8, len(raw) - peak_at + 8]):
+        assert kernel_peak(raw, rate, cuts) == expected
+        assert kernel_peak(raw, rate, cuts, below) == expected

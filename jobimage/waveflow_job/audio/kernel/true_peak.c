@@ -591,78 +591,152 @@ static AI double block_peak(const struct source *s, Py_ssize_t start, Py_ssize_t
  * peak / BOUND_SLACK - E holds no value whose float32 rounding beats the peak (BOUND_SLACK
  * covers the rounding, as for the other bounds). An infinity in y' (overflow) exceeds any
  * threshold and a NaN counts as exceeding it: neither lets a chunk pass unseen. */
-#define F32_HEAD 32 /* the 24 samples before the block, in two vectors */
+#define F32_HEAD 48 /* the 24 samples before the block and the second differences there */
 
-/* x[-taps..BLOCK) as float32 (before the call's start from the history); returns a bound of
- * their magnitudes (the largest |x| of x[-F32_HEAD..BLOCK) when all of it is in the call). */
-SCAN_TARGET static AI float block_f32_window(const struct source *s, Py_ssize_t at, enum kind k,
-                                             int taps, float *x) {
-    __m512 invf = _mm512_set1_ps((float)s->inv), mag = _mm512_setzero_ps();
+/* x[-F32_HEAD..BLOCK) as float32 (x'), when the block is the call's first x[-taps..-1] from
+ * the history and zeros before them; returns whether every value is finite (a history may
+ * hold a NaN or an infinity). */
+SCAN_TARGET static AI int block_f32_window(const struct source *s, Py_ssize_t at, enum kind k,
+                                           int taps, float *x) {
+    __m512 invf = _mm512_set1_ps((float)s->inv);
     for (int v = at >= F32_HEAD ? -F32_HEAD / 16 : 0; v < BLOCK / 16; v++) {
         __m512i xi = load16(s->base, at + 16 * v, k);
         __m512 xf = k == KIND_FLOAT32 ? _mm512_castsi512_ps(xi) : _mm512_cvtepi32_ps(xi);
-        xf = _mm512_mul_ps(xf, invf);
-        _mm512_storeu_ps(x + 16 * v, xf);
-        mag = _mm512_max_ps(mag, _mm512_abs_ps(xf));
+        _mm512_storeu_ps(x + 16 * v, _mm512_mul_ps(xf, invf));
     }
-    float m = _mm512_reduce_max_ps(mag);
+    int finite = 1;
     if (at < F32_HEAD) {
-        for (int i = -taps; i < 0; i++) {
-            x[i] = at + i < 0 ? s->history[taps + at + i]
-                              : (float)unit_of(key_at(s->base, at + i, k), k, s->inv);
-            float a = fabsf(x[i]);
-            m = a > m || a != a ? a : m;
+        for (int i = -F32_HEAD; i < 0; i++) {
+            x[i] = i < -taps    ? 0.0f
+                   : at + i < 0 ? s->history[taps + at + i]
+                                : (float)unit_of(key_at(s->base, at + i, k), k, s->inv);
+            finite = finite && isfinite(x[i]);
         }
     }
-    return m;
+    return finite;
 }
 
-/* The float32 values of the block at `at` (BLOCK frames): a mask of the chunks some |y'| of
- * which is not below `thr` (NaN counts), and each such chunk's largest |y'| (+inf for a NaN).
- * Chunks side by side, one accumulator each (all 16 at 2x, 8 by 8 for the three phases at 4x),
- * so the multiply-adds are not a chain but fill the pipeline. */
-SCAN_TARGET static AI unsigned block_f32_chunks(const float *x, const struct interpolator *ip,
-                                                const int taps, const int phases, float thr,
-                                                float *cmax) {
-    enum { SIDE = 8 };
-    const int side = phases == 1 ? 16 : SIDE; /* chunks at a time */
+/* Four levels of folds turn 16 vectors into one whose lane c is the largest lane of the c-th:
+ * at level k (groups of g = 8 >> k lanes, in pairs), lane i of a fold is the larger of lanes i
+ * and i + g of the group pair it falls in, of a for i < 8, of b for i >= 8 (permutex2var: b's
+ * lanes are 16..31). */
+static const int32_t fold_index[8][16] __attribute__((aligned(64))) = {
+    {0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23},
+    {8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31},
+    {0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27},
+    {4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31},
+    {0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29},
+    {2, 3, 6, 7, 10, 11, 14, 15, 18, 19, 22, 23, 26, 27, 30, 31},
+    {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30},
+    {1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31},
+};
+
+SCAN_TARGET static AI __m512 fold_max(__m512 a, __m512 b, int level) {
+    __m512i l = _mm512_load_si512(fold_index[2 * level]);
+    __m512i h = _mm512_load_si512(fold_index[2 * level + 1]);
+    return _mm512_max_ps(_mm512_permutex2var_ps(a, l, b), _mm512_permutex2var_ps(a, h, b));
+}
+
+SCAN_TARGET static AI __m512 lanes_max16(__m512 *v) {
+#pragma GCC unroll 4
+    for (int level = 0, n = 16; level < 4; level++, n /= 2) {
+#pragma GCC unroll 8
+        for (int i = 0; i < n / 2; i++) {
+            v[i] = fold_max(v[2 * i], v[2 * i + 1], level);
+        }
+    }
+    return v[0];
+}
+
+/* The chunks of the block whose windows' curvature bound (curvature_terms) beats `thr` (NaN
+ * counts), from x'[-F32_HEAD..BLOCK): per chunk the largest |x'| and |second difference| (centres
+ * 16c - 1 .. 16c + 14: the windows of chunk c reach centres 16c - taps + 2 .. 16c + 14) over it
+ * and the one (4x) or two (2x) chunks before it, lane c for chunk c; also the largest |x'|.
+ * The float32 bound B' = pair M + curve D of these is within 25u of the one of the exact
+ * values (M, D within 5u M and 30u M of them, pair >= 1, the taps' terms and the multiply-add
+ * rounded), so |y| <= B' (1 + 2^-18): the caller's `thr` is the peak / (1 + 2^-18), rounded
+ * down. */
+SCAN_TARGET static AI unsigned chunk_bounds(const float *x, const struct interpolator *ip,
+                                            const int taps, float thr, float *mag) {
+    __m512 ax[BLOCK / 16], ad[BLOCK / 16], sign = _mm512_set1_ps(-0.0f);
+    __m512 two = _mm512_set1_ps(-2.0f), head_x = _mm512_setzero_ps(), head_d = head_x;
+    for (int c = -2; c < BLOCK / 16; c++) {
+        __m512 xv = _mm512_loadu_ps(x + 16 * c);
+        __m512 d = _mm512_fmadd_ps(two, _mm512_loadu_ps(x + 16 * c - 1),
+                                   _mm512_add_ps(_mm512_loadu_ps(x + 16 * c - 2), xv));
+        __m512 a = _mm512_andnot_ps(sign, xv);
+        d = _mm512_andnot_ps(sign, d);
+        if (c >= 0) {
+            ax[c] = a;
+            ad[c] = d;
+        } else { /* chunk c in lane 16 + c */
+            __mmask16 lane = (__mmask16)(1u << (16 + c));
+            head_x = _mm512_mask_mov_ps(head_x, lane, _mm512_set1_ps(_mm512_reduce_max_ps(a)));
+            head_d = _mm512_mask_mov_ps(head_d, lane, _mm512_set1_ps(_mm512_reduce_max_ps(d)));
+        }
+    }
+    __m512 cx = lanes_max16(ax), cd = lanes_max16(ad);
+    *mag = _mm512_reduce_max_ps(_mm512_max_ps(cx, head_x));
+    __m512 mx = _mm512_max_ps(cx, _mm512_castsi512_ps(_mm512_alignr_epi32(
+                                      _mm512_castps_si512(cx), _mm512_castps_si512(head_x), 15)));
+    __m512 md = _mm512_max_ps(cd, _mm512_castsi512_ps(_mm512_alignr_epi32(
+                                      _mm512_castps_si512(cd), _mm512_castps_si512(head_d), 15)));
+    if (taps > CHUNK) {
+        mx = _mm512_max_ps(mx, _mm512_castsi512_ps(_mm512_alignr_epi32(
+                                   _mm512_castps_si512(cx), _mm512_castps_si512(head_x), 14)));
+        md = _mm512_max_ps(md, _mm512_castsi512_ps(_mm512_alignr_epi32(
+                                   _mm512_castps_si512(cd), _mm512_castps_si512(head_d), 14)));
+    }
+    __m512 bound = _mm512_fmadd_ps(_mm512_set1_ps((float)ip->pair_max), mx,
+                                   _mm512_mul_ps(_mm512_set1_ps((float)ip->curve_max), md));
+    return _mm512_cmp_ps_mask(bound, _mm512_set1_ps(thr), _CMP_NLE_UQ);
+}
+
+/* The float32 values of the chunks in `which`: those some |y'| of which is not below `thr`
+ * (NaN counts), and each one's largest |y'| (+inf for a NaN). */
+SCAN_TARGET static AI unsigned chunks_f32(const float *x, const struct interpolator *ip,
+                                          const int taps, const int phases, unsigned which,
+                                          float thr, float *cmax) {
     __m512 vthr = _mm512_set1_ps(thr);
     unsigned mask = 0;
-    for (int h = 0; h < BLOCK / 16; h += side) {
-        __m512 acc[MAX_PHASES][16];
-#pragma GCC unroll 16
-        for (int g = 0; g < side; g++) {
-            for (int f = 0; f < phases; f++) {
-                acc[f][g] = _mm512_setzero_ps();
-            }
+    for (; which; which &= which - 1) {
+        int c = __builtin_ctz(which);
+        const float *xc = x + 16 * c;
+        __m512 acc[2 * MAX_PHASES];
+        for (int f = 0; f < 2 * phases; f++) {
+            acc[f] = _mm512_setzero_ps();
         }
 #pragma GCC unroll 24
-        for (int t = 0; t < taps; t++) {
-#pragma GCC unroll 16
-            for (int g = 0; g < side; g++) {
-                __m512 xv = _mm512_loadu_ps(x + 16 * (h + g) - t);
-                for (int f = 0; f < phases; f++) {
-                    acc[f][g] = _mm512_fmadd_ps(_mm512_set1_ps(ip->coeff_f[f][t]), xv, acc[f][g]);
-                }
+        for (int t = 0; t < taps; t++) { /* two chains per phase */
+            __m512 xv = _mm512_loadu_ps(xc - t);
+            for (int f = 0; f < phases; f++) {
+                acc[2 * f + (t & 1)] =
+                    _mm512_fmadd_ps(_mm512_set1_ps(ip->coeff_f[f][t]), xv, acc[2 * f + (t & 1)]);
             }
         }
-#pragma GCC unroll 16
-        for (int g = 0; g < side; g++) {
-            __m512 m = _mm512_abs_ps(acc[0][g]);
-            __mmask16 over = _mm512_cmp_ps_mask(m, vthr, _CMP_NLE_UQ);
-            for (int f = 1; f < phases; f++) {
-                __m512 a = _mm512_abs_ps(acc[f][g]);
-                over |= _mm512_cmp_ps_mask(a, vthr, _CMP_NLE_UQ);
-                m = _mm512_max_ps(m, a);
-            }
-            if (over) {
-                mask |= 1u << (h + g);
-                float c = _mm512_reduce_max_ps(m);
-                cmax[h + g] = c == c ? c : INFINITY;
-            }
+        __m512 m = _mm512_setzero_ps();
+        __mmask16 over = 0;
+        for (int f = 0; f < phases; f++) {
+            __m512 a = _mm512_abs_ps(_mm512_add_ps(acc[2 * f], acc[2 * f + 1]));
+            over |= _mm512_cmp_ps_mask(a, vthr, _CMP_NLE_UQ);
+            m = _mm512_max_ps(m, a);
+        }
+        if (over) {
+            mask |= 1u << c;
+            float top = _mm512_reduce_max_ps(m);
+            cmax[c] = top == top ? top : INFINITY;
         }
     }
     return mask;
+}
+
+/* A float32 threshold not above `thr`. */
+static AI float float_below(double thr) {
+    float f = (float)thr;
+    if ((double)f > thr) {
+        f = nextafterf(f, -INFINITY);
+    }
+    return thr == thr ? f : -INFINITY;
 }
 
 #define DEFINE_BLOCK_F32(name, kind, taps, phases)                                          \
@@ -670,15 +744,18 @@ SCAN_TARGET static AI unsigned block_f32_chunks(const float *x, const struct int
         const struct source *s, Py_ssize_t at, const struct interpolator *ip, double peak,  \
         float *cmax, double *err) {                                                         \
         float xd[F32_HEAD + BLOCK] __attribute__((aligned(64)));                            \
-        float *x = xd + F32_HEAD;                                                           \
-        double mag = block_f32_window(s, at, kind, taps, x);                                \
-        *err = 0x1p-18 * ip->abs_max * mag + 0x1p-120;                                      \
-        double thr = peak / BOUND_SLACK - *err;                                             \
-        float thr_f = (float)thr;                                                           \
-        if ((double)thr_f > thr) {                                                          \
-            thr_f = nextafterf(thr_f, -INFINITY);                                           \
+        float *x = xd + F32_HEAD, mag;                                                      \
+        int finite = block_f32_window(s, at, kind, taps, x);                                \
+        unsigned which = chunk_bounds(x, ip, taps,                                          \
+                                      float_below(peak / BOUND_SLACK / (1.0 + 0x1p-18)), &mag); \
+        if (!finite) {                                                                      \
+            which = (1u << (BLOCK / CHUNK)) - 1;                                            \
+            mag = INFINITY;                                                                 \
         }                                                                                   \
-        return block_f32_chunks(x, ip, taps, phases, thr == thr ? thr_f : -INFINITY, cmax); \
+        *err = 0x1p-18 * ip->abs_max * mag + 0x1p-120;                                      \
+        return which ? chunks_f32(x, ip, taps, phases, which,                               \
+                                  float_below(peak / BOUND_SLACK - *err), cmax)             \
+                     : 0;                                                                   \
     }
 DEFINE_BLOCK_F32(block_f32_16_2x, KIND_INT16, 24, 1)
 DEFINE_BLOCK_F32(block_f32_16_4x, KIND_INT16, 12, 3)
