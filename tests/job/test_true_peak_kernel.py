@@ -401,3 +401,20 @@ def test_2x_a_chunks_bound_counts_the_curvature_two_chunks_back(chunk: int, dtyp
     for cuts in ([len(raw)], [256 * 5, len(raw) - 256 * 5], [peak_at - 8, len(raw) - peak_at + 8]):
         assert kernel_peak(raw, rate, cuts) == expected
         assert kernel_peak(raw, rate, cuts, below) == expected
+
+
+@pytest.mark.parametrize("rate", [44100, 96000])
+def test_a_nan_just_before_a_finite_region_leaves_its_first_blocks_peak_found(rate: int) -> None:
+    """The region before holds a NaN (it is interpolated in full) in the frames the next
+    region's first block reaches back into: that block's windows that miss the NaN still count,
+    and the peak there is found."""
+    region = 1024 * 256
+    x = (0.3 * np.sin(2 * np.pi * 200 * np.arange(2 * region + 5000) / rate)).astype(np.float32)
+    x[region + 100:region + 108] = 0.97 * np.sin(np.pi / 2 * np.arange(8) + np.pi / 4)
+    for back in (1, 11, 12, 23, 24, 33, 48):
+        y = x.copy()
+        y[region - back] = np.nan
+        expected = full_interpolation(y, rate)
+        assert expected > 0.97
+        assert kernel_peak(y, rate, [len(y)]) == expected, back
+        assert kernel_peak(y, rate, [region - 3, len(y) - region + 3]) == expected, back

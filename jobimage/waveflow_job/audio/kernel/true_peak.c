@@ -8,9 +8,9 @@
  * highest bound first: their range bound, then their curvature bound (second differences on the
  * raw samples); a block that passes both is converted once, each 16-frame chunk of it bounded
  * by the tighter of the two, and only the chunks whose bound still beats the peak are
- * interpolated; with AVX-512 such a block is interpolated in float32 instead, and only the
- * chunks whose values come within the float32 error of the peak are interpolated in double
- * (block_f32). A region holding a NaN or an infinity is interpolated in full. With AVX-512,
+ * interpolated; with AVX-512 the chunks' bounds and values are computed in float32 instead,
+ * and only the chunks whose values come within the float32 error of the peak are interpolated
+ * in double (block_f32). A region holding a NaN or an infinity is interpolated in full. With AVX-512,
  * where the range bound rules out few loud blocks (the taps' sum of |taps| is 2.3 at 2x, 1.9
  * at 4x), a region whose sampled blocks mostly beat it has every block's curvature measured in
  * the pass that finds its extremes instead (most_beat, block_scan16).
@@ -573,10 +573,10 @@ static AI double block_peak(const struct source *s, Py_ssize_t start, Py_ssize_t
 }
 
 #ifdef HAVE_SCAN16
-/* A block's interpolated values in float32 first (AVX-512): 16 frames per vector, so a block
- * whose bound beats the peak costs a few hundred multiply-adds instead of its conversion to
- * double, its chunks' spreads and bounds; only the chunks whose float32 values come within
- * their error of the peak are interpolated in double (chunk_peak8), as before.
+/* A block whose bound beats the peak, in float32 (AVX-512): converted once, its 16 chunks'
+ * curvature bounds computed side by side (chunk_bounds), the chunks that beat them interpolated
+ * in float32, 16 frames a vector (chunks_f32), and only those whose float32 values come within
+ * their error of the peak interpolated in double (chunk_peak8), as before.
  *
  * The error: the interpolator reads x_t = float32(raw * inv) and sums y = sum_t c_t x_t in
  * double. Here x'_t = float32(float32(raw) * float32(inv)): the same value when inv is a power
@@ -594,8 +594,10 @@ static AI double block_peak(const struct source *s, Py_ssize_t start, Py_ssize_t
 #define F32_HEAD 48 /* the 24 samples before the block and the second differences there */
 
 /* x[-F32_HEAD..BLOCK) as float32 (x'), when the block is the call's first x[-taps..-1] from
- * the history and zeros before them; returns whether every value is finite (a history may
- * hold a NaN or an infinity). */
+ * the history and zeros before them; returns whether the history's values are finite. (The
+ * block's own are: its region is. The frames before it may hold a NaN or an infinity when they
+ * are the history or another region; chunk_bounds lets them through, and the caller takes a
+ * NaN largest |x'| for one.) */
 SCAN_TARGET static AI int block_f32_window(const struct source *s, Py_ssize_t at, enum kind k,
                                            int taps, float *x) {
     __m512 invf = _mm512_set1_ps((float)s->inv);
@@ -748,7 +750,7 @@ static AI float float_below(double thr) {
         int finite = block_f32_window(s, at, kind, taps, x);                                \
         unsigned which = chunk_bounds(x, ip, taps,                                          \
                                       float_below(peak / BOUND_SLACK / (1.0 + 0x1p-18)), &mag); \
-        if (!finite) {                                                                      \
+        if (!finite || mag != mag) { /* a NaN before the block: every chunk, in double */  \
             which = (1u << (BLOCK / CHUNK)) - 1;                                            \
             mag = INFINITY;                                                                 \
         }                                                                                   \
