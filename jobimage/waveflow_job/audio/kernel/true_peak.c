@@ -10,8 +10,8 @@
  * by the tighter of the two, and only the chunks whose bound still beats the peak are
  * interpolated; with AVX-512 the chunks' bounds and values are computed in float32 instead,
  * and only the chunks whose values come within the float32 error of the peak are interpolated
- * in double (block_f32). A region holding a NaN or an infinity is interpolated in full. With AVX-512,
- * where the range bound rules out few loud blocks (the taps' sum of |taps| is 2.3 at 2x, 1.9
+ * in double (block_f32). A region holding a NaN or an infinity is interpolated in full. With
+ * AVX-512, where the range bound rules out few loud blocks (the taps' sum of |taps| is 2.3 at 2x, 1.9
  * at 4x), a region whose sampled blocks mostly beat it has every block's curvature measured in
  * the pass that finds its extremes instead (most_beat, block_scan16).
  *
@@ -767,38 +767,53 @@ DEFINE_BLOCK_F32(block_f32_f_2x, KIND_FLOAT32, 24, 1)
 DEFINE_BLOCK_F32(block_f32_f_4x, KIND_FLOAT32, 12, 3)
 #endif
 
-/* A block whose bound beats the peak: through its float32 values (block_f32) where the AVX-512
- * kernel runs and the block is whole, else block_peak. */
+#ifdef HAVE_SCAN16
+/* A whole block through its float32 values (block_f32), then the chunks they let through in
+ * double (not inlined: the kernels' own loops stay as they were). */
+#define DEFINE_F32_PEAK(name, kind, taps, phases, f32)                                      \
+    SCAN_TARGET __attribute__((noinline)) static double name(                              \
+        const struct source *s, Py_ssize_t start, const struct interpolator *ip,            \
+        double peak) {                                                                      \
+        float cmax[BLOCK / CHUNK];                                                          \
+        double err;                                                                         \
+        unsigned mask = f32(s, start, ip, peak, cmax, &err);                                \
+        while (mask) {                                                                      \
+            unsigned j = (unsigned)__builtin_ctz(mask);                                     \
+            for (unsigned rest = mask & (mask - 1); rest; rest &= rest - 1) {               \
+                unsigned i = (unsigned)__builtin_ctz(rest);                                 \
+                j = cmax[i] > cmax[j] ? i : j;                                              \
+            }                                                                               \
+            mask &= ~(1u << j);                                                             \
+            if (!((double)cmax[j] > peak / BOUND_SLACK - err)) {                            \
+                continue;                                                                   \
+            }                                                                               \
+            double xd[MAX_TAPS + CHUNK];                                                    \
+            double *x = xd + MAX_TAPS;                                                      \
+            window(s, start + (Py_ssize_t)j * CHUNK, CHUNK, kind, taps, x);                 \
+            double rounded = (double)(float)chunk_peak8(x, ip, taps, phases);               \
+            peak = rounded > peak ? rounded : peak;                                         \
+        }                                                                                   \
+        return peak;                                                                        \
+    }
+DEFINE_F32_PEAK(f32_peak16_2x, KIND_INT16, 24, 1, block_f32_16_2x)
+DEFINE_F32_PEAK(f32_peak16_4x, KIND_INT16, 12, 3, block_f32_16_4x)
+DEFINE_F32_PEAK(f32_peak32_2x, KIND_INT32, 24, 1, block_f32_32_2x)
+DEFINE_F32_PEAK(f32_peak32_4x, KIND_INT32, 12, 3, block_f32_32_4x)
+DEFINE_F32_PEAK(f32_peakf_2x, KIND_FLOAT32, 24, 1, block_f32_f_2x)
+DEFINE_F32_PEAK(f32_peakf_4x, KIND_FLOAT32, 12, 3, block_f32_f_4x)
+#endif
+
+/* A block whose bound beats the peak: through its float32 values where the AVX-512 kernel
+ * runs and the block is whole, else block_peak. */
 static AI double block_peak_any(const struct source *s, Py_ssize_t start, Py_ssize_t len,
                                 const struct interpolator *ip, double peak, enum kind k,
                                 const int taps, const int phases, const int lanes) {
 #ifdef HAVE_SCAN16
     if (lanes == 8 && len == BLOCK && s->inv >= 0x1p-60 && s->inv <= 0x1p60) {
-        float cmax[BLOCK / CHUNK];
-        double err;
-        unsigned (*f32)(const struct source *, Py_ssize_t, const struct interpolator *, double,
-                        float *, double *) =
-            k == KIND_INT16   ? (taps == 24 ? block_f32_16_2x : block_f32_16_4x)
-            : k == KIND_INT32 ? (taps == 24 ? block_f32_32_2x : block_f32_32_4x)
-                              : (taps == 24 ? block_f32_f_2x : block_f32_f_4x);
-        unsigned mask = f32(s, start, ip, peak, cmax, &err);
-        while (mask) {
-            unsigned j = (unsigned)__builtin_ctz(mask);
-            for (unsigned rest = mask & (mask - 1); rest; rest &= rest - 1) {
-                unsigned i = (unsigned)__builtin_ctz(rest);
-                j = cmax[i] > cmax[j] ? i : j;
-            }
-            mask &= ~(1u << j);
-            if (!((double)cmax[j] > peak / BOUND_SLACK - err)) {
-                continue;
-            }
-            double xd[MAX_TAPS + CHUNK];
-            double *x = xd + MAX_TAPS;
-            window(s, start + (Py_ssize_t)j * CHUNK, CHUNK, k, taps, x);
-            double rounded = (double)(float)chunk_peak8(x, ip, taps, phases);
-            peak = rounded > peak ? rounded : peak;
-        }
-        return peak;
+        return (k == KIND_INT16   ? (taps == 24 ? f32_peak16_2x : f32_peak16_4x)
+                : k == KIND_INT32 ? (taps == 24 ? f32_peak32_2x : f32_peak32_4x)
+                                  : (taps == 24 ? f32_peakf_2x : f32_peakf_4x))(s, start, ip,
+                                                                                 peak);
     }
 #endif
     return block_peak(s, start, len, ip, peak, k, taps, phases, lanes);
