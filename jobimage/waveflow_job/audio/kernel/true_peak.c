@@ -11,9 +11,9 @@
  * interpolated; with AVX-512 the chunks' bounds and values are computed in float32 instead,
  * and only the chunks whose values come within the float32 error of the peak are interpolated
  * in double (block_f32). A region holding a NaN or an infinity is interpolated in full. With
- * AVX-512, where the range bound rules out few loud blocks (the taps' sum of |taps| is 2.3 at 2x, 1.9
- * at 4x), a region whose sampled blocks mostly beat it has every block's curvature measured in
- * the pass that finds its extremes instead (most_beat, block_scan16).
+ * AVX-512, where the range bound rules out few loud blocks (the taps' sum of |taps| is 2.3 at
+ * 2x, 1.9 at 4x), a region whose sampled blocks mostly beat it has every block's curvature
+ * measured in the pass that finds its extremes instead (most_beat, block_scan16).
  *
  * The range bound: an interpolated value is y = sum_t c_t x_t over a window of samples that all
  * lie in [l, h]. With m = (h + l) / 2, y = m * sum_t c_t + sum_t c_t (x_t - m) and |x_t - m| <=
