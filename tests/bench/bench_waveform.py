@@ -222,15 +222,18 @@ def main() -> int:
     args = parser.parse_args()
     ours_cmd = our_command()
     print(f"ours: {' '.join(Path(a).name for a in ours_cmd)}; baseline: {BASELINE.name}; "
-          f"{args.runs} interleaved runs per file; CPUs: {len(os.sched_getaffinity(0))}",
+          f"{2 * args.runs + 1} interleaved rounds of full and plain per file, the baseline in "
+          f"{args.runs} of them; CPUs: {len(os.sched_getaffinity(0))}",
           flush=True)
     all_cases = cases(args.quick, not (args.quick or args.no_long))
     with tempfile.TemporaryDirectory(prefix="waveflow-bench-") as tmp:
         directory = Path(tmp)
         for case in all_cases:
             generate(case, directory)
-            base_runs = max(3, args.runs // 2) if case.seconds > 1800 else None
-            run(case, args.runs, ours_cmd, directory, base_runs)
+            # Full and plain take seconds: twice the rounds of the baseline, so that the
+            # median of their ratios holds against a shared machine's slower spells.
+            base_runs = max(3, args.runs // 2) if case.seconds > 1800 else args.runs
+            run(case, 2 * args.runs + 1, ours_cmd, directory, base_runs)
             print(f"  {case.name}: ours {median(case.ours, 0):.2f} s "
                   f"(overview only {median(case.plain, 0):.2f} s)"
                   + (f", baseline {median(case.base, 0):.2f} s" if case.base else ""),
