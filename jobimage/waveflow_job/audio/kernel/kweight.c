@@ -421,10 +421,8 @@ gather_x8(const char *const *p, Py_ssize_t at, const enum mode mode, const enum 
         return;
     }
     if (mode == MODE_STEREO) {
-        for (int q = 0; q < 4; q++) {
-            z[q] = k == KIND_INT16
-                       ? _mm512_cvtepi16_epi32(_mm256_loadu_si256((const void *)(p[q] + at)))
-                       : _mm512_loadu_si512((const void *)(p[q] + at));
+        for (int q = 0; q < 4; q++) { /* int32 or float32: int16 returned above */
+            z[q] = _mm512_loadu_si512((const void *)(p[q] + at));
         }
         transpose_pairs8(z, o);
     } else {
@@ -549,7 +547,7 @@ static const char idle_samples[128] __attribute__((aligned(64)));
     fused##lanes(const struct job *job, const struct lane *ln, int n, Py_ssize_t t,        \
                  Py_ssize_t chunks, const enum mode mode, const enum kind k,               \
                  double *restrict v, double *restrict sums) {                              \
-        const double *co = job->filt;                                                         \
+        const double *co = job->filt;                                                      \
         const Py_ssize_t item = k == KIND_INT16 ? 2 : 4;                                   \
         const char *p[lanes];                                                              \
         Py_ssize_t advance[lanes];                                                         \
@@ -592,7 +590,7 @@ static const char idle_samples[128] __attribute__((aligned(64)));
     frames##lanes(const struct job *job, const struct lane *ln, Py_ssize_t t,              \
                   Py_ssize_t count, const enum kind k, double *restrict v,                 \
                   double *restrict sums) {                                                 \
-        const double *co = job->filt;                                                         \
+        const double *co = job->filt;                                                      \
         const char *p = ln[0].src + t * job->s0;                                           \
         const Py_ssize_t s0 = job->s0;                                                     \
         LOAD_STATE(tvec##lanes);                                                           \

@@ -451,6 +451,15 @@ static AI Py_ssize_t most_promising(const double *bound, Py_ssize_t n) {
     return best;
 }
 
+/* What turn `turn` (-1 .. n - 1) of a "most promising first" walk measures: `best` at turn
+ * -1, then every other index in order; -1 for best's own turn and for an index whose bound
+ * the peak already reaches (a NaN bound never is: it is measured). */
+static AI Py_ssize_t turn_index(Py_ssize_t turn, Py_ssize_t best, const double *bound,
+                                double peak) {
+    Py_ssize_t j = turn < 0 ? best : turn;
+    return (turn >= 0 && j == best) || bound[j] <= peak ? -1 : j;
+}
+
 /* The interpolated peak of the converted samples x[0..len) (x[-taps..-1] before them): the
  * chunk with the highest bound first, then every other chunk whose bound beats the peak. */
 static AI double interpolate(const double *x, Py_ssize_t len, const double *bound,
@@ -458,8 +467,8 @@ static AI double interpolate(const double *x, Py_ssize_t len, const double *boun
                              const int phases, const int lanes) {
     Py_ssize_t chunks = (len + CHUNK - 1) / CHUNK, best = most_promising(bound, chunks);
     for (Py_ssize_t kk = -1; kk < chunks; kk++) {
-        Py_ssize_t j = kk < 0 ? best : kk;
-        if ((kk >= 0 && j == best) || bound[j] <= peak) { /* NaN bounds are never beaten */
+        Py_ssize_t j = turn_index(kk, best, bound, peak);
+        if (j < 0) {
             continue;
         }
         const double *c = x + j * CHUNK;
@@ -961,8 +970,8 @@ static AI double contiguous_peak(const struct source *s, const struct interpolat
             }
             Py_ssize_t best = most_promising(bound, blocks);
             for (Py_ssize_t kk = -1; kk < blocks; kk++) {
-                Py_ssize_t b = kk < 0 ? best : kk;
-                if ((kk >= 0 && b == best) || bound[b] <= peak) {
+                Py_ssize_t b = turn_index(kk, best, bound, peak);
+                if (b < 0) {
                     continue;
                 }
                 Py_ssize_t at = r + b * BLOCK, len = b < full ? BLOCK : rn - b * BLOCK;
@@ -985,8 +994,8 @@ static AI double contiguous_peak(const struct source *s, const struct interpolat
             }
             Py_ssize_t best = most_promising(bound, blocks);
             for (Py_ssize_t kk = -1; kk < blocks; kk++) {
-                Py_ssize_t b = kk < 0 ? best : kk;
-                if ((kk >= 0 && b == best) || bound[b] <= peak) {
+                Py_ssize_t b = turn_index(kk, best, bound, peak);
+                if (b < 0) {
                     continue;
                 }
                 Py_ssize_t at = r + b * BLOCK, len = b < full ? BLOCK : rn - b * BLOCK;
