@@ -46,6 +46,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -255,9 +256,13 @@ class Kubelet:
             *argv, env=env, stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL, start_new_session=True)
         evicted: list[str] = []
+        timer: threading.Timer | None = None
         if eviction is not None:
-            asyncio.get_running_loop().call_later(
-                self._random.uniform(0.05, 0.3), _evict, process, eviction, evicted)
+            # A thread, not the event loop: a loop busy with the operator's and the other
+            # pods' calls must not let a container finish before its eviction comes.
+            timer = threading.Timer(self._random.uniform(0.05, 0.3), _evict,
+                                    (process, eviction, evicted))
+            timer.start()
         code: int | None
         try:
             code = await asyncio.wait_for(process.wait(), timeout=max(0.1, seconds))
@@ -268,9 +273,14 @@ class Kubelet:
             await process.wait()
             code = None
         except asyncio.CancelledError:
+            if timer is not None:
+                timer.cancel()
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
             raise
+        if timer is not None:
+            timer.cancel()
+            timer.join()
         message = (summary.read_text(errors="replace")[:TERMINATION_MESSAGE_LIMIT]
                    if summary.exists() else "")
         left = [p.name for p in scratch.iterdir()] if scratch != pod_dir else []
