@@ -560,8 +560,8 @@ const char wf_detail_minmax_doc[] =
 #define WF_LEVELS_MAX_CHANNELS 64 /* AudioLimits' bound */
 
 typedef float levels_v8f __attribute__((vector_size(32)));
-typedef float levels_v4f __attribute__((vector_size(16)));
 typedef double levels_v4d __attribute__((vector_size(32)));
+typedef double levels_v8d __attribute__((vector_size(64)));
 typedef int16_t levels_v8s __attribute__((vector_size(16)));
 typedef int32_t levels_v8i __attribute__((vector_size(32)));
 /* The mono chunk: written as floats, its |x| maximum read through the bits (finite floats of
@@ -582,9 +582,12 @@ union levels_fi { float f; int32_t i; };
             for (; i + 8 <= m; i += 8) {                                                   \
                 levels_v8f v;                                                              \
                 LOAD8;                                                                     \
-                levels_v4f lo = {v[0], v[1], v[2], v[3]}, hi = {v[4], v[5], v[6], v[7]};   \
-                levels_v4d x = __builtin_convertvector(lo, levels_v4d);                    \
-                levels_v4d y = __builtin_convertvector(hi, levels_v4d);                    \
+                /* converted whole: two 4-wide conversions (halves converted one by one   \
+                 * become four 2-wide ones and their shuffles, twice the time) */          \
+                levels_v8d w = __builtin_convertvector(v, levels_v8d);                     \
+                levels_v4d x, y;                                                           \
+                memcpy(&x, &w, sizeof x);                                                  \
+                memcpy(&y, (const char *)&w + sizeof x, sizeof y);                         \
                 acc0 += x * x;                                                             \
                 acc1 += y * y;                                                             \
                 if (!first) {                                                              \
