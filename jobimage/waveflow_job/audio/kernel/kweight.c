@@ -154,9 +154,17 @@ convert_frames(const struct job *job, const struct lane *ln, int first, int last
     }
 }
 
-/* The next loop time after t at which a lane's bookkeeping changes (its priming ends, it
- * ends, its step ends or its window opens). */
-static Py_ssize_t next_event(const struct job *job, const struct lane *ln, Py_ssize_t t) {
+/* Where a lane is in its steps, carried from stop to stop so that a stop costs compares and
+ * adds, not a division per lane: `bound` is the first loop time after the last stop at which
+ * a step starts, `index` the step (of the job's) that the frames before `bound` belong to,
+ * `at` the lane's next event (its priming ends, it ends, a step ends or its window opens). */
+struct clock {
+    Py_ssize_t bound, index, at;
+};
+
+/* The next loop time after t at which a lane's bookkeeping changes (t < ck->bound). */
+static inline Py_ssize_t next_event(const struct job *job, const struct lane *ln,
+                                    const struct clock *ck, Py_ssize_t t) {
     if (t >= ln->end) {
         return PY_SSIZE_T_MAX;
     }
@@ -164,9 +172,17 @@ static Py_ssize_t next_event(const struct job *job, const struct lane *ln, Py_ss
     if (t < ln->count_from && ln->count_from < next) {
         next = ln->count_from;
     }
-    Py_ssize_t phase = (job->filled + ln->origin + t) % job->step;
-    Py_ssize_t at = t + (phase < job->quiet ? job->quiet - phase : job->step - phase);
+    Py_ssize_t open = ck->bound - job->step + job->quiet; /* after t: the window is to open */
+    Py_ssize_t at = open > t ? open : ck->bound;
     return at < next ? at : next;
+}
+
+/* A lane's clock at loop time 0 (the only division: one per lane and call). */
+static inline void clock_start(const struct job *job, const struct lane *ln, struct clock *ck) {
+    Py_ssize_t frame = job->filled + ln->origin;
+    ck->index = frame / job->step;
+    ck->bound = (ck->index + 1) * job->step - frame;
+    ck->at = next_event(job, ln, ck, 0);
 }
 
 /* A partial or whole step's sum of one lane, into the step's energy (or the carried sum when
@@ -185,19 +201,26 @@ static void deposit(const struct job *job, const struct lane *ln, Py_ssize_t ste
     }
 }
 
-/* The bookkeeping of one lane at loop time t (frames [0, t) filtered): `v` its four delays,
- * `sum` its squares since the last reset. */
-static void lane_events(const struct job *job, const struct lane *ln, Py_ssize_t t,
-                        double *v, double *sum) {
-    if (t > ln->end) {
-        return;
+/* The bookkeeping of one lane at its event at loop time t (frames [0, t) filtered): its
+ * clock moved on to t, `v` its four delays `stride` doubles apart, `sum` its squares since the
+ * last reset. */
+static void lane_events(const struct job *job, const struct lane *ln, struct clock *ck,
+                        Py_ssize_t t, const double *v, int stride, double *sum) {
+    Py_ssize_t phase, index; /* t's place in its step, and the step */
+    if (t == ck->bound) {
+        phase = 0;
+        index = ++ck->index;
+        ck->bound += job->step;
+    } else {
+        phase = t - (ck->bound - job->step);
+        index = ck->index;
     }
-    Py_ssize_t frame = ln->origin + t, phase = (job->filled + frame) % job->step;
+    ck->at = next_event(job, ln, ck, t);
     if (t == ln->count_from) {
         *sum = 0.0; /* priming over: what it summed is segment j - 1's */
     }
     if (t > ln->count_from && phase == 0) {
-        deposit(job, ln, (job->filled + frame) / job->step - 1, *sum);
+        deposit(job, ln, index - 1, *sum);
         *sum = 0.0;
     }
     if (t >= ln->count_from && t < ln->end && phase == job->quiet && job->quiet > 0) {
@@ -207,11 +230,11 @@ static void lane_events(const struct job *job, const struct lane *ln, Py_ssize_t
         /* Only frames of the open step's window count: none if it has not reached it. */
         double part = phase > job->quiet ? *sum : 0.0;
         if (t > ln->count_from) {
-            deposit(job, ln, (job->filled + frame) / job->step, part);
+            deposit(job, ln, index, part);
         }
         if (ln->carries && job->weights[ln->channel] != 0.0) {
             for (int d = 0; d < 4; d++) {
-                job->st[ln->channel * STATE + d] = v[d] * job->inv;
+                job->st[ln->channel * STATE + d] = v[d * stride] * job->inv;
             }
         }
     }
@@ -606,7 +629,8 @@ static const char idle_samples[128] __attribute__((aligned(64)));
         double rows[lanes][TILE] __attribute__((aligned(64)));                             \
         double x[TILE * (lanes)] __attribute__((aligned(64)));                             \
         double span[SPAN];                                                                 \
-        double v[4 * (lanes)], sums[lanes], lane_v[4];                                     \
+        double v[4 * (lanes)], sums[lanes];                                                \
+        struct clock clocks[lanes];                                                        \
         const Py_ssize_t tile = job->mode == MODE_FRAMES && SPAN / job->channels < TILE    \
                                     ? SPAN / job->channels : TILE;                         \
         Py_ssize_t stop = 0;                                                               \
@@ -614,6 +638,7 @@ static const char idle_samples[128] __attribute__((aligned(64)));
         memset(sums, 0, sizeof sums);                                                      \
         for (int l = 0; l < n; l++) {                                                      \
             stop = ln[l].end > stop ? ln[l].end : stop;                                    \
+            clock_start(job, &ln[l], &clocks[l]);                                          \
             if (ln[l].count_from == 0) { /* segment 0 continues the carried state */       \
                 const double *s = job->st + ln[l].channel * STATE;                         \
                 for (int d = 0; d < 4; d++) {                                              \
@@ -628,8 +653,7 @@ static const char idle_samples[128] __attribute__((aligned(64)));
              * than a vector of them, through the tile) */                                 \
             Py_ssize_t next = job->mode >= MODE_PLANAR || t + tile > stop ? stop : t + tile; \
             for (int l = 0; l < n; l++) {                                                  \
-                Py_ssize_t e = next_event(job, &ln[l], t);                                 \
-                next = e < next ? e : next;                                                \
+                next = clocks[l].at < next ? clocks[l].at : next;                          \
             }                                                                              \
             Py_ssize_t chunks = job->mode < MODE_PLANAR ? 0 : (next - t) / (lanes);        \
             if (job->mode == MODE_FRAME) {                                                 \
@@ -687,10 +711,9 @@ static const char idle_samples[128] __attribute__((aligned(64)));
             }                                                                              \
             t = next;                                                                      \
             for (int l = 0; l < n; l++) {                                                  \
-                for (int d = 0; d < 4; d++) {                                              \
-                    lane_v[d] = v[d * (lanes) + l];                                        \
+                if (clocks[l].at == t) {                                                   \
+                    lane_events(job, &ln[l], &clocks[l], t, v + l, lanes, &sums[l]);       \
                 }                                                                          \
-                lane_events(job, &ln[l], t, lane_v, &sums[l]);                             \
             }                                                                              \
         }                                                                                  \
     }
