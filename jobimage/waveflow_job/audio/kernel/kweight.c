@@ -66,6 +66,7 @@ struct job {
     const double *weights;
     double *st, *energies, *carry; /* carry: per channel, the open step's sum at the end */
     Py_ssize_t step, quiet, filled, done; /* quiet: frames of a step before its window */
+    Py_ssize_t frames; /* the block's: how far past a lane's end its samples can be read */
 };
 
 /* The form the lanes filter in: direct form II's v0 = x - a1 v1 - ... - a4 v4 as
@@ -475,7 +476,8 @@ gather_x8(const char *const *p, Py_ssize_t at, const enum mode mode, const enum 
  * filtered, so that their loads and shuffles are not held up behind the recursion. */
 X8 static inline __attribute__((always_inline)) void
 fused_x8(const struct job *job, const struct lane *ln, int n, Py_ssize_t t, Py_ssize_t chunks,
-         const enum mode mode, const enum kind k, double *restrict v, double *restrict sums) {
+         Py_ssize_t tail, const enum mode mode, const enum kind k, double *restrict v,
+         double *restrict sums) {
     const double *co = job->filt;
     const int streams = mode == MODE_STEREO ? 4 : 8;
     const int per = mode == MODE_STEREO ? 2 : 1; /* lanes per stream */
@@ -503,7 +505,7 @@ fused_x8(const struct job *job, const struct lane *ln, int n, Py_ssize_t t, Py_s
                        ? (tvec8)_mm512_cvtps_pd(_mm256_load_ps((const float *)(now + 8 * f)))
                        : (tvec8)_mm512_cvtepi32_pd(_mm256_load_si256((const void *)(now + 8 * f)));
         }
-        if (c + 1 < chunks) {
+        if (c + 1 < chunks || tail) {
             gather_x8(p, (c + 1) * advance, mode, k, frames[(c + 1) & 1]);
         }
         FILTER_ROTATED(x[0], v1, v2, v3, v4);
@@ -514,6 +516,16 @@ fused_x8(const struct job *job, const struct lane *ln, int n, Py_ssize_t t, Py_s
         FILTER_ROTATED(x[5], v4, v1, v2, v3);
         FILTER_ROTATED(x[6], v3, v4, v1, v2);
         FILTER_ROTATED(x[7], v2, v3, v4, v1);
+    }
+    if (tail) { /* the first `tail` frames of one chunk more (read whole: see group8) */
+        const int32_t *now = frames[chunks & 1];
+        __asm__("" : "+m"(frames));
+        for (int f = 0; f < tail; f++) {
+            const void *at = now + 8 * f;
+            tvec8 xv = k == KIND_FLOAT32 ? (tvec8)_mm512_cvtps_pd(_mm256_load_ps(at))
+                                         : (tvec8)_mm512_cvtepi32_pd(_mm256_load_si256(at));
+            FILTER_STEP(xv);
+        }
     }
     STORE_STATE(tvec8);
 }
@@ -568,8 +580,9 @@ static const char idle_samples[128] __attribute__((aligned(64)));
      * per lane (PLANAR) or two per pair (STEREO), transposed and filtered in registers. */ \
     target static inline __attribute__((always_inline)) void                               \
     fused##lanes(const struct job *job, const struct lane *ln, int n, Py_ssize_t t,        \
-                 Py_ssize_t chunks, const enum mode mode, const enum kind k,               \
-                 double *restrict v, double *restrict sums) {                              \
+                 Py_ssize_t chunks, Py_ssize_t tail, const enum mode mode,                 \
+                 const enum kind k, double *restrict v, double *restrict sums) {           \
+        (void)tail; /* 0: only fused_x8 takes a run's last partial vector */               \
         const double *co = job->filt;                                                      \
         const Py_ssize_t item = k == KIND_INT16 ? 2 : 4;                                   \
         const char *p[lanes];                                                              \
@@ -656,6 +669,18 @@ static const char idle_samples[128] __attribute__((aligned(64)));
                 next = clocks[l].at < next ? clocks[l].at : next;                          \
             }                                                                              \
             Py_ssize_t chunks = job->mode < MODE_PLANAR ? 0 : (next - t) / (lanes);        \
+            Py_ssize_t tail = 0; /* frames short of a vector, in registers (8 lanes) */     \
+            if ((lanes) == 8 && (job->mode == MODE_PLANAR || job->mode == MODE_STEREO) &&  \
+                (next - t) % (lanes)) {                                                    \
+                /* a whole vector of frames is read: each live lane's must be in the block */ \
+                Py_ssize_t reach = t + (chunks + 1) * (lanes);                             \
+                tail = (next - t) % (lanes);                                               \
+                for (int l = 0; l < n; l++) {                                              \
+                    if (t < ln[l].end && ln[l].origin + reach > job->frames) {             \
+                        tail = 0;                                                          \
+                    }                                                                      \
+                }                                                                          \
+            }                                                                              \
             if (job->mode == MODE_FRAME) {                                                 \
                 /* a frame's vector reads up to two frames on: not at the block's end */   \
                 Py_ssize_t safe = (next < ln[0].end - 2 ? next : ln[0].end - 2) - t;       \
@@ -671,29 +696,29 @@ static const char idle_samples[128] __attribute__((aligned(64)));
                     t += safe; /* the rest below, through memory */                        \
                 }                                                                          \
             }                                                                              \
-            if (chunks) {                                                                  \
+            if (chunks || tail) {                                                          \
                 switch (job->mode * 3 + job->k) {                                          \
                 case MODE_PLANAR * 3 + KIND_INT16:                                         \
-                    FUSED##lanes(job, ln, n, t, chunks, MODE_PLANAR, KIND_INT16, v, sums); \
+                    FUSED##lanes(job, ln, n, t, chunks, tail, MODE_PLANAR, KIND_INT16, v, sums); \
                     break;                                                                 \
                 case MODE_PLANAR * 3 + KIND_INT32:                                         \
-                    FUSED##lanes(job, ln, n, t, chunks, MODE_PLANAR, KIND_INT32, v, sums); \
+                    FUSED##lanes(job, ln, n, t, chunks, tail, MODE_PLANAR, KIND_INT32, v, sums); \
                     break;                                                                 \
                 case MODE_PLANAR * 3 + KIND_FLOAT32:                                       \
-                    FUSED##lanes(job, ln, n, t, chunks, MODE_PLANAR, KIND_FLOAT32, v, sums); \
+                    FUSED##lanes(job, ln, n, t, chunks, tail, MODE_PLANAR, KIND_FLOAT32, v, sums); \
                     break;                                                                 \
                 case MODE_STEREO * 3 + KIND_INT16:                                         \
-                    FUSED##lanes(job, ln, n, t, chunks, MODE_STEREO, KIND_INT16, v, sums); \
+                    FUSED##lanes(job, ln, n, t, chunks, tail, MODE_STEREO, KIND_INT16, v, sums); \
                     break;                                                                 \
                 case MODE_STEREO * 3 + KIND_INT32:                                         \
-                    FUSED##lanes(job, ln, n, t, chunks, MODE_STEREO, KIND_INT32, v, sums); \
+                    FUSED##lanes(job, ln, n, t, chunks, tail, MODE_STEREO, KIND_INT32, v, sums); \
                     break;                                                                 \
                 default:                                                                   \
-                    FUSED##lanes(job, ln, n, t, chunks, MODE_STEREO, KIND_FLOAT32, v, sums); \
+                    FUSED##lanes(job, ln, n, t, chunks, tail, MODE_STEREO, KIND_FLOAT32, v, sums); \
                     break;                                                                 \
                 }                                                                          \
             }                                                                              \
-            Py_ssize_t from = t + chunks * (lanes), len = next - from;                     \
+            Py_ssize_t from = t + chunks * (lanes) + tail, len = next - from;              \
             if (len > 0) {                                                                 \
                 if (job->mode == MODE_FRAMES) {                                            \
                     for (int l = 0, r; l < n; l = r) { /* the lanes of one segment */      \
@@ -891,7 +916,7 @@ PyObject *wf_kweight(PyObject *self, PyObject *args) {
     struct job job = {
         .k = k, .s0 = sv.strides[0], .item = sv.itemsize, .channels = ch, .inv = inv, .out2 = inv * inv * b0 * b0, .filt = filt, .weights = wv.buf,
         .st = stv.buf, .energies = ev.buf, .carry = carry, .step = step,
-        .quiet = step - window, .filled = filled, .done = steps_max,
+        .quiet = step - window, .filled = filled, .done = steps_max, .frames = n,
     };
     int measured = 0, channels[MAX_CHANNELS];
     for (int c = 0; c < ch; c++) {
