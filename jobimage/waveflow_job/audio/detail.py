@@ -45,6 +45,11 @@ DEFAULT_SAMPLES_PER_PIXEL = 256
 #: version, flags, sample rate, samples per pixel, length, channels.
 HEADER = struct.Struct("<iIiiIi")
 _FLAG_8_BIT = 1
+#: Whether the detail pass also gives the true peak its per-block stats (kernel.detail_minmax's
+#: ``stats``: the AVX-512 kernels, at 256 frames per point, a point being a true-peak block).
+FUSED_PEAK_STATS = kernel.peak_stats_available()
+#: Frames of the true peak's blocks (kernel/true_peak.c's BLOCK).
+PEAK_STAT_FRAMES = 256
 #: The coarsest resolution a queue may ask for (``WAVEFLOW_DETAIL_SAMPLES_PER_PIXEL``): never
 #: coarsened past it (the header's int32 holds it with room).
 _COARSEST = 1 << 20
@@ -138,6 +143,11 @@ class DetailSink:
         self._points = np.empty((0, channels, 2), dtype=self._dtype)
         self._bytes = memoryview(b"")
         self._open = False
+        #: Per channel and point, the true peak's block stats (``kernel.detail_minmax``'s
+        #: ``stats``), and those of the block :meth:`reduce` saw last (None: not computed).
+        self._with_stats = FUSED_PEAK_STATS and samples_per_pixel == PEAK_STAT_FRAMES
+        self._stats = np.empty((channels, 0, 3), dtype=np.int32)
+        self.peak_stats: np.ndarray | None = None
         #: Points and frames of the block :meth:`reduce` saw, until :meth:`commit`.
         self._pending: tuple[int, int] | None = None
 
@@ -149,19 +159,30 @@ class DetailSink:
 
         One C pass per channel (``kernel.detail_minmax``): the points come out already as the
         stored integers, a point the last block left open folded with its first one, into one
-        reused buffer, so a block costs a few calls and a write, no array operation.
+        reused buffer, so a block costs a few calls and a write, no array operation. When the
+        points are the true peak's blocks (256 frames from the block's first frame), the same
+        pass gives their stats too (:attr:`peak_stats`, for ``LoudnessMeter.add``).
         """
         spp, n = self.samples_per_pixel, len(columns[0])
         first = -self.position % spp  # the block's first point edge
         count = 1 if first >= n else (first > 0) + -(-(n - first) // spp)
         if len(self._points) < count:
             self._grow(count)
+        stats = None
+        if self._with_stats and first == 0 and all(
+                column.strides[0] == column.itemsize and column.dtype.isnative
+                for column in columns):
+            if self._stats.shape[1] < count:
+                self._stats = np.empty((self.channels, count, 3), dtype=np.int32)
+            stats = self._stats[:, :count]
         points, merge, channels = self._points, self._open, self.channels
         for c, column in enumerate(columns):
             if not column.dtype.isnative:  # the kernel reads native int16, int32, float32
                 column = column.astype(column.dtype.newbyteorder("="))
             kernel.detail_minmax(column, starts, rows_max[c], rows_min[c], first, spp,
-                                 self._scale, self.bits, points, c, channels, merge)
+                                 self._scale, self.bits, points, c, channels, merge,
+                                 None if stats is None else stats[c])
+        self.peak_stats = stats
         self._pending = (count, n)
 
     def _grow(self, count: int) -> None:

@@ -139,11 +139,14 @@ class TruePeakMeter:
             # A peak no value can beat: only the history moves.
             kernel.true_peak(before[:, c], self.inv_scale, self.bank, self._rows[c], math.inf)
 
-    def add(self, columns: Sequence[np.ndarray]) -> None:
-        """The next block, one array per channel in the source's type."""
+    def add(self, columns: Sequence[np.ndarray], stats: np.ndarray | None = None) -> None:
+        """The next block, one array per channel in the source's type; ``stats``: their block
+        stats from the detail pass (``(channels, blocks, 3)``, see ``kernel.detail_minmax``),
+        which spare the kernel its own first pass over the samples (the same result)."""
         peak, inv_scale, bank, rows = self.peak, self.inv_scale, self.bank, self._rows
         for c, column in enumerate(columns):
-            peak[c] = kernel.true_peak(column, inv_scale, bank, rows[c], peak.item(c))
+            peak[c] = kernel.true_peak(column, inv_scale, bank, rows[c], peak.item(c),
+                                       None if stats is None else stats[c])
 
 
 class LoudnessMeter:
@@ -205,13 +208,15 @@ class LoudnessMeter:
         self._feed(block)
         self.true_peak.prime(block)
 
-    def add(self, block: np.ndarray, columns: Sequence[np.ndarray]) -> None:
-        """The next ``(n, channels)`` block and its channels as arrays."""
+    def add(self, block: np.ndarray, columns: Sequence[np.ndarray],
+            peak_stats: np.ndarray | None = None) -> None:
+        """The next ``(n, channels)`` block, its channels as arrays and, when the detail pass
+        computed them, their true-peak block stats (``WaveformAccumulator.peak_stats``)."""
         if block.shape[0] == 0:
             return
         self.frames += block.shape[0]
         self._feed(block)
-        self.true_peak.add(columns)
+        self.true_peak.add(columns, peak_stats)
 
     def _feed(self, block: np.ndarray) -> None:
         most = (self._filled + block.shape[0]) // self.step

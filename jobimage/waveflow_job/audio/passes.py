@@ -180,7 +180,7 @@ class _Reduction:
         except NonFiniteSamples as exc:
             raise AudioError(ErrorCode.AUDIO_CORRUPT, f"not a valid signal: {exc}") from exc
         if self.meter is not None:
-            self.meter.add(block, columns)
+            self.meter.add(block, columns, self.acc.peak_stats)
 
 
 def _copying(feed: Callable[[np.ndarray], None]) -> Callable[[np.ndarray], None]:
@@ -208,7 +208,7 @@ def reduce_ranges(plan: Plan, frames: int, workers: int) -> Passed | int:
             for block in source.blocks(start, stop):
                 columns = acc.add(block)
                 if meter is not None:
-                    meter.add(block, columns)
+                    meter.add(block, columns, acc.peak_stats)
         except NonFiniteSamples as exc:
             raise AudioError(ErrorCode.AUDIO_CORRUPT, f"not a valid signal: {exc}") from exc
         if acc.detail is not None:

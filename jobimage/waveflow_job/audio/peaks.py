@@ -198,6 +198,12 @@ class WaveformAccumulator:
         self.added += n
         return columns
 
+    @property
+    def peak_stats(self) -> np.ndarray | None:
+        """The true peak's block stats of the block :meth:`add` reduced last, per channel, when
+        the detail pass computed them (:attr:`DetailSink.peak_stats`), else None."""
+        return self.detail.peak_stats if self.detail is not None else None
+
     def _levels(self, columns: list[np.ndarray], starts: np.ndarray,
                 mono_max: np.ndarray) -> float:
         """kernel.levels in numpy, for the types the kernel does not read."""

@@ -76,4 +76,24 @@ extern const char wf_levels_doc[];
 PyObject *wf_split_stereo(PyObject *self, PyObject *args);
 extern const char wf_split_stereo_doc[];
 
+/* true_peak.c: what the true peak's first pass finds in each 256-frame block of a call (at
+ * frame 256 b): the largest and smallest key (the sample, or a float's bits ordered as
+ * integers) and the largest |second difference| in float32 centred on frames 256 b - 1 ..
+ * 256 b + 254 (from frame 1 in the call's first block; to its end in a partial last one).
+ * The detail pass computes them as it reads the samples (segments.c), and true_peak then
+ * reads no sample for them again. */
+#define WF_STAT_FRAMES 256
+struct wf_block_stat {
+    int32_t hi, lo;
+    float curve;
+};
+/* Whether this CPU runs the true-peak kernel that reads them (AVX-512) and the detail pass
+ * computes them. */
+int wf_block_stats_available(void);
+/* One block's stats, from its samples alone (the detail pass's points that are not in a run). */
+void wf_block_stat(const void *base, Py_ssize_t at, Py_ssize_t len, enum kind k,
+                   struct wf_block_stat *out);
+PyObject *wf_peak_stats_available(PyObject *self, PyObject *args);
+extern const char wf_peak_stats_available_doc[];
+
 #endif

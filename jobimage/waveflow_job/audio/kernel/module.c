@@ -28,6 +28,7 @@ static PyMethodDef methods[] = {
     {"detail_minmax", wf_detail_minmax, METH_VARARGS, wf_detail_minmax_doc},
     {"levels", wf_levels, METH_VARARGS, wf_levels_doc},
     {"split_stereo", wf_split_stereo, METH_VARARGS, wf_split_stereo_doc},
+    {"peak_stats_available", wf_peak_stats_available, METH_NOARGS, wf_peak_stats_available_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -354,6 +354,228 @@ static RUN_TARGET void run_float(const float *p, Py_ssize_t spp, Py_ssize_t grou
     *smx = mx, *smn = mn, *snan = nan != 0;
 }
 
+
+/* Runs that also give the true peak's block stats (kernel.h's wf_block_stat), one per point:
+ * with 256 frames per point from the block's start, a point is a block of the true peak's, so
+ * its extremes and its largest |second difference| come from the samples the detail reads
+ * anyway, in the same pass (AVX-512, 16 lanes: each point's vectors folded to 8 lanes, then as
+ * the runs above). The second differences as true_peak.c's block_scan16 computes them (each
+ * sample converted to float32 once, its two predecessors shifted in from the vector before,
+ * the outer two summed, then minus twice the middle one): the same float32 values, so the same
+ * maximum. A run from the block's first frame leaves out centres -1 and 0 (the true peak
+ * measures the call's first block from centre 1). */
+#define STAT_TARGET __attribute__((target("avx2,avx512f,avx512bw,avx512vl,avx512dq,fma")))
+#define STAT_POINT 256
+
+static inline STAT_TARGET __m256i half_max_epi32(__m512i v) {
+    return _mm256_max_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
+}
+
+static inline STAT_TARGET __m256i half_min_epi32(__m512i v) {
+    return _mm256_min_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
+}
+
+static inline STAT_TARGET __m256i half_max_epu32(__m512i v) {
+    return _mm256_max_epu32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
+}
+
+static inline STAT_TARGET __m256 half_max_ps(__m512 v) {
+    return _mm256_max_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
+}
+
+static inline STAT_TARGET __m256 half_min_ps(__m512 v) {
+    return _mm256_min_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
+}
+
+static inline RUN_TARGET __m256i fold8_max_epu32(__m256i *v) {
+    FOLD8_32(_mm256_max_epu32, , _mm256_unpacklo_epi32, _mm256_unpackhi_epi32,
+             _mm256_unpacklo_epi64, _mm256_unpackhi_epi64, _mm256_permute2x128_si256);
+    return v[0];
+}
+
+/* The largest |second difference| so far, with the 16 centred on prev's last lane and cur's
+ * first 15 (only the lanes in `keep`). */
+static inline STAT_TARGET __m512 curve_step(__m512 m, __m512 prev, __m512 cur, __mmask16 keep) {
+    __m512 back1 = _mm512_castsi512_ps(
+        _mm512_alignr_epi32(_mm512_castps_si512(cur), _mm512_castps_si512(prev), 15));
+    __m512 back2 = _mm512_castsi512_ps(
+        _mm512_alignr_epi32(_mm512_castps_si512(cur), _mm512_castps_si512(prev), 14));
+    __m512 d = _mm512_fmadd_ps(_mm512_set1_ps(-2.0f), back1, _mm512_add_ps(back2, cur));
+    return _mm512_mask_max_ps(m, keep, m, _mm512_abs_ps(d));
+}
+
+/* Lane by lane b where the sign of `sign` is set, else a. */
+static inline STAT_TARGET __m256i blend_by_sign(__m256i a, __m256i b, __m256i sign) {
+    return _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(a), _mm256_castsi256_ps(b),
+                                                _mm256_castsi256_ps(sign)));
+}
+
+/* The largest and smallest of 8 int32 lanes. */
+static inline STAT_TARGET void lanes_extremes(__m256i hi, __m256i lo, int32_t *mx, int32_t *mn) {
+    int32_t a[8], b[8];
+    _mm256_storeu_si256((__m256i *)a, hi);
+    _mm256_storeu_si256((__m256i *)b, lo);
+    *mx = a[0], *mn = b[0];
+    for (int i = 1; i < 8; i++) {
+        *mx = a[i] > *mx ? a[i] : *mx;
+        *mn = b[i] < *mn ? b[i] : *mn;
+    }
+}
+
+/* Eight points' stats, lane i for point i. */
+static inline STAT_TARGET void put_stats(struct wf_block_stat *st, __m256i hi, __m256i lo,
+                                         __m256 curve) {
+    int32_t h[8], l[8];
+    float c[8];
+    _mm256_storeu_si256((__m256i *)h, hi);
+    _mm256_storeu_si256((__m256i *)l, lo);
+    _mm256_storeu_ps(c, curve);
+    for (int i = 0; i < 8; i++) {
+        st[i].hi = h[i], st[i].lo = l[i], st[i].curve = c[i];
+    }
+}
+
+/* As run_int32 with spp 256, and each point's stats into st[0..]; `at_start`: the run begins
+ * at the block's first frame (else p[-16..-1] are the block's too). */
+static STAT_TARGET __attribute__((noinline)) void
+stats_run_int32(const int32_t *p, Py_ssize_t groups, const struct run_out *o, Py_ssize_t k,
+                int32_t *smx, int32_t *smn, int *snan, struct wf_block_stat *st, int at_start) {
+    __m256i gh = _mm256_set1_epi32(INT32_MIN), gl = _mm256_set1_epi32(INT32_MAX);
+    __m512 prev = at_start ? _mm512_setzero_ps() : _mm512_cvtepi32_ps(_mm512_loadu_si512(p - 16));
+    __mmask16 keep = at_start ? 0xfffc : 0xffff;
+    for (Py_ssize_t g = 0; g < groups; g++, p += RUN_GROUP * STAT_POINT, k += RUN_GROUP) {
+        __m256i h[RUN_GROUP], l[RUN_GROUP];
+        __m256 c[RUN_GROUP];
+        for (int j = 0; j < RUN_GROUP; j++) {
+            const int32_t *q = p + j * STAT_POINT;
+            __m512i mx = _mm512_set1_epi32(INT32_MIN), mn = _mm512_set1_epi32(INT32_MAX);
+            __m512 m = _mm512_setzero_ps();
+            for (int v = 0; v < STAT_POINT / 16; v++) {
+                __m512i x = _mm512_loadu_si512(q + 16 * v);
+                mx = _mm512_max_epi32(mx, x);
+                mn = _mm512_min_epi32(mn, x);
+                __m512 cur = _mm512_cvtepi32_ps(x);
+                m = curve_step(m, prev, cur, keep);
+                prev = cur, keep = 0xffff;
+            }
+            h[j] = half_max_epi32(mx), l[j] = half_min_epi32(mn), c[j] = half_max_ps(m);
+        }
+        __m256i hi = fold8_max_epi32(h), lo = fold8_min_epi32(l);
+        put_stats(st + k, hi, lo, fold8_max_ps(c));
+        gh = _mm256_max_epi32(gh, hi), gl = _mm256_min_epi32(gl, lo);
+        store8(o, k, _mm256_cvtepi32_pd(_mm256_castsi256_si128(lo)),
+               _mm256_cvtepi32_pd(_mm256_extracti128_si256(lo, 1)),
+               _mm256_cvtepi32_pd(_mm256_castsi256_si128(hi)),
+               _mm256_cvtepi32_pd(_mm256_extracti128_si256(hi, 1)), 0);
+    }
+    lanes_extremes(gh, gl, smx, smn);
+    *snan = 0;
+}
+
+static STAT_TARGET __attribute__((noinline)) void
+stats_run_int16(const int16_t *p, Py_ssize_t groups, const struct run_out *o, Py_ssize_t k,
+                int16_t *smx, int16_t *smn, int *snan, struct wf_block_stat *st, int at_start) {
+    __m128i gh = _mm_set1_epi16(INT16_MIN), gl = _mm_set1_epi16(INT16_MAX);
+    __m512 prev = at_start ? _mm512_setzero_ps()
+                           : _mm512_cvtepi32_ps(_mm512_cvtepi16_epi32(
+                                 _mm256_loadu_si256((const __m256i *)(p - 16))));
+    __mmask16 keep = at_start ? 0xfffc : 0xffff;
+    for (Py_ssize_t g = 0; g < groups; g++, p += RUN_GROUP * STAT_POINT, k += RUN_GROUP) {
+        __m256i h[RUN_GROUP], l[RUN_GROUP];
+        __m256 c[RUN_GROUP];
+        for (int j = 0; j < RUN_GROUP; j++) {
+            const int16_t *q = p + j * STAT_POINT;
+            __m256i mx = _mm256_set1_epi16(INT16_MIN), mn = _mm256_set1_epi16(INT16_MAX);
+            __m512 m = _mm512_setzero_ps();
+            for (int v = 0; v < STAT_POINT / 16; v++) {
+                __m256i x = _mm256_loadu_si256((const __m256i *)(q + 16 * v));
+                mx = _mm256_max_epi16(mx, x);
+                mn = _mm256_min_epi16(mn, x);
+                __m512 cur = _mm512_cvtepi32_ps(_mm512_cvtepi16_epi32(x));
+                m = curve_step(m, prev, cur, keep);
+                prev = cur, keep = 0xffff;
+            }
+            h[j] = mx, l[j] = mn, c[j] = half_max_ps(m);
+        }
+        __m128i hi = fold8_max_epi16(h), lo = fold8_min_epi16(l);
+        __m256i lo32 = _mm256_cvtepi16_epi32(lo), hi32 = _mm256_cvtepi16_epi32(hi);
+        put_stats(st + k, hi32, lo32, fold8_max_ps(c));
+        gh = _mm_max_epi16(gh, hi), gl = _mm_min_epi16(gl, lo);
+        store8(o, k, _mm256_cvtepi32_pd(_mm256_castsi256_si128(lo32)),
+               _mm256_cvtepi32_pd(_mm256_extracti128_si256(lo32, 1)),
+               _mm256_cvtepi32_pd(_mm256_castsi256_si128(hi32)),
+               _mm256_cvtepi32_pd(_mm256_extracti128_si256(hi32, 1)), 0);
+    }
+    int32_t mx, mn;
+    lanes_extremes(_mm256_cvtepi16_epi32(gh), _mm256_cvtepi16_epi32(gl), &mx, &mn);
+    *smx = (int16_t)mx, *smn = (int16_t)mn, *snan = 0;
+}
+
+/* Floats: the points' float max and min (a NaN flags its point, as run_float), and for the
+ * stats the keys as true_peak.c's key_extremes finds them (the largest and smallest bits as
+ * signed, the largest as unsigned). */
+static STAT_TARGET __attribute__((noinline)) void
+stats_run_float(const float *p, Py_ssize_t groups, const struct run_out *o, Py_ssize_t k,
+                float *smx, float *smn, int *snan, struct wf_block_stat *st, int at_start) {
+    __m256 gh = _mm256_set1_ps(-INFINITY), gl = _mm256_set1_ps(INFINITY);
+    int nan = 0;
+    __m512 prev = at_start ? _mm512_setzero_ps() : _mm512_loadu_ps(p - 16);
+    __mmask16 keep = at_start ? 0xfffc : 0xffff;
+    for (Py_ssize_t g = 0; g < groups; g++, p += RUN_GROUP * STAT_POINT, k += RUN_GROUP) {
+        __m256 h[RUN_GROUP], l[RUN_GROUP], c[RUN_GROUP];
+        __m256i sh[RUN_GROUP], sl[RUN_GROUP], uh[RUN_GROUP];
+        int nanmask = 0;
+        for (int j = 0; j < RUN_GROUP; j++) {
+            const float *q = p + j * STAT_POINT;
+            __m512 mx = _mm512_set1_ps(-INFINITY), mn = _mm512_set1_ps(INFINITY);
+            __m512 m = _mm512_setzero_ps();
+            __m512i bmx = _mm512_set1_epi32(INT32_MIN), bmn = _mm512_set1_epi32(INT32_MAX);
+            __m512i umx = _mm512_setzero_si512();
+            __mmask16 bad = 0;
+            for (int v = 0; v < STAT_POINT / 16; v++) {
+                __m512 cur = _mm512_loadu_ps(q + 16 * v);
+                __m512i bits = _mm512_castps_si512(cur);
+                mx = _mm512_max_ps(cur, mx);
+                mn = _mm512_min_ps(cur, mn);
+                bad |= _mm512_cmp_ps_mask(cur, cur, _CMP_UNORD_Q);
+                bmx = _mm512_max_epi32(bmx, bits);
+                bmn = _mm512_min_epi32(bmn, bits);
+                umx = _mm512_max_epu32(umx, bits);
+                m = curve_step(m, prev, cur, keep);
+                prev = cur, keep = 0xffff;
+            }
+            h[j] = half_max_ps(mx), l[j] = half_min_ps(mn), c[j] = half_max_ps(m);
+            sh[j] = half_max_epi32(bmx), sl[j] = half_min_epi32(bmn), uh[j] = half_max_epu32(umx);
+            nanmask |= (bad != 0) << j;
+        }
+        __m256 hi = fold8_max_ps(h), lo = fold8_min_ps(l);
+        __m256i shi = fold8_max_epi32(sh), slo = fold8_min_epi32(sl), uhi = fold8_max_epu32(uh);
+        /* key_extremes: some sign bit clear: the signed largest is the largest float, else the
+         * signed smallest; some negative: the unsigned largest is the smallest float, else the
+         * signed smallest; then keyed (negative floats' magnitude bits flipped). */
+        __m256i kh = blend_by_sign(shi, slo, shi); /* shi negative: slo */
+        __m256i kl = blend_by_sign(slo, uhi, uhi);
+        kh = _mm256_xor_si256(kh, _mm256_srli_epi32(_mm256_srai_epi32(kh, 31), 1));
+        kl = _mm256_xor_si256(kl, _mm256_srli_epi32(_mm256_srai_epi32(kl, 31), 1));
+        put_stats(st + k, kh, kl, fold8_max_ps(c));
+        gh = _mm256_max_ps(hi, gh), gl = _mm256_min_ps(lo, gl);
+        nan |= nanmask;
+        store8(o, k, _mm256_cvtps_pd(_mm256_castps256_ps128(lo)),
+               _mm256_cvtps_pd(_mm256_extractf128_ps(lo, 1)),
+               _mm256_cvtps_pd(_mm256_castps256_ps128(hi)),
+               _mm256_cvtps_pd(_mm256_extractf128_ps(hi, 1)), nanmask);
+    }
+    float a[8], b[8];
+    _mm256_storeu_ps(a, gh);
+    _mm256_storeu_ps(b, gl);
+    float mx = a[0], mn = b[0];
+    for (int i = 1; i < 8; i++) {
+        mx = a[i] > mx ? a[i] : mx;
+        mn = b[i] < mn ? b[i] : mn;
+    }
+    *smx = mx, *smn = mn, *snan = nan != 0;
+}
+
 #define RUN_LANES(T) ((Py_ssize_t)(32 / sizeof(T)))
 #define HAVE_RUNS runs_available()
 #else
@@ -376,13 +598,25 @@ struct run_out {
 NO_RUN(run_int16, int16_t)
 NO_RUN(run_int32, int32_t)
 NO_RUN(run_float, float)
+#define NO_STATS_RUN(NAME, T)                                                              \
+    static inline void NAME(const T *p, Py_ssize_t groups, const struct run_out *o,        \
+                            Py_ssize_t k, T *smx, T *smn, int *snan,                       \
+                            struct wf_block_stat *st, int at_start) {                      \
+        *smx = *smn = 0, *snan = 0;                                                        \
+    }
+NO_STATS_RUN(stats_run_int16, int16_t)
+NO_STATS_RUN(stats_run_int32, int32_t)
+NO_STATS_RUN(stats_run_float, float)
 #endif
 
-#define DETAIL_FN(NAME, T, NANCHECK, RUN)                                                  \
+/* With `stats` (spp 256, first 0, unit stride: the caller checks), each point's block stats
+ * too: from the stats runs, and for the points the piece loop does, from their samples. */
+#define DETAIL_FN(NAME, T, NANCHECK, RUN, STATS_RUN, KIND)                                 \
     HOT_CLONES static void NAME(const char *base, Py_ssize_t s0, Py_ssize_t n,             \
                                 const int64_t *starts, Py_ssize_t nseg, T *mxo, T *mno,    \
                                 Py_ssize_t first, Py_ssize_t spp, double scale, double top, \
-                                char *points, int wide, Py_ssize_t stride, int merge) {    \
+                                char *points, int wide, Py_ssize_t stride, int merge,      \
+                                struct wf_block_stat *stats) {                             \
         const T *p = (const T *)base;                                                      \
         int unit = s0 == (Py_ssize_t)sizeof(T);                                            \
         Py_ssize_t j = 0, k = 0, a = 0;                                                    \
@@ -398,7 +632,11 @@ NO_RUN(run_float, float)
             if (groups > 0) { /* whole points from a on, inside the segment */             \
                 T mx, mn;                                                                  \
                 int nan;                                                                   \
-                RUN(p + a, spp, groups, &out, k, &mx, &mn, &nan);                          \
+                if (stats) {                                                               \
+                    STATS_RUN(p + a, groups, &out, k, &mx, &mn, &nan, stats, a == 0);      \
+                } else {                                                                   \
+                    RUN(p + a, spp, groups, &out, k, &mx, &mn, &nan);                      \
+                }                                                                          \
                 if (sopen) {                                                               \
                     smx = mx > smx ? mx : smx;                                             \
                     smn = mn < smn ? mn : smn;                                             \
@@ -451,6 +689,9 @@ NO_RUN(run_float, float)
                     }                                                                      \
                     q[0] = (int8_t)lo, q[1] = (int8_t)hi;                                  \
                 }                                                                          \
+                if (stats) {                                                               \
+                    wf_block_stat(p, k * spp, b - k * spp, KIND, &stats[k]);               \
+                }                                                                          \
                 k++, popen = 0, point_end += spp;                                          \
             }                                                                              \
             if (b == seg_end || b == n) {                                                  \
@@ -463,17 +704,25 @@ NO_RUN(run_float, float)
         }                                                                                  \
     }
 
-DETAIL_FN(detail_int16, int16_t, (void)0, run_int16)
-DETAIL_FN(detail_int32, int32_t, (void)0, run_int32)
-DETAIL_FN(detail_float, float, nan |= v != v, run_float)
+DETAIL_FN(detail_int16, int16_t, (void)0, run_int16, stats_run_int16, KIND_INT16)
+DETAIL_FN(detail_int32, int32_t, (void)0, run_int32, stats_run_int32, KIND_INT32)
+DETAIL_FN(detail_float, float, nan |= v != v, run_float, stats_run_float, KIND_FLOAT32)
 
 PyObject *wf_detail_minmax(PyObject *self, PyObject *args) {
-    PyObject *samples_o, *starts_o, *max_o, *min_o, *points_o;
+    PyObject *samples_o, *starts_o, *max_o, *min_o, *points_o, *stats_o = Py_None;
     Py_ssize_t first, spp, channel, channels;
     double scale;
     int bits, merge = 0;
-    if (!PyArg_ParseTuple(args, "OOOOnndiOnn|p", &samples_o, &starts_o, &max_o, &min_o, &first,
-                          &spp, &scale, &bits, &points_o, &channel, &channels, &merge)) {
+    if (!PyArg_ParseTuple(args, "OOOOnndiOnn|pO", &samples_o, &starts_o, &max_o, &min_o, &first,
+                          &spp, &scale, &bits, &points_o, &channel, &channels, &merge,
+                          &stats_o)) {
+        return NULL;
+    }
+    int want_stats = stats_o != Py_None;
+    if (want_stats && !(wf_block_stats_available() && HAVE_RUNS && spp == WF_STAT_FRAMES &&
+                        first == 0)) {
+        PyErr_SetString(PyExc_ValueError, "stats need peak_stats_available(), spp 256 and "
+                                          "first 0");
         return NULL;
     }
     merge = merge && first > 0; /* only a block starting inside a point continues one */
@@ -518,6 +767,20 @@ PyObject *wf_detail_minmax(PyObject *self, PyObject *args) {
         PyBuffer_Release(&sv);
         return NULL;
     }
+    Py_buffer stv = {0};
+    if (want_stats && (s0 != sv.itemsize ||
+                       wf_get_out(stats_o, &stv, 4, npoints * 3, "stats (int32, (points, 3))") < 0)) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_ValueError, "stats need unit-stride samples");
+        }
+        PyBuffer_Release(&pv);
+        PyBuffer_Release(&nv);
+        PyBuffer_Release(&mv);
+        PyBuffer_Release(&tv);
+        PyBuffer_Release(&sv);
+        return NULL;
+    }
+    struct wf_block_stat *stats = want_stats ? stv.buf : NULL;
     const char *base = sv.buf;
     char *points = (char *)pv.buf + channel * 2 * width;
     double top = (double)(1 << (bits - 1));
@@ -525,15 +788,18 @@ PyObject *wf_detail_minmax(PyObject *self, PyObject *args) {
     Py_BEGIN_ALLOW_THREADS
     if (k == KIND_INT16) {
         detail_int16(base, s0, n, starts, nseg, mv.buf, nv.buf, first, spp, scale, top, points,
-                     wide, stride, merge);
+                     wide, stride, merge, stats);
     } else if (k == KIND_INT32) {
         detail_int32(base, s0, n, starts, nseg, mv.buf, nv.buf, first, spp, scale, top, points,
-                     wide, stride, merge);
+                     wide, stride, merge, stats);
     } else {
         detail_float(base, s0, n, starts, nseg, mv.buf, nv.buf, first, spp, scale, top, points,
-                     wide, stride, merge);
+                     wide, stride, merge, stats);
     }
     Py_END_ALLOW_THREADS
+    if (want_stats) {
+        PyBuffer_Release(&stv);
+    }
     PyBuffer_Release(&pv);
     PyBuffer_Release(&nv);
     PyBuffer_Release(&mv);
@@ -550,7 +816,10 @@ const char wf_detail_minmax_doc[] =
 "before it), min and max as audiowaveform stores them at `bits`, trunc(x * scale * 2**(bits-1))\n"
 "clipped, into points[p, channel, 0/1] of a C-contiguous (points, channels, 2) int8/int16 array.\n"
 "With merge (and first > 0), the partial first point continues the one already in points[0]:\n"
-"its stored min and max fold with those there (the previous block's open point).";
+"its stored min and max fold with those there (the previous block's open point).\n"
+"With `stats` (needs peak_stats_available(), spp 256, first 0 and unit-stride samples): each\n"
+"point's block stats for true_peak, into a C-contiguous (points, 3) int32 buffer: the largest\n"
+"and smallest key and the largest |second difference| (float32 bits), computed in this pass.";
 
 /* The waveform's levels (peaks.py): every channel's sum of squares, and per segment the maximum
  * of |mono|, the float32 sum of the channels in their order (numpy's float32 arithmetic, so the

@@ -13,7 +13,10 @@
  * in double (block_f32). A region holding a NaN or an infinity is interpolated in full. With
  * AVX-512, where the range bound rules out few loud blocks (the taps' sum of |taps| is 2.3 at
  * 2x, 1.9 at 4x), a region whose sampled blocks mostly beat it has every block's curvature
- * measured in the pass that finds its extremes instead (most_beat, block_scan16).
+ * measured in the pass that finds its extremes instead (most_beat, block_scan16). When the
+ * caller passes every block's extremes and curvature (the detail pass computes them as it reads
+ * the samples: kernel.h's wf_block_stat), neither pass runs: the blocks are ranked by the
+ * tighter of both bounds at once.
  *
  * The range bound: an interpolated value is y = sum_t c_t x_t over a window of samples that all
  * lie in [l, h]. With m = (h + l) / 2, y = m * sum_t c_t + sum_t c_t (x_t - m) and |x_t - m| <=
@@ -417,6 +420,8 @@ struct source {
     Py_ssize_t n;
     const float *history; /* taps floats, oldest first: history[taps - 1] is sample -1 */
     double inv;
+    /* Every block's stats (wf_block_stat), computed by the detail pass; NULL: none. */
+    const struct wf_block_stat *stats;
 };
 
 /* x[-taps..len) = the converted samples at start - taps .. start + len (history before 0). */
@@ -897,13 +902,22 @@ static AI double contiguous_peak(const struct source *s, const struct interpolat
     for (Py_ssize_t r = 0; r < s->n; r += REGION_BLOCKS * BLOCK) {
         Py_ssize_t rn = s->n - r < REGION_BLOCKS * BLOCK ? s->n - r : REGION_BLOCKS * BLOCK;
         Py_ssize_t blocks = (rn + BLOCK - 1) / BLOCK, full = rn / BLOCK;
-        int scan = 0;
+        int scan = 0, given = 0;
 #ifdef HAVE_SCAN16
-        if (lanes == 8 && taps) {
+        if (lanes == 8 && s->stats) { /* what the scan would find, found by the detail pass */
+            const struct wf_block_stat *st = s->stats + r / BLOCK;
+            for (Py_ssize_t b = 0; b < blocks; b++) {
+                hi[b] = st[b].hi;
+                lo[b] = st[b].lo;
+                curve[b] = st[b].curve;
+            }
+            given = 1;
+            scan = taps != 0; /* every block's both bounds known: rank by the tighter */
+        } else if (lanes == 8 && taps) {
             scan = most_beat(s->base, r, full, k, s->inv, ip, peak, taps);
         }
 #endif
-        if (!scan) {
+        if (!given && !scan) {
             for (Py_ssize_t b = 0; b < full; b++) {
                 key_extremes(s->base, r + b * BLOCK, BLOCK, k, &hi[b], &lo[b]);
             }
@@ -913,7 +927,7 @@ static AI double contiguous_peak(const struct source *s, const struct interpolat
             }
         }
 #ifdef HAVE_SCAN16
-        else {
+        else if (!given) {
             Py_ssize_t b0 = 0;
             if (r == 0) { /* centres 1..len-2: block 1's windows reach no further back */
                 Py_ssize_t len = rn < BLOCK ? rn : BLOCK;
@@ -1057,14 +1071,44 @@ DEFINE_PEAKS(4, 4, __attribute__((target("avx2,fma"))))
 DEFINE_PEAKS(8, 8, __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma"))))
 #endif
 
+/* Whether this CPU runs the AVX-512 kernels (8 lanes): the ones that read block stats. */
+int wf_block_stats_available(void) {
+#ifdef X86_KERNELS
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+           __builtin_cpu_supports("fma");
+#else
+    return 0;
+#endif
+}
+
+/* As contiguous_peak finds them: key_extremes, and raw_curve over the centres block_scan16
+ * covers (the same float32 operations; max is exact in any order). */
+void wf_block_stat(const void *base, Py_ssize_t at, Py_ssize_t len, enum kind k,
+                   struct wf_block_stat *out) {
+    key_extremes(base, at, len, k, &out->hi, &out->lo);
+    if (at == 0) {
+        out->curve = len > 2 ? (float)raw_curve(base, 1, len - 1, k) : 0.0f;
+    } else {
+        out->curve = (float)raw_curve(base, at - 1, at + len - 1, k);
+    }
+}
+
+const char wf_peak_stats_available_doc[] =
+"peak_stats_available() -> bool\n\n"
+"Whether detail_minmax computes the true peak's block stats on this CPU and true_peak reads\n"
+"them (the AVX-512 kernels).";
+
+PyObject *wf_peak_stats_available(PyObject *self, PyObject *args) {
+    return PyBool_FromLong(wf_block_stats_available());
+}
+
 /* The widest kernel this CPU runs for the sample type and interpolator (0, 1 or 3 phases). */
 static peak_fn peak_kernel(enum kind k, int phases) {
     int row = k == KIND_INT16 ? 0 : k == KIND_INT32 ? 1 : 2, col = phases == 3 ? 2 : phases;
 #ifdef X86_KERNELS
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-        __builtin_cpu_supports("fma")) {
+    if (wf_block_stats_available()) {
         return peaks_8[row][col];
     }
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
@@ -1087,12 +1131,16 @@ const char wf_true_peak_doc[] =
 "true_peak(samples, inv_scale, taps, history, peak) -> peak\n\n"
 "The larger of `peak` and the largest |sample| and |interpolated value| of the 1-D\n"
 "`samples` (each times `inv_scale`, as float32). `taps`: interpolator_taps(rate) (empty: the\n"
-"sample peak only); `history`: float32, the taps - 1 samples before these (updated).";
+"sample peak only); `history`: float32, the taps - 1 samples before these (updated).\n"
+"`stats` (optional): the samples' block stats as detail_minmax computed them (a C-contiguous\n"
+"(ceil(n / 256), 3) int32 buffer, or None); read instead of the samples where they help,\n"
+"with the same result.";
 
 PyObject *wf_true_peak(PyObject *self, PyObject *args) {
-    PyObject *samples_o, *taps_o, *history_o;
+    PyObject *samples_o, *taps_o, *history_o, *stats_o = Py_None;
     double inv, peak;
-    if (!PyArg_ParseTuple(args, "OdOOd", &samples_o, &inv, &taps_o, &history_o, &peak)) {
+    if (!PyArg_ParseTuple(args, "OdOOd|O", &samples_o, &inv, &taps_o, &history_o, &peak,
+                          &stats_o)) {
         return NULL;
     }
     struct interpolator ip;
@@ -1111,10 +1159,29 @@ PyObject *wf_true_peak(PyObject *self, PyObject *args) {
     }
     Py_ssize_t n = sv.shape[0], s0 = sv.strides[0], size = sv.itemsize;
     int contiguous = s0 == size;
+    Py_buffer tv = {0};
+    const struct wf_block_stat *stats = NULL;
+    if (stats_o != Py_None) {
+        Py_ssize_t need = (n + BLOCK - 1) / BLOCK * (Py_ssize_t)sizeof(struct wf_block_stat);
+        if (PyObject_GetBuffer(stats_o, &tv, PyBUF_C_CONTIGUOUS) < 0) {
+            PyBuffer_Release(&hv);
+            PyBuffer_Release(&sv);
+            return NULL;
+        }
+        if (tv.len < need) {
+            PyErr_Format(PyExc_ValueError, "stats: need %zd bytes", need);
+            PyBuffer_Release(&tv);
+            PyBuffer_Release(&hv);
+            PyBuffer_Release(&sv);
+            return NULL;
+        }
+        stats = contiguous ? tv.buf : NULL; /* strided samples go piece by piece: unused */
+    }
     char *copy = NULL;
     if (!contiguous && n > 0) {
         copy = malloc((size_t)(n < PIECE ? n : PIECE) * (size_t)size);
         if (!copy) {
+            PyBuffer_Release(&tv);
             PyBuffer_Release(&hv);
             PyBuffer_Release(&sv);
             return PyErr_NoMemory();
@@ -1135,7 +1202,7 @@ PyObject *wf_true_peak(PyObject *self, PyObject *args) {
             }
             from = copy;
         }
-        struct source s = {from, len, history, inv};
+        struct source s = {from, len, history, inv, stats};
         if (peak != INFINITY) { /* else nothing can change but the history (priming) */
             peak = kernel(&s, &ip, peak);
         }
@@ -1143,6 +1210,9 @@ PyObject *wf_true_peak(PyObject *self, PyObject *args) {
     }
     Py_END_ALLOW_THREADS
     free(copy);
+    if (stats_o != Py_None) {
+        PyBuffer_Release(&tv);
+    }
     PyBuffer_Release(&hv);
     PyBuffer_Release(&sv);
     return PyFloat_FromDouble(peak);
