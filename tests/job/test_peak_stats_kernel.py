@@ -128,6 +128,27 @@ def test_the_stats_equal_the_definition_and_leave_points_and_segments_as_they_we
                 assert np.array_equal(a, b, equal_nan=True)
 
 
+def test_nan_and_infinite_floats_leave_points_and_segments_as_they_were() -> None:
+    """The fused float pass finds NaN through the keys: a NaN anywhere still makes its point
+    stored(NaN) and its segment NaN (the accumulator refuses the block on that), and infinities
+    are extremes like any other sample."""
+    rng = np.random.default_rng(2)
+    n = 262144 - 333
+    cuts = np.concatenate([[0], np.unique(rng.integers(1, n, 9))]).astype(np.int64)
+    for bad in (np.nan, -np.nan, np.inf, -np.inf):
+        for at in (0, 1, 255, 256, 2047, 2048 + 100, n // 2, n - 1):
+            x = raw(signal("music", n, 48000, rng), np.float32)
+            x[at] = bad
+            x[(at * 7 + 13) % n] = -0.0
+            for starts in (np.array([0], np.int64), cuts):
+                stats = np.empty((-(-n // BLOCK), 3), dtype=np.int32)
+                fused, plain = detail_call(x, starts, stats), detail_call(x, starts, None)
+                for a, b in zip(fused[1:], plain[1:], strict=True):
+                    assert np.array_equal(a, b, equal_nan=True), (bad, at)
+                if not np.isnan(bad):
+                    assert np.array_equal(stats, expected_stats(x))
+
+
 @pytest.mark.parametrize("dtype", [np.int16, np.int32, np.float32])
 @pytest.mark.parametrize("kind", ["tone", "music", "bursts"])
 @pytest.mark.parametrize("rate", [44100, 96000, 192000])

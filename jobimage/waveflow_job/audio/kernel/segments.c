@@ -511,9 +511,10 @@ stats_run_int16(const int16_t *p, Py_ssize_t groups, const struct run_out *o, Py
     *smx = (int16_t)mx, *smn = (int16_t)mn, *snan = 0;
 }
 
-/* Floats: the points' float max and min (a NaN flags its point, as run_float), and for the
- * stats the keys as true_peak.c's key_extremes finds them (the largest and smallest bits as
- * signed, the largest as unsigned). */
+/* Floats: the keys as true_peak.c's key_extremes finds them (the largest and smallest bits
+ * as signed, the largest as unsigned), and from them the points' float max and min: keys order
+ * as the floats do, so the largest key is the largest float (+0 over -0, the same stored 0),
+ * and a key beyond +inf's or below -inf's is a NaN, which flags its point as run_float does. */
 static STAT_TARGET __attribute__((noinline)) void
 stats_run_float(const float *p, Py_ssize_t groups, const struct run_out *o, Py_ssize_t k,
                 float *smx, float *smn, int *snan, struct wf_block_stat *st, int at_start) {
@@ -521,34 +522,28 @@ stats_run_float(const float *p, Py_ssize_t groups, const struct run_out *o, Py_s
     int nan = 0;
     __m512 prev = at_start ? _mm512_setzero_ps() : _mm512_loadu_ps(p - 16);
     __mmask16 keep = at_start ? 0xfffc : 0xffff;
+    const __m256i inf_key = _mm256_set1_epi32(0x7f800000);
+    const __m256i minus_inf_key = _mm256_set1_epi32((int32_t)0x807fffff);
     for (Py_ssize_t g = 0; g < groups; g++, p += RUN_GROUP * STAT_POINT, k += RUN_GROUP) {
-        __m256 h[RUN_GROUP], l[RUN_GROUP], c[RUN_GROUP];
+        __m256 c[RUN_GROUP];
         __m256i sh[RUN_GROUP], sl[RUN_GROUP], uh[RUN_GROUP];
-        int nanmask = 0;
         for (int j = 0; j < RUN_GROUP; j++) {
             const float *q = p + j * STAT_POINT;
-            __m512 mx = _mm512_set1_ps(-INFINITY), mn = _mm512_set1_ps(INFINITY);
             __m512 m = _mm512_setzero_ps();
             __m512i bmx = _mm512_set1_epi32(INT32_MIN), bmn = _mm512_set1_epi32(INT32_MAX);
             __m512i umx = _mm512_setzero_si512();
-            __mmask16 bad = 0;
             for (int v = 0; v < STAT_POINT / 16; v++) {
                 __m512 cur = _mm512_loadu_ps(q + 16 * v);
                 __m512i bits = _mm512_castps_si512(cur);
-                mx = _mm512_max_ps(cur, mx);
-                mn = _mm512_min_ps(cur, mn);
-                bad |= _mm512_cmp_ps_mask(cur, cur, _CMP_UNORD_Q);
                 bmx = _mm512_max_epi32(bmx, bits);
                 bmn = _mm512_min_epi32(bmn, bits);
                 umx = _mm512_max_epu32(umx, bits);
                 m = curve_step(m, prev, cur, keep);
                 prev = cur, keep = 0xffff;
             }
-            h[j] = half_max_ps(mx), l[j] = half_min_ps(mn), c[j] = half_max_ps(m);
+            c[j] = half_max_ps(m);
             sh[j] = half_max_epi32(bmx), sl[j] = half_min_epi32(bmn), uh[j] = half_max_epu32(umx);
-            nanmask |= (bad != 0) << j;
         }
-        __m256 hi = fold8_max_ps(h), lo = fold8_min_ps(l);
         __m256i shi = fold8_max_epi32(sh), slo = fold8_min_epi32(sl), uhi = fold8_max_epu32(uh);
         /* key_extremes: some sign bit clear: the signed largest is the largest float, else the
          * signed smallest; some negative: the unsigned largest is the smallest float, else the
@@ -558,6 +553,13 @@ stats_run_float(const float *p, Py_ssize_t groups, const struct run_out *o, Py_s
         kh = _mm256_xor_si256(kh, _mm256_srli_epi32(_mm256_srai_epi32(kh, 31), 1));
         kl = _mm256_xor_si256(kl, _mm256_srli_epi32(_mm256_srai_epi32(kl, 31), 1));
         put_stats(st + k, kh, kl, fold8_max_ps(c));
+        int nanmask = _mm256_movemask_ps(_mm256_castsi256_ps(
+            _mm256_or_si256(_mm256_cmpgt_epi32(kh, inf_key), _mm256_cmpgt_epi32(minus_inf_key, kl))));
+        /* the keys back to floats (a key is its own inverse) */
+        __m256 hi = _mm256_castsi256_ps(
+            _mm256_xor_si256(kh, _mm256_srli_epi32(_mm256_srai_epi32(kh, 31), 1)));
+        __m256 lo = _mm256_castsi256_ps(
+            _mm256_xor_si256(kl, _mm256_srli_epi32(_mm256_srai_epi32(kl, 31), 1)));
         gh = _mm256_max_ps(hi, gh), gl = _mm256_min_ps(lo, gl);
         nan |= nanmask;
         store8(o, k, _mm256_cvtps_pd(_mm256_castps256_ps128(lo)),
