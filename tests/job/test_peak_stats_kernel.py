@@ -128,6 +128,22 @@ def test_the_stats_equal_the_definition_and_leave_points_and_segments_as_they_we
                 assert np.array_equal(a, b, equal_nan=True)
 
 
+@pytest.mark.parametrize("dtype", [np.int16, np.int32, np.float32])
+def test_a_spike_counts_in_the_blocks_whose_centres_it_neighbours(dtype: Any) -> None:
+    """One loud sample in silence, at the call's first frames, at point edges and at its end:
+    its second differences are the largest, so any centre counted or left out wrongly (before
+    the call, past its end, at a point edge) shows."""
+    n = 262144 - 256 + 100
+    for at in (0, 1, 2, 255, 256, 257, 511, 512, 4095, 4096, n - 101, n - 100, n - 2, n - 1):
+        for sign in (1, -1):
+            x = np.zeros(n, dtype)
+            x[at] = sign * (0.75 * FULL_SCALE[dtype] if dtype != np.float32 else 0.75)
+            for starts in (np.array([0], np.int64), np.array([0, 1000, 5000], np.int64)):
+                stats = np.empty((-(-n // BLOCK), 3), dtype=np.int32)
+                detail_call(x, starts, stats)
+                assert np.array_equal(stats, expected_stats(x)), (at, sign)
+
+
 def test_nan_and_infinite_floats_leave_points_and_segments_as_they_were() -> None:
     """The fused float pass finds NaN through the keys: a NaN anywhere still makes its point
     stored(NaN) and its segment NaN (the accumulator refuses the block on that), and infinities

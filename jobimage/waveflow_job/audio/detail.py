@@ -13,6 +13,10 @@ overview's segments (:class:`~waveflow_job.audio.peaks.WaveformAccumulator` hand
 here), already as the stored integers (the kernel does :func:`to_stored`'s arithmetic), so the
 detail costs a few operations per point and a write per block, not another pass over the
 samples.
+At 256 frames per point the points are the true peak's blocks, and the same pass also measures
+what the true peak's own first pass would (each block's extremes and largest second difference,
+:attr:`DetailSink.peak_stats`), so the loudness meter reads the samples only where it
+interpolates.
 
 The file's size is bounded (``AudioLimits.max_detail_bytes``): :func:`fit_resolution` picks the
 asked resolution when its file fits, else the asked one doubled as often as needed (a player's

@@ -472,34 +472,49 @@ stats_run_int32(const int32_t *p, Py_ssize_t groups, const struct run_out *o, Py
     *snan = 0;
 }
 
+/* int16: the second differences are exact integers (|d| <= 131,070; float32 holds them, so
+ * they equal block_scan16's), computed 32 centres at a time with multiply-adds of sample
+ * pairs: centres q = s0 + 2i from the pairs (x[q-1], x[q]) times (1, -2) plus x[q+1] times 1,
+ * centres s0 + 2i + 1 likewise from the pairs one sample on. Masked loads read nothing before
+ * the block's first frame or past a point's last. */
 static STAT_TARGET __attribute__((noinline)) void
 stats_run_int16(const int16_t *p, Py_ssize_t groups, const struct run_out *o, Py_ssize_t k,
                 int16_t *smx, int16_t *smn, int *snan, struct wf_block_stat *st, int at_start) {
     __m128i gh = _mm_set1_epi16(INT16_MIN), gl = _mm_set1_epi16(INT16_MAX);
-    __m512 prev = at_start ? _mm512_setzero_ps()
-                           : _mm512_cvtepi32_ps(_mm512_cvtepi16_epi32(
-                                 _mm256_loadu_si256((const __m256i *)(p - 16))));
-    __mmask16 keep = at_start ? 0xfffc : 0xffff;
+    const __m512i near = _mm512_set1_epi32((int32_t)0xfffe0001); /* (1, -2) */
+    const __m512i far = _mm512_set1_epi32(1);                    /* (1, 0) */
+    /* the block's first centres, -1 and 0, are left out (lane 0 of both halves) */
+    __mmask32 back2 = at_start ? 0xfffffffcu : ~0u, back1 = at_start ? 0xfffffffeu : ~0u;
+    __mmask16 keep = at_start ? 0xfffe : 0xffff;
     for (Py_ssize_t g = 0; g < groups; g++, p += RUN_GROUP * STAT_POINT, k += RUN_GROUP) {
-        __m256i h[RUN_GROUP], l[RUN_GROUP];
-        __m256 c[RUN_GROUP];
+        __m256i h[RUN_GROUP], l[RUN_GROUP], c[RUN_GROUP];
         for (int j = 0; j < RUN_GROUP; j++) {
             const int16_t *q = p + j * STAT_POINT;
-            __m256i mx = _mm256_set1_epi16(INT16_MIN), mn = _mm256_set1_epi16(INT16_MAX);
-            __m512 m = _mm512_setzero_ps();
-            for (int v = 0; v < STAT_POINT / 16; v++) {
-                __m256i x = _mm256_loadu_si256((const __m256i *)(q + 16 * v));
-                mx = _mm256_max_epi16(mx, x);
-                mn = _mm256_min_epi16(mn, x);
-                __m512 cur = _mm512_cvtepi32_ps(_mm512_cvtepi16_epi32(x));
-                m = curve_step(m, prev, cur, keep);
-                prev = cur, keep = 0xffff;
+            __m512i mx = _mm512_set1_epi16(INT16_MIN), mn = _mm512_set1_epi16(INT16_MAX);
+            __m512i m = _mm512_setzero_si512();
+            for (int v = 0; v < STAT_POINT / 32; v++) {
+                const int16_t *s0 = q + 32 * v - 1; /* the first of the 32 centres */
+                __m512i pe = _mm512_maskz_loadu_epi16(back2, s0 - 1);
+                __m512i po = _mm512_maskz_loadu_epi16(back1, s0);
+                __m512i x = _mm512_loadu_si512(s0 + 1); /* the point's own 32 samples */
+                __m512i next = _mm512_maskz_loadu_epi16(0x7fffffffu, s0 + 2);
+                mx = _mm512_max_epi16(mx, x);
+                mn = _mm512_min_epi16(mn, x);
+                __m512i even = _mm512_add_epi32(_mm512_madd_epi16(pe, near),
+                                                _mm512_madd_epi16(x, far));
+                __m512i odd = _mm512_add_epi32(_mm512_madd_epi16(po, near),
+                                               _mm512_madd_epi16(next, far));
+                m = _mm512_mask_max_epi32(m, keep, m, _mm512_abs_epi32(even));
+                m = _mm512_mask_max_epi32(m, keep, m, _mm512_abs_epi32(odd));
+                back2 = back1 = ~0u, keep = 0xffff;
             }
-            h[j] = mx, l[j] = mn, c[j] = half_max_ps(m);
+            h[j] = _mm256_max_epi16(_mm512_castsi512_si256(mx), _mm512_extracti64x4_epi64(mx, 1));
+            l[j] = _mm256_min_epi16(_mm512_castsi512_si256(mn), _mm512_extracti64x4_epi64(mn, 1));
+            c[j] = half_max_epi32(m);
         }
         __m128i hi = fold8_max_epi16(h), lo = fold8_min_epi16(l);
         __m256i lo32 = _mm256_cvtepi16_epi32(lo), hi32 = _mm256_cvtepi16_epi32(hi);
-        put_stats(st + k, hi32, lo32, fold8_max_ps(c));
+        put_stats(st + k, hi32, lo32, _mm256_cvtepi32_ps(fold8_max_epi32(c)));
         gh = _mm_max_epi16(gh, hi), gl = _mm_min_epi16(gl, lo);
         store8(o, k, _mm256_cvtepi32_pd(_mm256_castsi256_si128(lo32)),
                _mm256_cvtepi32_pd(_mm256_extracti128_si256(lo32, 1)),
