@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 import waveflow_job.audio._kernel as kernel
+from job.test_true_peak_kernel import music
 from waveflow_dev import synth
 from waveflow_job import waveform
 from waveflow_job.audio import detail
@@ -65,17 +66,7 @@ def signal(kind: str, n: int, rate: int, rng: np.random.Generator) -> np.ndarray
         return 0.5 * (0.6 + 0.4 * np.sin(2 * np.pi * 0.05 * t)) * np.sin(
             2 * np.pi * 220 * t) + 0.01 * rng.standard_normal(n)
     if kind == "music":  # decaying bursts over chords with harmonics
-        out = np.zeros(n)
-        for f0 in rng.uniform(60, 500, 4):
-            for h in range(1, 8):
-                if f0 * h < rate / 2.2:
-                    out += 0.15 / h * np.sin(2 * np.pi * f0 * h * t + rng.uniform(0, 6.3))
-        beat = max(1, rate // 8)
-        for at in range(0, n, beat):
-            m = min(n - at, beat)
-            out[at:at + m] += rng.uniform(0.1, 0.6) * rng.standard_normal(m) * np.exp(
-                -np.arange(m) / (0.02 * rate))
-        return np.clip(out, -1.0, 1.0)
+        return music(n, rate, rng)
     # bursts: quiet noise and short fs/4 bursts at 45 degrees (true peak 3 dB over samples)
     out = 0.01 * rng.standard_normal(n)
     for at in rng.integers(0, max(1, n - 64), 1 + n // 20000):

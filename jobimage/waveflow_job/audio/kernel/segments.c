@@ -243,6 +243,27 @@ static inline RUN_TARGET void store8(const struct run_out *o, Py_ssize_t k, __m2
     }
 }
 
+/* store8 of 8 points' float minima and maxima. */
+static inline RUN_TARGET void store8_ps(const struct run_out *o, Py_ssize_t k, __m256 lo,
+                                        __m256 hi, int nanmask) {
+    store8(o, k, _mm256_cvtps_pd(_mm256_castps256_ps128(lo)),
+           _mm256_cvtps_pd(_mm256_extractf128_ps(lo, 1)),
+           _mm256_cvtps_pd(_mm256_castps256_ps128(hi)),
+           _mm256_cvtps_pd(_mm256_extractf128_ps(hi, 1)), nanmask);
+}
+
+/* The largest of gh's lanes and the smallest of gl's (a float run's own max and min). */
+static inline RUN_TARGET void lanes_minmax_ps(__m256 gh, __m256 gl, float *mx, float *mn) {
+    float a[8], b[8];
+    _mm256_storeu_ps(a, gh);
+    _mm256_storeu_ps(b, gl);
+    *mx = a[0], *mn = b[0];
+    for (int i = 1; i < 8; i++) {
+        *mx = a[i] > *mx ? a[i] : *mx;
+        *mn = b[i] < *mn ? b[i] : *mn;
+    }
+}
+
 /* `groups` x 8 whole points of `spp` frames (a multiple of the lanes) from p, written from point
  * k on; the run's max and min into smx and smn (and for floats whether it holds a NaN). */
 static RUN_TARGET void run_int32(const int32_t *p, Py_ssize_t spp, Py_ssize_t groups,
@@ -338,20 +359,10 @@ static RUN_TARGET void run_float(const float *p, Py_ssize_t spp, Py_ssize_t grou
         __m256 hi = fold8_max_ps(h), lo = fold8_min_ps(l);
         gh = _mm256_max_ps(hi, gh), gl = _mm256_min_ps(lo, gl);
         nan |= nanmask;
-        store8(o, k, _mm256_cvtps_pd(_mm256_castps256_ps128(lo)),
-               _mm256_cvtps_pd(_mm256_extractf128_ps(lo, 1)),
-               _mm256_cvtps_pd(_mm256_castps256_ps128(hi)),
-               _mm256_cvtps_pd(_mm256_extractf128_ps(hi, 1)), nanmask);
+        store8_ps(o, k, lo, hi, nanmask);
     }
-    float a[8], b[8];
-    _mm256_storeu_ps(a, gh);
-    _mm256_storeu_ps(b, gl);
-    float mx = a[0], mn = b[0];
-    for (int i = 1; i < 8; i++) {
-        mx = a[i] > mx ? a[i] : mx;
-        mn = b[i] < mn ? b[i] : mn;
-    }
-    *smx = mx, *smn = mn, *snan = nan != 0;
+    lanes_minmax_ps(gh, gl, smx, smn);
+    *snan = nan != 0;
 }
 
 
@@ -577,20 +588,10 @@ stats_run_float(const float *p, Py_ssize_t groups, const struct run_out *o, Py_s
             _mm256_xor_si256(kl, _mm256_srli_epi32(_mm256_srai_epi32(kl, 31), 1)));
         gh = _mm256_max_ps(hi, gh), gl = _mm256_min_ps(lo, gl);
         nan |= nanmask;
-        store8(o, k, _mm256_cvtps_pd(_mm256_castps256_ps128(lo)),
-               _mm256_cvtps_pd(_mm256_extractf128_ps(lo, 1)),
-               _mm256_cvtps_pd(_mm256_castps256_ps128(hi)),
-               _mm256_cvtps_pd(_mm256_extractf128_ps(hi, 1)), nanmask);
+        store8_ps(o, k, lo, hi, nanmask);
     }
-    float a[8], b[8];
-    _mm256_storeu_ps(a, gh);
-    _mm256_storeu_ps(b, gl);
-    float mx = a[0], mn = b[0];
-    for (int i = 1; i < 8; i++) {
-        mx = a[i] > mx ? a[i] : mx;
-        mn = b[i] < mn ? b[i] : mn;
-    }
-    *smx = mx, *smn = mn, *snan = nan != 0;
+    lanes_minmax_ps(gh, gl, smx, smn);
+    *snan = nan != 0;
 }
 
 #define RUN_LANES(T) ((Py_ssize_t)(32 / sizeof(T)))
