@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import waveflow_job.audio._kernel as kernel
-from job.test_true_peak_kernel import music
+from job.test_true_peak_kernel import FULL_SCALE, music
 from waveflow_dev import synth
 from waveflow_job import waveform
 from waveflow_job.audio import detail
@@ -29,7 +29,6 @@ from waveflow_job.waveform import DetailRequest, analyse_file
 pytestmark = pytest.mark.skipif(not kernel.peak_stats_available(),
                                 reason="the block stats need the AVX-512 kernels")
 
-FULL_SCALE = {np.int16: 32768.0, np.int32: 2.0 ** 31, np.float32: 1.0}
 BLOCK = 256
 
 

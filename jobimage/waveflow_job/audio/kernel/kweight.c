@@ -14,8 +14,9 @@
  * filter's other modes too: up to ~100 x 2^-53 of it after 200 ms at 96 kHz, ~855 x at 192 kHz
  * (measured), but such a state is itself ~0.07 of the signal, so the filtered output is still
  * within about one rounding (tests/job/test_kweight_kernel.py: measured, and every width and
- * segment count equal to one sequential lane and to libebur128). Each lane counts exactly the frames one
- * sequential pass would; the squares of a step cut by a segment bound are summed in two parts.
+ * segment count equal to one sequential lane and to libebur128). Each lane counts exactly the
+ * frames one sequential pass would; the squares of a step cut by a segment bound are summed in
+ * two parts.
  * Lanes run out of step with each other: each has its own step and window bounds, handled
  * between runs of frames (no lane's bookkeeping changes inside a run).
  *

@@ -243,6 +243,27 @@ static inline RUN_TARGET void store8(const struct run_out *o, Py_ssize_t k, __m2
     }
 }
 
+/* store8 of 8 points' int32 minima and maxima. */
+static inline RUN_TARGET void store8_epi32(const struct run_out *o, Py_ssize_t k, __m256i lo,
+                                           __m256i hi) {
+    store8(o, k, _mm256_cvtepi32_pd(_mm256_castsi256_si128(lo)),
+           _mm256_cvtepi32_pd(_mm256_extracti128_si256(lo, 1)),
+           _mm256_cvtepi32_pd(_mm256_castsi256_si128(hi)),
+           _mm256_cvtepi32_pd(_mm256_extracti128_si256(hi, 1)), 0);
+}
+
+/* The largest of hi's 8 int32 lanes and the smallest of lo's (an integer run's own). */
+static inline RUN_TARGET void lanes_extremes(__m256i hi, __m256i lo, int32_t *mx, int32_t *mn) {
+    int32_t a[8], b[8];
+    _mm256_storeu_si256((__m256i *)a, hi);
+    _mm256_storeu_si256((__m256i *)b, lo);
+    *mx = a[0], *mn = b[0];
+    for (int i = 1; i < 8; i++) {
+        *mx = a[i] > *mx ? a[i] : *mx;
+        *mn = b[i] < *mn ? b[i] : *mn;
+    }
+}
+
 /* store8 of 8 points' float minima and maxima. */
 static inline RUN_TARGET void store8_ps(const struct run_out *o, Py_ssize_t k, __m256 lo,
                                         __m256 hi, int nanmask) {
@@ -284,20 +305,10 @@ static RUN_TARGET void run_int32(const int32_t *p, Py_ssize_t spp, Py_ssize_t gr
         }
         __m256i hi = fold8_max_epi32(h), lo = fold8_min_epi32(l);
         gh = _mm256_max_epi32(gh, hi), gl = _mm256_min_epi32(gl, lo);
-        store8(o, k, _mm256_cvtepi32_pd(_mm256_castsi256_si128(lo)),
-               _mm256_cvtepi32_pd(_mm256_extracti128_si256(lo, 1)),
-               _mm256_cvtepi32_pd(_mm256_castsi256_si128(hi)),
-               _mm256_cvtepi32_pd(_mm256_extracti128_si256(hi, 1)), 0);
+        store8_epi32(o, k, lo, hi);
     }
-    int32_t a[8], b[8];
-    _mm256_storeu_si256((__m256i *)a, gh);
-    _mm256_storeu_si256((__m256i *)b, gl);
-    int32_t mx = a[0], mn = b[0];
-    for (int i = 1; i < 8; i++) {
-        mx = a[i] > mx ? a[i] : mx;
-        mn = b[i] < mn ? b[i] : mn;
-    }
-    *smx = mx, *smn = mn, *snan = 0;
+    lanes_extremes(gh, gl, smx, smn);
+    *snan = 0;
 }
 
 static RUN_TARGET void run_int16(const int16_t *p, Py_ssize_t spp, Py_ssize_t groups,
@@ -319,20 +330,11 @@ static RUN_TARGET void run_int16(const int16_t *p, Py_ssize_t spp, Py_ssize_t gr
         __m128i hi = fold8_max_epi16(h), lo = fold8_min_epi16(l);
         gh = _mm_max_epi16(gh, hi), gl = _mm_min_epi16(gl, lo);
         __m256i lo32 = _mm256_cvtepi16_epi32(lo), hi32 = _mm256_cvtepi16_epi32(hi);
-        store8(o, k, _mm256_cvtepi32_pd(_mm256_castsi256_si128(lo32)),
-               _mm256_cvtepi32_pd(_mm256_extracti128_si256(lo32, 1)),
-               _mm256_cvtepi32_pd(_mm256_castsi256_si128(hi32)),
-               _mm256_cvtepi32_pd(_mm256_extracti128_si256(hi32, 1)), 0);
+        store8_epi32(o, k, lo32, hi32);
     }
-    int16_t a[8], b[8];
-    _mm_storeu_si128((__m128i *)a, gh);
-    _mm_storeu_si128((__m128i *)b, gl);
-    int16_t mx = a[0], mn = b[0];
-    for (int i = 1; i < 8; i++) {
-        mx = a[i] > mx ? a[i] : mx;
-        mn = b[i] < mn ? b[i] : mn;
-    }
-    *smx = mx, *smn = mn, *snan = 0;
+    int32_t mx, mn;
+    lanes_extremes(_mm256_cvtepi16_epi32(gh), _mm256_cvtepi16_epi32(gl), &mx, &mn);
+    *smx = (int16_t)mx, *smn = (int16_t)mn, *snan = 0;
 }
 
 static RUN_TARGET void run_float(const float *p, Py_ssize_t spp, Py_ssize_t groups,
@@ -415,22 +417,16 @@ static inline STAT_TARGET __m512 curve_step(__m512 m, __m512 prev, __m512 cur, _
     return _mm512_mask_max_ps(m, keep, m, _mm512_abs_ps(d));
 }
 
+/* true_peak.c's float_key, 8 lanes: a float's bits with a negative one's magnitude bits
+ * flipped, so that keys order as the floats do (and back: a key is its own inverse). */
+static inline STAT_TARGET __m256i float_key8(__m256i bits) {
+    return _mm256_xor_si256(bits, _mm256_srli_epi32(_mm256_srai_epi32(bits, 31), 1));
+}
+
 /* Lane by lane b where the sign of `sign` is set, else a. */
 static inline STAT_TARGET __m256i blend_by_sign(__m256i a, __m256i b, __m256i sign) {
     return _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(a), _mm256_castsi256_ps(b),
                                                 _mm256_castsi256_ps(sign)));
-}
-
-/* The largest and smallest of 8 int32 lanes. */
-static inline STAT_TARGET void lanes_extremes(__m256i hi, __m256i lo, int32_t *mx, int32_t *mn) {
-    int32_t a[8], b[8];
-    _mm256_storeu_si256((__m256i *)a, hi);
-    _mm256_storeu_si256((__m256i *)b, lo);
-    *mx = a[0], *mn = b[0];
-    for (int i = 1; i < 8; i++) {
-        *mx = a[i] > *mx ? a[i] : *mx;
-        *mn = b[i] < *mn ? b[i] : *mn;
-    }
 }
 
 /* Eight points' stats, lane i for point i. */
@@ -474,10 +470,7 @@ stats_run_int32(const int32_t *p, Py_ssize_t groups, const struct run_out *o, Py
         __m256i hi = fold8_max_epi32(h), lo = fold8_min_epi32(l);
         put_stats(st + k, hi, lo, fold8_max_ps(c));
         gh = _mm256_max_epi32(gh, hi), gl = _mm256_min_epi32(gl, lo);
-        store8(o, k, _mm256_cvtepi32_pd(_mm256_castsi256_si128(lo)),
-               _mm256_cvtepi32_pd(_mm256_extracti128_si256(lo, 1)),
-               _mm256_cvtepi32_pd(_mm256_castsi256_si128(hi)),
-               _mm256_cvtepi32_pd(_mm256_extracti128_si256(hi, 1)), 0);
+        store8_epi32(o, k, lo, hi);
     }
     lanes_extremes(gh, gl, smx, smn);
     *snan = 0;
@@ -527,10 +520,7 @@ stats_run_int16(const int16_t *p, Py_ssize_t groups, const struct run_out *o, Py
         __m256i lo32 = _mm256_cvtepi16_epi32(lo), hi32 = _mm256_cvtepi16_epi32(hi);
         put_stats(st + k, hi32, lo32, _mm256_cvtepi32_ps(fold8_max_epi32(c)));
         gh = _mm_max_epi16(gh, hi), gl = _mm_min_epi16(gl, lo);
-        store8(o, k, _mm256_cvtepi32_pd(_mm256_castsi256_si128(lo32)),
-               _mm256_cvtepi32_pd(_mm256_extracti128_si256(lo32, 1)),
-               _mm256_cvtepi32_pd(_mm256_castsi256_si128(hi32)),
-               _mm256_cvtepi32_pd(_mm256_extracti128_si256(hi32, 1)), 0);
+        store8_epi32(o, k, lo32, hi32);
     }
     int32_t mx, mn;
     lanes_extremes(_mm256_cvtepi16_epi32(gh), _mm256_cvtepi16_epi32(gl), &mx, &mn);
@@ -576,16 +566,12 @@ stats_run_float(const float *p, Py_ssize_t groups, const struct run_out *o, Py_s
          * signed smallest; then keyed (negative floats' magnitude bits flipped). */
         __m256i kh = blend_by_sign(shi, slo, shi); /* shi negative: slo */
         __m256i kl = blend_by_sign(slo, uhi, uhi);
-        kh = _mm256_xor_si256(kh, _mm256_srli_epi32(_mm256_srai_epi32(kh, 31), 1));
-        kl = _mm256_xor_si256(kl, _mm256_srli_epi32(_mm256_srai_epi32(kl, 31), 1));
+        kh = float_key8(kh), kl = float_key8(kl);
         put_stats(st + k, kh, kl, fold8_max_ps(c));
         int nanmask = _mm256_movemask_ps(_mm256_castsi256_ps(
             _mm256_or_si256(_mm256_cmpgt_epi32(kh, inf_key), _mm256_cmpgt_epi32(minus_inf_key, kl))));
         /* the keys back to floats (a key is its own inverse) */
-        __m256 hi = _mm256_castsi256_ps(
-            _mm256_xor_si256(kh, _mm256_srli_epi32(_mm256_srai_epi32(kh, 31), 1)));
-        __m256 lo = _mm256_castsi256_ps(
-            _mm256_xor_si256(kl, _mm256_srli_epi32(_mm256_srai_epi32(kl, 31), 1)));
+        __m256 hi = _mm256_castsi256_ps(float_key8(kh)), lo = _mm256_castsi256_ps(float_key8(kl));
         gh = _mm256_max_ps(hi, gh), gl = _mm256_min_ps(lo, gl);
         nan |= nanmask;
         store8_ps(o, k, lo, hi, nanmask);

@@ -344,6 +344,21 @@ static AI double raw_curve(const void *base, Py_ssize_t from, Py_ssize_t to, enu
     return f;
 }
 
+/* One block's extremes (keys) and its largest |second difference| from its samples alone,
+ * over the centres block_scan16 covers: at - 1 .. at + len - 2, from 1 in the call's first
+ * block (the same float32 operations; a max is exact in any order). The scan's blocks that it
+ * does not measure itself (the call's first, a partial last one) and the detail pass's points
+ * outside its runs (wf_block_stat) are measured so. */
+static AI void measure_block(const void *base, Py_ssize_t at, Py_ssize_t len, enum kind k,
+                             int32_t *hi, int32_t *lo, float *curve) {
+    key_extremes(base, at, len, k, hi, lo);
+    if (at == 0) {
+        *curve = len > 2 ? (float)raw_curve(base, 1, len - 1, k) : 0.0f;
+    } else {
+        *curve = (float)raw_curve(base, at - 1, at + len - 1, k);
+    }
+}
+
 /* A block measured in one pass (AVX-512; see most_beat), its curvature while its samples are
  * in the nearest cache: the largest and smallest key of
  * x[at..at+256) (at >= 16) and the largest |second difference| centred on x[at-1..at+254],
@@ -930,9 +945,7 @@ static AI double contiguous_peak(const struct source *s, const struct interpolat
         else if (!given) {
             Py_ssize_t b0 = 0;
             if (r == 0) { /* centres 1..len-2: block 1's windows reach no further back */
-                Py_ssize_t len = rn < BLOCK ? rn : BLOCK;
-                key_extremes(s->base, 0, len, k, &hi[0], &lo[0]);
-                curve[0] = len > 2 ? (float)raw_curve(s->base, 1, len - 1, k) : 0.0f;
+                measure_block(s->base, 0, rn < BLOCK ? rn : BLOCK, k, &hi[0], &lo[0], &curve[0]);
                 b0 = 1;
             }
             if (k == KIND_INT16) {
@@ -943,9 +956,8 @@ static AI double contiguous_peak(const struct source *s, const struct interpolat
                 scan_blocksf(s->base, r, b0, full, hi, lo, curve);
             }
             if (full < blocks && full >= b0) { /* centres at-1..at+len-2, as the scan's */
-                Py_ssize_t at = r + full * BLOCK, len = rn - full * BLOCK;
-                key_extremes(s->base, at, len, k, &hi[full], &lo[full]);
-                curve[full] = (float)raw_curve(s->base, at - 1, at + len - 1, k);
+                measure_block(s->base, r + full * BLOCK, rn - full * BLOCK, k, &hi[full],
+                              &lo[full], &curve[full]);
             }
         }
 #endif
@@ -1083,16 +1095,10 @@ int wf_block_stats_available(void) {
 #endif
 }
 
-/* As contiguous_peak finds them: key_extremes, and raw_curve over the centres block_scan16
- * covers (the same float32 operations; max is exact in any order). */
+/* As contiguous_peak finds them (measure_block). */
 void wf_block_stat(const void *base, Py_ssize_t at, Py_ssize_t len, enum kind k,
                    struct wf_block_stat *out) {
-    key_extremes(base, at, len, k, &out->hi, &out->lo);
-    if (at == 0) {
-        out->curve = len > 2 ? (float)raw_curve(base, 1, len - 1, k) : 0.0f;
-    } else {
-        out->curve = (float)raw_curve(base, at - 1, at + len - 1, k);
-    }
+    measure_block(base, at, len, k, &out->hi, &out->lo, &out->curve);
 }
 
 const char wf_peak_stats_available_doc[] =
